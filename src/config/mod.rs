@@ -1,0 +1,647 @@
+//! Configuration: the TOML file (or the embedded default) is read into [`raw`] structs that
+//! reject unknown keys, then validated once at start into [`Config`], whose fields are the
+//! checked, typed values every other module reads. Every error names the offending key.
+//!
+//! Two phases keep serde's concerns (names, defaults, unknown keys) apart from the checks
+//! (addresses parse, limits are non-zero, a pinned core exists), and leave the rest of the
+//! program free of `Option`s and strings that might not parse.
+
+pub mod raw;
+
+use std::fmt;
+use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use ipnet::IpNet;
+
+use raw::{RawConfig, RawCores};
+
+/// The configuration `corerelay serve` runs with when no file is given.
+pub const DEFAULT_TOML: &str = include_str!("default.toml");
+
+/// A configuration error: the dotted key it is about and what is wrong with it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    pub key: String,
+    pub message: String,
+}
+
+impl ConfigError {
+    fn new(key: impl Into<String>, message: impl Into<String>) -> Self {
+        ConfigError {
+            key: key.into(),
+            message: message.into(),
+        }
+    }
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.key.is_empty() {
+            write!(f, "configuration: {}", self.message)
+        } else {
+            write!(f, "configuration key `{}`: {}", self.key, self.message)
+        }
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// Which CPUs run an executor.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Cores {
+    /// Every online CPU.
+    All,
+    /// This many executors, placed by glommio.
+    Count(usize),
+    /// One executor on each of these CPU ids.
+    List(Vec<usize>),
+}
+
+impl Cores {
+    /// Parses the `--cores` flag: `all`, `N`, or `0,2,4`.
+    pub fn parse_flag(s: &str) -> Result<Cores, ConfigError> {
+        let s = s.trim();
+        if s == "all" {
+            return Ok(Cores::All);
+        }
+        if s.contains(',') {
+            let list = s
+                .split(',')
+                .map(|p| p.trim().parse::<usize>())
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|_| ConfigError::new("server.cores", format!("`{s}` is not a list of CPU ids")))?;
+            return Ok(Cores::List(list));
+        }
+        s.parse::<usize>()
+            .map(Cores::Count)
+            .map_err(|_| ConfigError::new("server.cores", format!("`{s}` is not `all`, a count or a list")))
+    }
+
+    /// The number of executors this selection runs on a machine with `online` CPUs.
+    pub fn count(&self, online: usize) -> usize {
+        match self {
+            Cores::All => online.max(1),
+            Cores::Count(n) => *n,
+            Cores::List(l) => l.len(),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    pub cores: Cores,
+    pub pin: bool,
+    pub hostname: String,
+    pub io_memory_bytes: usize,
+}
+
+/// Inbound SMTP: the listener and every limit a client meets.
+#[derive(Debug, Clone)]
+pub struct SmtpConfig {
+    pub listen: SocketAddr,
+    pub backlog_count: u32,
+    pub connections_per_core_max_count: usize,
+    pub command_line_max_bytes: usize,
+    pub text_line_max_bytes: usize,
+    pub message_max_bytes: usize,
+    pub recipients_max_count: usize,
+    pub messages_per_connection_max_count: usize,
+    pub errors_max_count: usize,
+    pub command_timeout: Duration,
+    pub data_timeout: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct SpoolConfig {
+    pub dir: PathBuf,
+    pub segment_max_bytes: u64,
+    pub commit_batch_max_count: usize,
+    pub commit_batch_max_bytes: usize,
+    pub memory_max_bytes: usize,
+}
+
+#[derive(Debug, Clone)]
+pub struct LogConfig {
+    pub dir: PathBuf,
+    pub ring_max_count: usize,
+}
+
+/// Outbound: where mail goes and how patiently.
+#[derive(Debug, Clone)]
+pub struct DeliveryConfig {
+    pub mx_port: u16,
+    /// `host:port` to send everything to instead of the recipient domains' MX hosts.
+    pub smarthost: Option<(String, u16)>,
+    /// Nameservers; empty means "read /etc/resolv.conf".
+    pub dns_servers: Vec<SocketAddr>,
+    pub helo_name: String,
+    pub concurrency_per_core_max_count: usize,
+    pub retry_schedule: Vec<Duration>,
+    pub message_max_age: Duration,
+    pub connect_timeout: Duration,
+    pub greeting_timeout: Duration,
+    pub command_timeout: Duration,
+    pub data_timeout: Duration,
+    pub idle_connection: Duration,
+    pub messages_per_connection_max_count: usize,
+}
+
+/// Which sender domains an account may use.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SenderDomains {
+    Any,
+    /// Lower-case domain names.
+    List(Vec<String>),
+}
+
+impl SenderDomains {
+    pub fn allows(&self, domain: &str) -> bool {
+        match self {
+            SenderDomains::Any => true,
+            SenderDomains::List(l) => l.iter().any(|d| d.eq_ignore_ascii_case(domain)),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct AccountConfig {
+    pub id: String,
+    pub networks: Vec<IpNet>,
+    pub sender_domains: SenderDomains,
+    /// The core this account is pinned to; otherwise a stable hash of `id` decides.
+    pub core: Option<usize>,
+}
+
+/// The validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub server: ServerConfig,
+    pub smtp: SmtpConfig,
+    pub spool: SpoolConfig,
+    pub log: LogConfig,
+    pub delivery: DeliveryConfig,
+    pub accounts: Vec<AccountConfig>,
+}
+
+/// Command-line settings that take precedence over the file.
+#[derive(Debug, Clone, Default)]
+pub struct Overrides {
+    pub listen: Option<String>,
+    pub cores: Option<String>,
+    pub spool_dir: Option<String>,
+    pub log_dir: Option<String>,
+    pub dns: Option<String>,
+    pub smarthost: Option<String>,
+}
+
+impl Config {
+    /// Parses and validates a TOML document.
+    pub fn from_toml(text: &str) -> Result<Config, ConfigError> {
+        Self::from_toml_with(text, &Overrides::default())
+    }
+
+    /// Parses a TOML document, applies the command-line overrides, and validates.
+    pub fn from_toml_with(text: &str, overrides: &Overrides) -> Result<Config, ConfigError> {
+        let mut raw = parse_raw(text)?;
+        apply_overrides(&mut raw, overrides)?;
+        Config::from_raw(raw)
+    }
+
+    /// The embedded default with overrides applied.
+    pub fn embedded(overrides: &Overrides) -> Result<Config, ConfigError> {
+        Self::from_toml_with(DEFAULT_TOML, overrides)
+    }
+
+    /// The number of executors this configuration runs on a machine with `online` CPUs.
+    pub fn core_count(&self, online: usize) -> usize {
+        self.server.cores.count(online)
+    }
+
+    fn from_raw(raw: RawConfig) -> Result<Config, ConfigError> {
+        let server = ServerConfig {
+            cores: match raw.server.cores {
+                RawCores::Named(s) => Cores::parse_flag(&s)?,
+                RawCores::Count(n) => Cores::Count(n),
+                RawCores::List(l) => Cores::List(l),
+            },
+            pin: raw.server.pin,
+            hostname: non_empty("server.hostname", raw.server.hostname)?,
+            io_memory_bytes: raw.server.io_memory_bytes,
+        };
+        match &server.cores {
+            Cores::Count(0) => return Err(ConfigError::new("server.cores", "must be at least 1")),
+            Cores::List(l) if l.is_empty() => {
+                return Err(ConfigError::new("server.cores", "the list of CPUs is empty"));
+            }
+            Cores::List(l) => {
+                let mut sorted = l.clone();
+                sorted.sort_unstable();
+                sorted.dedup();
+                if sorted.len() != l.len() {
+                    return Err(ConfigError::new("server.cores", "a CPU is listed twice"));
+                }
+            }
+            _ => {}
+        }
+        let s = raw.smtp;
+        let smtp = SmtpConfig {
+            listen: socket_addr("smtp.listen", &s.listen, None)?,
+            backlog_count: positive("smtp.backlog_count", s.backlog_count as u64)? as u32,
+            connections_per_core_max_count: positive_usize(
+                "smtp.connections_per_core_max_count",
+                s.connections_per_core_max_count,
+            )?,
+            command_line_max_bytes: at_least("smtp.command_line_max_bytes", s.command_line_max_bytes, 512)?,
+            text_line_max_bytes: at_least("smtp.text_line_max_bytes", s.text_line_max_bytes, 1000)?,
+            message_max_bytes: positive_usize("smtp.message_max_bytes", s.message_max_bytes)?,
+            recipients_max_count: positive_usize("smtp.recipients_max_count", s.recipients_max_count)?,
+            messages_per_connection_max_count: positive_usize(
+                "smtp.messages_per_connection_max_count",
+                s.messages_per_connection_max_count,
+            )?,
+            errors_max_count: positive_usize("smtp.errors_max_count", s.errors_max_count)?,
+            command_timeout: millis("smtp.command_timeout_ms", s.command_timeout_ms)?,
+            data_timeout: millis("smtp.data_timeout_ms", s.data_timeout_ms)?,
+        };
+        let sp = raw.spool;
+        let spool = SpoolConfig {
+            dir: PathBuf::from(non_empty("spool.dir", sp.dir)?),
+            segment_max_bytes: at_least("spool.segment_max_bytes", sp.segment_max_bytes as usize, 1 << 20)?
+                as u64,
+            commit_batch_max_count: positive_usize(
+                "spool.commit_batch_max_count",
+                sp.commit_batch_max_count,
+            )?,
+            commit_batch_max_bytes: at_least(
+                "spool.commit_batch_max_bytes",
+                sp.commit_batch_max_bytes,
+                64 << 10,
+            )?,
+            memory_max_bytes: sp.memory_max_bytes,
+        };
+        let log = LogConfig {
+            dir: PathBuf::from(non_empty("log.dir", raw.log.dir)?),
+            ring_max_count: positive_usize("log.ring_max_count", raw.log.ring_max_count)?,
+        };
+        let d = raw.delivery;
+        if d.retry_schedule_ms.is_empty() {
+            return Err(ConfigError::new(
+                "delivery.retry_schedule_ms",
+                "needs at least one delay",
+            ));
+        }
+        if d.retry_schedule_ms.contains(&0) {
+            return Err(ConfigError::new(
+                "delivery.retry_schedule_ms",
+                "a delay of 0 would retry in a loop",
+            ));
+        }
+        let delivery = DeliveryConfig {
+            mx_port: positive("delivery.mx_port", d.mx_port as u64)? as u16,
+            smarthost: match d.smarthost {
+                None => None,
+                Some(s) => Some(host_port("delivery.smarthost", &s)?),
+            },
+            dns_servers: d
+                .dns_servers
+                .iter()
+                .map(|s| socket_addr("delivery.dns_servers", s, Some(53)))
+                .collect::<Result<_, _>>()?,
+            helo_name: if d.helo_name.is_empty() {
+                server.hostname.clone()
+            } else {
+                d.helo_name
+            },
+            concurrency_per_core_max_count: positive_usize(
+                "delivery.concurrency_per_core_max_count",
+                d.concurrency_per_core_max_count,
+            )?,
+            retry_schedule: d
+                .retry_schedule_ms
+                .iter()
+                .map(|&ms| Duration::from_millis(ms))
+                .collect(),
+            message_max_age: millis("delivery.message_max_age_ms", d.message_max_age_ms)?,
+            connect_timeout: millis("delivery.connect_timeout_ms", d.connect_timeout_ms)?,
+            greeting_timeout: millis("delivery.greeting_timeout_ms", d.greeting_timeout_ms)?,
+            command_timeout: millis("delivery.command_timeout_ms", d.command_timeout_ms)?,
+            data_timeout: millis("delivery.data_timeout_ms", d.data_timeout_ms)?,
+            idle_connection: Duration::from_millis(d.idle_connection_ms),
+            messages_per_connection_max_count: positive_usize(
+                "delivery.messages_per_connection_max_count",
+                d.messages_per_connection_max_count,
+            )?,
+        };
+        let accounts = raw
+            .accounts
+            .into_iter()
+            .enumerate()
+            .map(|(i, a)| account(i, a))
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut ids: Vec<&str> = accounts.iter().map(|a| a.id.as_str()).collect();
+        ids.sort_unstable();
+        if let Some(w) = ids.windows(2).find(|w| w[0] == w[1]) {
+            return Err(ConfigError::new(
+                "accounts",
+                format!("account id `{}` is used twice", w[0]),
+            ));
+        }
+        let config = Config {
+            server,
+            smtp,
+            spool,
+            log,
+            delivery,
+            accounts,
+        };
+        config.check_pinned_cores()?;
+        Ok(config)
+    }
+
+    /// A pinned core must exist. With `cores = "all"` the count is only known at start, so
+    /// the runtime calls this again with the real count.
+    fn check_pinned_cores(&self) -> Result<(), ConfigError> {
+        let known = match &self.server.cores {
+            Cores::All => return Ok(()),
+            c => c.count(0),
+        };
+        self.check_pinned_against(known)
+    }
+
+    /// Checks every account's `core` against the number of executors that will run.
+    pub fn check_pinned_against(&self, cores: usize) -> Result<(), ConfigError> {
+        for (i, a) in self.accounts.iter().enumerate() {
+            if let Some(c) = a.core
+                && c >= cores
+            {
+                return Err(ConfigError::new(
+                    format!("accounts[{i}].core"),
+                    format!(
+                        "account `{}` is pinned to core {c}, but only {cores} cores run (0..{cores})",
+                        a.id
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+fn parse_raw(text: &str) -> Result<RawConfig, ConfigError> {
+    let de = toml::Deserializer::parse(text)
+        .map_err(|e| ConfigError::new("", e.to_string().trim_end().to_string()))?;
+    serde_path_to_error::deserialize(de).map_err(|e| {
+        let key = e.path().to_string();
+        let key = if key == "." { String::new() } else { key };
+        ConfigError::new(key, e.into_inner().message().trim_end().to_string())
+    })
+}
+
+fn apply_overrides(raw: &mut RawConfig, o: &Overrides) -> Result<(), ConfigError> {
+    if let Some(v) = &o.listen {
+        raw.smtp.listen = v.clone();
+    }
+    if let Some(v) = &o.cores {
+        raw.server.cores = RawCores::Named(v.clone());
+    }
+    if let Some(v) = &o.spool_dir {
+        raw.spool.dir = v.clone();
+    }
+    if let Some(v) = &o.log_dir {
+        raw.log.dir = v.clone();
+    }
+    if let Some(v) = &o.dns {
+        raw.delivery.dns_servers = vec![v.clone()];
+    }
+    if let Some(v) = &o.smarthost {
+        raw.delivery.smarthost = Some(v.clone());
+    }
+    Ok(())
+}
+
+fn account(i: usize, a: raw::RawAccount) -> Result<AccountConfig, ConfigError> {
+    let key = |field: &str| format!("accounts[{i}].{field}");
+    if a.id.is_empty()
+        || !a
+            .id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+    {
+        return Err(ConfigError::new(
+            key("id"),
+            format!(
+                "`{}` must be non-empty ASCII letters, digits, '-', '_' or '.'",
+                a.id
+            ),
+        ));
+    }
+    if a.networks.is_empty() {
+        return Err(ConfigError::new(
+            key("networks"),
+            "an account needs at least one source network",
+        ));
+    }
+    let networks = a
+        .networks
+        .iter()
+        .map(|n| {
+            parse_net(n).ok_or_else(|| {
+                ConfigError::new(
+                    key("networks"),
+                    format!("`{n}` is not a CIDR network or an IP address"),
+                )
+            })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let sender_domains = if a.sender_domains.iter().any(|d| d == "*") {
+        if a.sender_domains.len() > 1 {
+            return Err(ConfigError::new(
+                key("sender_domains"),
+                "`*` allows every domain and cannot be combined with others",
+            ));
+        }
+        SenderDomains::Any
+    } else if a.sender_domains.is_empty() {
+        return Err(ConfigError::new(
+            key("sender_domains"),
+            "list the account's domains, or `*` for any",
+        ));
+    } else {
+        for d in &a.sender_domains {
+            if d.is_empty() || d.contains('@') || d.contains(char::is_whitespace) {
+                return Err(ConfigError::new(
+                    key("sender_domains"),
+                    format!("`{d}` is not a domain name"),
+                ));
+            }
+        }
+        SenderDomains::List(a.sender_domains.iter().map(|d| d.to_ascii_lowercase()).collect())
+    };
+    Ok(AccountConfig {
+        id: a.id,
+        networks,
+        sender_domains,
+        core: a.core,
+    })
+}
+
+fn parse_net(s: &str) -> Option<IpNet> {
+    s.parse::<IpNet>()
+        .ok()
+        .or_else(|| s.parse::<IpAddr>().ok().map(IpNet::from))
+}
+
+fn non_empty(key: &str, v: String) -> Result<String, ConfigError> {
+    if v.trim().is_empty() {
+        Err(ConfigError::new(key, "must not be empty"))
+    } else {
+        Ok(v)
+    }
+}
+
+fn positive(key: &str, v: u64) -> Result<u64, ConfigError> {
+    if v == 0 {
+        Err(ConfigError::new(key, "must be greater than 0"))
+    } else {
+        Ok(v)
+    }
+}
+
+fn positive_usize(key: &str, v: usize) -> Result<usize, ConfigError> {
+    positive(key, v as u64).map(|v| v as usize)
+}
+
+fn at_least(key: &str, v: usize, min: usize) -> Result<usize, ConfigError> {
+    if v < min {
+        Err(ConfigError::new(
+            key,
+            format!("{v} is below the minimum of {min}"),
+        ))
+    } else {
+        Ok(v)
+    }
+}
+
+fn millis(key: &str, v: u64) -> Result<Duration, ConfigError> {
+    positive(key, v).map(Duration::from_millis)
+}
+
+/// `ip:port`, `[v6]:port`, or (with a default port) a bare IP.
+fn socket_addr(key: &str, s: &str, default_port: Option<u16>) -> Result<SocketAddr, ConfigError> {
+    if let Ok(a) = s.parse::<SocketAddr>() {
+        return Ok(a);
+    }
+    if let (Some(port), Ok(ip)) = (default_port, s.parse::<IpAddr>()) {
+        return Ok(SocketAddr::new(ip, port));
+    }
+    if default_port.is_none()
+        && let Ok(mut addrs) = s.to_socket_addrs()
+        && let Some(a) = addrs.next()
+    {
+        return Ok(a);
+    }
+    Err(ConfigError::new(
+        key,
+        format!("`{s}` is not an address of the form IP:PORT"),
+    ))
+}
+
+/// `host:port` where host is a name or an IP literal (`[v6]` for IPv6).
+fn host_port(key: &str, s: &str) -> Result<(String, u16), ConfigError> {
+    let bad = || ConfigError::new(key, format!("`{s}` is not of the form HOST:PORT"));
+    let (host, port) = s.rsplit_once(':').ok_or_else(bad)?;
+    let port: u16 = port.parse().map_err(|_| bad())?;
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    if host.is_empty() || port == 0 {
+        return Err(bad());
+    }
+    Ok((host.to_string(), port))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn embedded_default_is_valid() {
+        let c = Config::from_toml(DEFAULT_TOML).unwrap();
+        assert_eq!(c.smtp.listen, "127.0.0.1:2525".parse().unwrap());
+        assert_eq!(c.accounts.len(), 1);
+        assert_eq!(c.accounts[0].id, "local");
+        assert_eq!(c.accounts[0].sender_domains, SenderDomains::Any);
+        assert_eq!(c.delivery.mx_port, 25);
+        assert_eq!(c.delivery.helo_name, "corerelay.localhost");
+        assert_eq!(c.server.cores, Cores::All);
+    }
+
+    #[test]
+    fn empty_file_takes_field_defaults() {
+        let c = Config::from_toml("").unwrap();
+        assert_eq!(c.smtp.message_max_bytes, 25 << 20);
+        assert!(c.accounts.is_empty());
+    }
+
+    #[test]
+    fn unknown_keys_are_named() {
+        let e = Config::from_toml("[smtp]\nlisten = \"127.0.0.1:25\"\nlistne = 1\n").unwrap_err();
+        assert!(e.to_string().contains("listne"), "{e}");
+        let e = Config::from_toml("[smtpd]\n").unwrap_err();
+        assert!(e.to_string().contains("smtpd"), "{e}");
+        let e = Config::from_toml("[[accounts]]\nid = \"a\"\nnetwork = []\n").unwrap_err();
+        assert!(e.to_string().contains("network"), "{e}");
+    }
+
+    #[test]
+    fn wrong_types_and_bad_values_name_the_key() {
+        let e = Config::from_toml("[smtp]\nrecipients_max_count = \"many\"\n").unwrap_err();
+        assert_eq!(e.key, "smtp.recipients_max_count", "{e}");
+        let e = Config::from_toml("[smtp]\nlisten = \"nowhere\"\n").unwrap_err();
+        assert_eq!(e.key, "smtp.listen");
+        let e = Config::from_toml("[smtp]\nrecipients_max_count = 0\n").unwrap_err();
+        assert_eq!(e.key, "smtp.recipients_max_count");
+        let e = Config::from_toml(
+            "[[accounts]]\nid = \"a\"\nnetworks = [\"10.0.0.0/33\"]\nsender_domains = [\"*\"]\n",
+        )
+        .unwrap_err();
+        assert_eq!(e.key, "accounts[0].networks");
+        let e = Config::from_toml("[server]\ncores = 2\n[[accounts]]\nid = \"a\"\nnetworks = [\"10.0.0.1\"]\nsender_domains = [\"*\"]\ncore = 2\n").unwrap_err();
+        assert_eq!(e.key, "accounts[0].core");
+        let e = Config::from_toml("[delivery]\nsmarthost = \"localhost\"\n").unwrap_err();
+        assert_eq!(e.key, "delivery.smarthost");
+    }
+
+    #[test]
+    fn overrides_win_over_the_file() {
+        let o = Overrides {
+            listen: Some("127.0.0.1:0".into()),
+            cores: Some("0,1".into()),
+            spool_dir: Some("/tmp/s".into()),
+            log_dir: Some("/tmp/l".into()),
+            dns: Some("127.0.0.1:5353".into()),
+            smarthost: Some("127.0.0.1:2526".into()),
+        };
+        let c = Config::embedded(&o).unwrap();
+        assert_eq!(c.smtp.listen.port(), 0);
+        assert_eq!(c.server.cores, Cores::List(vec![0, 1]));
+        assert_eq!(c.spool.dir, PathBuf::from("/tmp/s"));
+        assert_eq!(c.delivery.dns_servers, vec!["127.0.0.1:5353".parse().unwrap()]);
+        assert_eq!(c.delivery.smarthost, Some(("127.0.0.1".into(), 2526)));
+        let c = Config::embedded(&Overrides {
+            dns: Some("10.0.0.53".into()),
+            ..Default::default()
+        })
+        .unwrap();
+        assert_eq!(c.delivery.dns_servers, vec!["10.0.0.53:53".parse().unwrap()]);
+    }
+
+    #[test]
+    fn star_domains_cannot_be_mixed() {
+        let e = Config::from_toml(
+            "[[accounts]]\nid = \"a\"\nnetworks = [\"10.0.0.1\"]\nsender_domains = [\"*\", \"x.com\"]\n",
+        )
+        .unwrap_err();
+        assert_eq!(e.key, "accounts[0].sender_domains");
+    }
+}

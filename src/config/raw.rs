@@ -1,0 +1,180 @@
+//! The configuration file as written: serde structs that reject unknown keys, with a named
+//! default for every field. `super::Config::from_raw` turns this into the validated form.
+
+use serde::Deserialize;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    #[serde(default)]
+    pub server: RawServer,
+    #[serde(default)]
+    pub smtp: RawSmtp,
+    #[serde(default)]
+    pub spool: RawSpool,
+    #[serde(default)]
+    pub log: RawLog,
+    #[serde(default)]
+    pub delivery: RawDelivery,
+    #[serde(default)]
+    pub accounts: Vec<RawAccount>,
+}
+
+/// `cores = "all" | 4 | [0, 2]`
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(untagged)]
+pub enum RawCores {
+    Named(String),
+    Count(usize),
+    List(Vec<usize>),
+}
+
+impl Default for RawCores {
+    fn default() -> Self {
+        RawCores::Named("all".into())
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawServer {
+    pub cores: RawCores,
+    pub pin: bool,
+    pub hostname: String,
+    pub io_memory_bytes: usize,
+}
+
+impl Default for RawServer {
+    fn default() -> Self {
+        RawServer {
+            cores: RawCores::default(),
+            pin: true,
+            hostname: "corerelay.localhost".into(),
+            io_memory_bytes: 2 << 20,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawSmtp {
+    pub listen: String,
+    pub backlog_count: u32,
+    pub connections_per_core_max_count: usize,
+    pub command_line_max_bytes: usize,
+    pub text_line_max_bytes: usize,
+    pub message_max_bytes: usize,
+    pub recipients_max_count: usize,
+    pub messages_per_connection_max_count: usize,
+    pub errors_max_count: usize,
+    pub command_timeout_ms: u64,
+    pub data_timeout_ms: u64,
+}
+
+impl Default for RawSmtp {
+    fn default() -> Self {
+        RawSmtp {
+            listen: "127.0.0.1:2525".into(),
+            backlog_count: 1024,
+            connections_per_core_max_count: 10_000,
+            command_line_max_bytes: 512,
+            text_line_max_bytes: 1000,
+            message_max_bytes: 25 << 20,
+            recipients_max_count: 100,
+            messages_per_connection_max_count: 10_000,
+            errors_max_count: 10,
+            command_timeout_ms: 300_000,
+            data_timeout_ms: 180_000,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawSpool {
+    pub dir: String,
+    pub segment_max_bytes: u64,
+    pub commit_batch_max_count: usize,
+    pub commit_batch_max_bytes: usize,
+    pub memory_max_bytes: usize,
+}
+
+impl Default for RawSpool {
+    fn default() -> Self {
+        RawSpool {
+            dir: "corerelay-data/spool".into(),
+            segment_max_bytes: 64 << 20,
+            commit_batch_max_count: 64,
+            commit_batch_max_bytes: 8 << 20,
+            memory_max_bytes: 256 << 20,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawLog {
+    pub dir: String,
+    pub ring_max_count: usize,
+}
+
+impl Default for RawLog {
+    fn default() -> Self {
+        RawLog {
+            dir: "corerelay-data/log".into(),
+            ring_max_count: 16_384,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawDelivery {
+    pub mx_port: u16,
+    pub smarthost: Option<String>,
+    pub dns_servers: Vec<String>,
+    pub helo_name: String,
+    pub concurrency_per_core_max_count: usize,
+    pub retry_schedule_ms: Vec<u64>,
+    pub message_max_age_ms: u64,
+    pub connect_timeout_ms: u64,
+    pub greeting_timeout_ms: u64,
+    pub command_timeout_ms: u64,
+    pub data_timeout_ms: u64,
+    pub idle_connection_ms: u64,
+    pub messages_per_connection_max_count: usize,
+}
+
+impl Default for RawDelivery {
+    fn default() -> Self {
+        RawDelivery {
+            mx_port: 25,
+            smarthost: None,
+            dns_servers: Vec::new(),
+            helo_name: String::new(),
+            concurrency_per_core_max_count: 256,
+            retry_schedule_ms: vec![
+                60_000, 300_000, 900_000, 1_800_000, 3_600_000, 7_200_000, 14_400_000,
+            ],
+            message_max_age_ms: 5 * 24 * 3_600_000,
+            connect_timeout_ms: 30_000,
+            greeting_timeout_ms: 300_000,
+            command_timeout_ms: 300_000,
+            data_timeout_ms: 600_000,
+            idle_connection_ms: 5_000,
+            messages_per_connection_max_count: 100,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAccount {
+    pub id: String,
+    #[serde(default)]
+    pub networks: Vec<String>,
+    #[serde(default)]
+    pub sender_domains: Vec<String>,
+    #[serde(default)]
+    pub core: Option<usize>,
+}

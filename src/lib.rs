@@ -1,0 +1,78 @@
+//! # corerelay
+//!
+//! An SMTP relay for email-sending services, built thread-per-core on io_uring (glommio).
+//! This crate root is the architecture document: the flow of one message, the invariants,
+//! and the map of the code. Keep it true when the code changes.
+//!
+//! ## One message, end to end
+//!
+//! ```text
+//!  client ──TCP──▶ [any core] ingress: one SO_REUSEPORT listener per core
+//!                    │  smtp::server (sans-IO session) parses commands and DATA
+//!                    │  MAIL FROM → account::Directory::identify(source IP, sender domain)
+//!                    │  owner = account::Directory::owner(account)
+//!                    │  DATA → body arrives as bytes::Bytes slices of the socket buffers
+//!                    ▼
+//!                handoff ──mesh──▶ [owner core]   (inline when the owner is this core)
+//!                    │  spool: append envelope + message to this core's segment;
+//!                    │         group commit: one fdatasync covers every record written meanwhile
+//!                    ◀──ack── the client's 250 is sent only now
+//!                    ▼
+//!                deliver: per-core queue → route (MX via hickory on glommio, or smarthost)
+//!                    │  smtp::client over one connection per host (reused while warm)
+//!                    │  2xx delivered · 4xx/IO retried on the backoff schedule · 5xx failed
+//!                    │  each outcome appended to the spool; finished messages let segments go
+//!                    ▼
+//!                observe: per-core log ring ─▶ <log-dir>/core-N.log
+//! ```
+//!
+//! ## Invariants (what is deliberately absent)
+//!
+//! - **No shared mutable state between cores.** Per-core state is owned (`Rc`/`RefCell`,
+//!   never held across an `.await`); cores exchange messages only through the glommio
+//!   channel meshes of [`mesh`]; what every core reads (config, account directory) is an
+//!   immutable snapshot.
+//! - **One owner per account.** An account's spool records and delivery queue live on one
+//!   core, so a large sender can saturate only that core.
+//! - **No lock and no shared file on the hot path.** Each core has its own spool segments,
+//!   log file and DNS cache. Logging never blocks the data path: a full ring drops and
+//!   counts.
+//! - **250 means durable.** The reply to DATA is sent after the owner's fdatasync covering
+//!   that message's record. A torn spool tail is detected by checksum on recovery.
+//! - **Every queue, buffer and window is bounded** and its bound is a config key with a unit
+//!   suffix.
+//! - **Pure cores, thin I/O shells.** SMTP parsing (server and client), spool record format,
+//!   retry schedule and outcome classification take bytes/time in and give bytes/decisions
+//!   out; the socket and file drivers around them are small.
+//! - **Bytes that do not change are not copied.** A message is a list of `Bytes` slices of
+//!   what was received; the spool write and the outbound DATA walk that list.
+//!
+//! ## Code map (in flow order)
+//!
+//! - [`config`]: TOML → validated [`config::Config`]; the embedded default.
+//! - [`runtime`]: starts one executor per core, binds the listeners, wires the shards.
+//! - [`ingress`]: accept loop and the per-connection driver around [`smtp::server`].
+//! - [`smtp`]: the wire: typed replies, command parser, DATA receiver, server session,
+//!   client transaction (all sans-IO).
+//! - [`account`]: the account directory: identification and owner core.
+//! - [`message`]: the unit that flows: id, envelope, chunk list.
+//! - [`mesh`], [`handoff`]: acceptor → owner transfer and the spool acknowledgement back.
+//! - [`spool`]: per-core durable segments, group commit, recovery.
+//! - [`route`]: DNS (hickory on glommio) and MX selection.
+//! - [`deliver`]: per-core delivery queue, outbound connections, outcome classifier, retries.
+//! - [`observe`]: per-core log ring and its file.
+//! - [`tools`]: `corerelay sink` and `corerelay load`, the test and benchmark peers.
+
+pub mod account;
+pub mod config;
+pub mod deliver;
+pub mod handoff;
+pub mod ingress;
+pub mod mesh;
+pub mod message;
+pub mod observe;
+pub mod route;
+pub mod runtime;
+pub mod smtp;
+pub mod spool;
+pub mod tools;

@@ -1,0 +1,3 @@
+//! Fixtures for the integration tests: small real servers started inside tests.
+
+pub mod dns;
