@@ -1,1 +1,188 @@
-fn main() {}
+//! The `corerelay` command: `serve` runs the relay, `sink` and `load` are its test peers,
+//! `check-config` validates a configuration file.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+use corerelay::config::{self, Config, Overrides};
+use corerelay::tools::{load, sink};
+
+#[derive(Parser)]
+#[command(
+    name = "corerelay",
+    version,
+    about = "SMTP relay for email-sending services, thread-per-core on io_uring"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the relay (on the embedded default configuration when no --config is given).
+    Serve(ServeArgs),
+    /// Run an SMTP sink that accepts (or scripts replies to) every message.
+    Sink(SinkArgs),
+    /// Send a load of messages to an SMTP server and report throughput and latency.
+    Load(LoadArgs),
+    /// Validate a configuration file and print the effective settings.
+    CheckConfig {
+        /// The TOML file (the embedded default when omitted).
+        file: Option<PathBuf>,
+    },
+}
+
+#[derive(Args)]
+struct ServeArgs {
+    /// Configuration file (TOML).
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// SMTP listen address, e.g. 127.0.0.1:2525.
+    #[arg(long)]
+    listen: Option<String>,
+    /// Cores to run on: `all`, a count, or a list like 0,2,4.
+    #[arg(long)]
+    cores: Option<String>,
+    #[arg(long)]
+    spool_dir: Option<String>,
+    #[arg(long)]
+    log_dir: Option<String>,
+    /// Nameserver (IP or IP:PORT); default: /etc/resolv.conf.
+    #[arg(long)]
+    dns: Option<String>,
+    /// Send everything to HOST:PORT instead of looking up MX records.
+    #[arg(long)]
+    smarthost: Option<String>,
+}
+
+#[derive(Args)]
+struct SinkArgs {
+    #[arg(long, default_value = "127.0.0.1:2526")]
+    listen: SocketAddr,
+    /// Store every accepted message in this maildir.
+    #[arg(long)]
+    maildir: Option<PathBuf>,
+    /// Reply code for successive messages (repeatable), e.g. --reply 451 --reply 250.
+    #[arg(long = "reply")]
+    replies: Vec<u16>,
+    /// Reply code once the --reply list is used up.
+    #[arg(long, default_value_t = 250)]
+    then: u16,
+    #[arg(long, default_value_t = 1)]
+    cores: usize,
+}
+
+#[derive(Args)]
+struct LoadArgs {
+    #[arg(long, default_value = "127.0.0.1:2525")]
+    target: SocketAddr,
+    #[arg(long, default_value_t = 1000)]
+    messages: u64,
+    #[arg(long, default_value_t = 10)]
+    concurrency: usize,
+    /// Body size of each message in bytes.
+    #[arg(long, default_value_t = 2048)]
+    size: usize,
+    #[arg(long, default_value = "load@load.example")]
+    from: String,
+    #[arg(long, default_value = "sink@sink.example")]
+    to: String,
+    /// Messages sent on one connection before it is closed and a new one opened.
+    #[arg(long, default_value_t = 100)]
+    per_connection: usize,
+    #[arg(long, default_value_t = 1)]
+    cores: usize,
+    /// Write the ids of acknowledged messages to this file.
+    #[arg(long)]
+    ack_log: Option<PathBuf>,
+    /// Print the report as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Serve(args) => serve(args),
+        Command::Sink(a) => sink::run(sink::SinkOptions {
+            listen: a.listen,
+            maildir: a.maildir,
+            replies: a.replies,
+            then: a.then,
+            cores: a.cores,
+        }),
+        Command::Load(a) => run_load(a),
+        Command::CheckConfig { file } => check_config(file),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("corerelay: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn load_config(file: Option<&PathBuf>, overrides: &Overrides) -> Result<Config, String> {
+    match file {
+        None => Config::embedded(overrides).map_err(|e| e.to_string()),
+        Some(path) => {
+            let text =
+                std::fs::read_to_string(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+            Config::from_toml_with(&text, overrides).map_err(|e| format!("{}: {e}", path.display()))
+        }
+    }
+}
+
+fn serve(args: ServeArgs) -> Result<(), String> {
+    let overrides = Overrides {
+        listen: args.listen,
+        cores: args.cores,
+        spool_dir: args.spool_dir,
+        log_dir: args.log_dir,
+        dns: args.dns,
+        smarthost: args.smarthost,
+    };
+    let config = load_config(args.config.as_ref(), &overrides)?;
+    rustls::crypto::ring::default_provider()
+        .install_default()
+        .map_err(|_| "cannot install the TLS crypto provider".to_string())?;
+    corerelay::runtime::serve(config)
+}
+
+fn run_load(a: LoadArgs) -> Result<(), String> {
+    let json = a.json;
+    let report = load::run(load::LoadOptions {
+        target: a.target,
+        messages: a.messages,
+        concurrency: a.concurrency.max(1),
+        size_bytes: a.size,
+        from: a.from,
+        to: a.to,
+        per_connection: a.per_connection.max(1),
+        cores: a.cores,
+        ack_log: a.ack_log,
+        json,
+    })?;
+    if json {
+        println!("{}", serde_json::to_string(&report).map_err(|e| e.to_string())?);
+    } else {
+        println!("{}", report.human());
+    }
+    if report.acked == 0 && a.messages > 0 {
+        return Err("no message was acknowledged".into());
+    }
+    Ok(())
+}
+
+fn check_config(file: Option<PathBuf>) -> Result<(), String> {
+    let config = load_config(file.as_ref(), &Overrides::default())?;
+    println!("{config:#?}");
+    if file.is_none() {
+        println!("\n# embedded default file:\n{}", config::DEFAULT_TOML);
+    }
+    Ok(())
+}

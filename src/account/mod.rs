@@ -1,1 +1,198 @@
-//! (to be written)
+//! Accounts: who is sending, and which core owns them.
+//!
+//! The [`Directory`] is an immutable snapshot built once from the configuration and read by
+//! every core. It answers two questions: at `MAIL FROM`, which account does this client
+//! (source IP + sender domain) belong to ([`Directory::identify`]); and which core owns that
+//! account's spool records and queues ([`Directory::owner`]). After DATA,
+//! [`check_header_from`] holds the header `From:` to the same sender domains.
+
+pub mod header;
+
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use crate::config::{AccountConfig, SenderDomains};
+use crate::message::domain_of;
+use crate::smtp::reply::{Enhanced, Reply};
+
+pub use header::check_header_from;
+
+/// One account, as every core sees it.
+#[derive(Debug)]
+pub struct Account {
+    pub id: String,
+    pub networks: Vec<ipnet::IpNet>,
+    pub sender_domains: SenderDomains,
+    /// The core that owns this account.
+    pub owner: usize,
+}
+
+/// A shared reference to an account; cheap to clone into a session.
+pub type AccountRef = Arc<Account>;
+
+/// The account directory: every account with its owner core.
+#[derive(Debug, Clone)]
+pub struct Directory {
+    accounts: Vec<AccountRef>,
+    cores: usize,
+}
+
+const NOT_ALLOWED: Enhanced = Enhanced::new(5, 7, 1);
+
+impl Directory {
+    /// Builds the directory for `cores` executors. Accounts pinned to a core keep it; the
+    /// others go to `stable_hash(id) % cores`, so placement survives restarts and does not
+    /// depend on the order accounts are listed in.
+    pub fn new(accounts: &[AccountConfig], cores: usize) -> Directory {
+        assert!(cores > 0, "a directory needs at least one core");
+        let accounts = accounts
+            .iter()
+            .map(|a| {
+                Arc::new(Account {
+                    id: a.id.clone(),
+                    networks: a.networks.clone(),
+                    sender_domains: a.sender_domains.clone(),
+                    owner: a.core.unwrap_or_else(|| shard_of(&a.id, cores)),
+                })
+            })
+            .collect();
+        Directory { accounts, cores }
+    }
+
+    pub fn cores(&self) -> usize {
+        self.cores
+    }
+
+    pub fn accounts(&self) -> &[AccountRef] {
+        &self.accounts
+    }
+
+    pub fn get(&self, id: &str) -> Option<&AccountRef> {
+        self.accounts.iter().find(|a| a.id == id)
+    }
+
+    /// The core that owns `account`.
+    pub fn owner(&self, account: &Account) -> usize {
+        account.owner
+    }
+
+    /// The account a client at `source` sending as `mail_from` belongs to.
+    ///
+    /// Among the accounts whose networks contain `source` and whose sender domains allow
+    /// the sender's domain, the one with the most specific network wins, and an account that
+    /// lists the domain explicitly wins over one that allows any (`*`). The null sender
+    /// (`<>`) is identified by source address alone. Refusals are `550 5.7.1` with the reason.
+    pub fn identify(&self, source: IpAddr, mail_from: &str) -> Result<AccountRef, Reply> {
+        let domain = domain_of(mail_from);
+        let mut by_network = false;
+        let mut best: Option<(&AccountRef, (u8, bool))> = None;
+        for account in &self.accounts {
+            let Some(prefix) = account
+                .networks
+                .iter()
+                .filter(|n| n.contains(&source))
+                .map(|n| n.prefix_len())
+                .max()
+            else {
+                continue;
+            };
+            by_network = true;
+            let allowed = mail_from.is_empty() || account.sender_domains.allows(domain);
+            if !allowed {
+                continue;
+            }
+            let explicit = matches!(account.sender_domains, SenderDomains::List(_));
+            let rank = (prefix, explicit);
+            if best.is_none_or(|(_, r)| rank > r) {
+                best = Some((account, rank));
+            }
+        }
+        match best {
+            Some((account, _)) => Ok(account.clone()),
+            None if by_network => Err(Reply::new(
+                550,
+                NOT_ALLOWED,
+                format!("Sender domain {domain} is not allowed for this client"),
+            )),
+            None => Err(Reply::new(
+                550,
+                NOT_ALLOWED,
+                format!("Relay access denied for {source}"),
+            )),
+        }
+    }
+}
+
+/// The stable placement of an account id on `cores` shards (CRC32C of the id). Stable
+/// across runs, platforms and account order.
+pub fn shard_of(id: &str, cores: usize) -> usize {
+    (crc32c::crc32c(id.as_bytes()) as usize) % cores
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+
+    fn directory(toml: &str, cores: usize) -> Directory {
+        Directory::new(&Config::from_toml(toml).unwrap().accounts, cores)
+    }
+
+    const TWO: &str = r#"
+[[accounts]]
+id = "wide"
+networks = ["10.0.0.0/8"]
+sender_domains = ["*"]
+[[accounts]]
+id = "shop"
+networks = ["10.1.0.0/16"]
+sender_domains = ["shop.example"]
+core = 1
+"#;
+
+    #[test]
+    fn most_specific_account_wins() {
+        let d = directory(TWO, 2);
+        let ip: IpAddr = "10.1.2.3".parse().unwrap();
+        assert_eq!(d.identify(ip, "a@shop.example").unwrap().id, "shop");
+        assert_eq!(d.identify(ip, "a@SHOP.example").unwrap().id, "shop");
+        assert_eq!(d.identify(ip, "a@other.example").unwrap().id, "wide");
+        assert_eq!(
+            d.identify("10.9.9.9".parse().unwrap(), "a@shop.example")
+                .unwrap()
+                .id,
+            "wide"
+        );
+        assert_eq!(d.identify(ip, "").unwrap().id, "shop");
+    }
+
+    #[test]
+    fn refusals_say_why() {
+        let d = directory(TWO, 2);
+        let e = d
+            .identify("192.0.2.1".parse().unwrap(), "a@shop.example")
+            .unwrap_err();
+        assert_eq!(e.to_wire(), "550 5.7.1 Relay access denied for 192.0.2.1\r\n");
+        let only_shop = directory(
+            "[[accounts]]\nid = \"shop\"\nnetworks = [\"10.1.0.0/16\"]\nsender_domains = [\"shop.example\"]\n",
+            1,
+        );
+        let e = only_shop
+            .identify("10.1.0.1".parse().unwrap(), "a@evil.example")
+            .unwrap_err();
+        assert_eq!(e.code, 550);
+        assert!(e.text.contains("evil.example"), "{e}");
+    }
+
+    #[test]
+    fn placement_is_stable_and_pins_hold() {
+        let d = directory(TWO, 2);
+        assert_eq!(d.get("shop").unwrap().owner, 1);
+        let wide = d.get("wide").unwrap().owner;
+        assert_eq!(wide, shard_of("wide", 2));
+        assert_eq!(directory(TWO, 2).get("wide").unwrap().owner, wide);
+        let spread: std::collections::HashSet<usize> =
+            (0..64).map(|i| shard_of(&format!("acct{i}"), 4)).collect();
+        assert_eq!(spread.len(), 4, "64 accounts should land on all 4 cores");
+    }
+}

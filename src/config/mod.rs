@@ -95,6 +95,8 @@ pub struct ServerConfig {
     pub pin: bool,
     pub hostname: String,
     pub io_memory_bytes: usize,
+    /// Messages in flight from one acceptor core to one owner core.
+    pub handoff_window_max_count: usize,
 }
 
 /// Inbound SMTP: the listener and every limit a client meets.
@@ -136,6 +138,8 @@ pub struct DeliveryConfig {
     pub smarthost: Option<(String, u16)>,
     /// Nameservers; empty means "read /etc/resolv.conf".
     pub dns_servers: Vec<SocketAddr>,
+    pub dns_timeout: Duration,
+    pub dns_attempts_count: usize,
     pub helo_name: String,
     pub concurrency_per_core_max_count: usize,
     pub retry_schedule: Vec<Duration>,
@@ -229,6 +233,10 @@ impl Config {
             pin: raw.server.pin,
             hostname: non_empty("server.hostname", raw.server.hostname)?,
             io_memory_bytes: raw.server.io_memory_bytes,
+            handoff_window_max_count: positive_usize(
+                "server.handoff_window_max_count",
+                raw.server.handoff_window_max_count,
+            )?,
         };
         match &server.cores {
             Cores::Count(0) => return Err(ConfigError::new("server.cores", "must be at least 1")),
@@ -309,6 +317,8 @@ impl Config {
                 .iter()
                 .map(|s| socket_addr("delivery.dns_servers", s, Some(53)))
                 .collect::<Result<_, _>>()?,
+            dns_timeout: millis("delivery.dns_timeout_ms", d.dns_timeout_ms)?,
+            dns_attempts_count: positive_usize("delivery.dns_attempts_count", d.dns_attempts_count)?,
             helo_name: if d.helo_name.is_empty() {
                 server.hostname.clone()
             } else {
@@ -574,6 +584,19 @@ mod tests {
         assert_eq!(c.delivery.mx_port, 25);
         assert_eq!(c.delivery.helo_name, "corerelay.localhost");
         assert_eq!(c.server.cores, Cores::All);
+    }
+
+    /// The embedded file documents every default; it must agree with the serde defaults
+    /// a key falls back to when it is left out.
+    #[test]
+    fn embedded_file_and_field_defaults_agree() {
+        let file = Config::from_toml(DEFAULT_TOML).unwrap();
+        let empty = Config::from_toml("").unwrap();
+        assert_eq!(format!("{:?}", file.server), format!("{:?}", empty.server));
+        assert_eq!(format!("{:?}", file.smtp), format!("{:?}", empty.smtp));
+        assert_eq!(format!("{:?}", file.spool), format!("{:?}", empty.spool));
+        assert_eq!(format!("{:?}", file.log), format!("{:?}", empty.log));
+        assert_eq!(format!("{:?}", file.delivery), format!("{:?}", empty.delivery));
     }
 
     #[test]

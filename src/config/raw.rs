@@ -42,6 +42,7 @@ pub struct RawServer {
     pub pin: bool,
     pub hostname: String,
     pub io_memory_bytes: usize,
+    pub handoff_window_max_count: usize,
 }
 
 impl Default for RawServer {
@@ -51,6 +52,7 @@ impl Default for RawServer {
             pin: true,
             hostname: "corerelay.localhost".into(),
             io_memory_bytes: 2 << 20,
+            handoff_window_max_count: 256,
         }
     }
 }
@@ -133,6 +135,8 @@ pub struct RawDelivery {
     pub mx_port: u16,
     pub smarthost: Option<String>,
     pub dns_servers: Vec<String>,
+    pub dns_timeout_ms: u64,
+    pub dns_attempts_count: usize,
     pub helo_name: String,
     pub concurrency_per_core_max_count: usize,
     pub retry_schedule_ms: Vec<u64>,
@@ -151,6 +155,8 @@ impl Default for RawDelivery {
             mx_port: 25,
             smarthost: None,
             dns_servers: Vec::new(),
+            dns_timeout_ms: 5_000,
+            dns_attempts_count: 2,
             helo_name: String::new(),
             concurrency_per_core_max_count: 256,
             retry_schedule_ms: vec![

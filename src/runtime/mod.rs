@@ -1,1 +1,120 @@
-//! (to be written)
+//! The runtime: turns a validated [`Config`] into running cores. It takes the process lock,
+//! reserves the listening address, builds the channel meshes, starts one glommio executor
+//! per selected core (pinned in production), and waits until every core reports that it
+//! recovered its spool and listens — or exits naming the core that could not.
+//!
+//! This module wires everything; nothing below it depends on it.
+
+mod shard;
+
+use std::fs::File;
+use std::net::SocketAddr;
+use std::sync::{Arc, mpsc};
+
+use glommio::{CpuSet, LocalExecutorPoolBuilder, PoolPlacement};
+
+use crate::account::Directory;
+use crate::config::{Config, Cores};
+use crate::ingress::listener;
+use crate::mesh::Meshes;
+
+/// What every core is started with (read-only after start).
+pub struct Shared {
+    pub config: Config,
+    pub directory: Arc<Directory>,
+    pub meshes: Meshes,
+    pub listen: SocketAddr,
+    pub cores: usize,
+    ready: mpsc::Sender<Result<usize, String>>,
+}
+
+/// Runs the relay until the process is stopped. Returns an error message when start-up
+/// fails.
+pub fn serve(config: Config) -> Result<(), String> {
+    let online = CpuSet::online().map(|s| s.len()).unwrap_or(1);
+    let cores = config.core_count(online);
+    config.check_pinned_against(cores).map_err(|e| e.to_string())?;
+    let _lock = lock_spool(&config)?;
+    std::fs::create_dir_all(&config.log.dir)
+        .map_err(|e| format!("cannot create log dir {}: {e}", config.log.dir.display()))?;
+    let directory = Arc::new(Directory::new(&config.accounts, cores));
+    // Held for the life of the process so the port stays ours even with port 0.
+    let (_reserved, listen) = listener::reserve(config.smtp.listen)
+        .map_err(|e| format!("cannot bind {}: {e}", config.smtp.listen))?;
+    for account in directory.accounts() {
+        println!("corerelay: account {} on core {}", account.id, account.owner);
+    }
+    let placement = placement(&config.server.cores, config.server.pin, cores)?;
+    let io_memory = config.server.io_memory_bytes;
+    let (ready_tx, ready_rx) = mpsc::channel();
+    let shared = Arc::new(Shared {
+        meshes: Meshes::new(cores, config.server.handoff_window_max_count),
+        config,
+        directory,
+        listen,
+        cores,
+        ready: ready_tx,
+    });
+    let handles = LocalExecutorPoolBuilder::new(placement)
+        .name("corerelay")
+        .io_memory(io_memory)
+        .on_all_shards(move || {
+            let shared = shared.clone();
+            async move { shard::run(shared).await }
+        })
+        .map_err(|e| format!("cannot start executors: {e}"))?;
+    for _ in 0..cores {
+        match ready_rx.recv() {
+            Ok(Ok(_core)) => {}
+            Ok(Err(e)) => return Err(e),
+            Err(_) => return Err("a core stopped during start-up".into()),
+        }
+    }
+    println!("corerelay: listening on {listen} with {cores} cores");
+    for result in handles.join_all() {
+        if let Err(e) = result {
+            return Err(format!("a core stopped: {e}"));
+        }
+    }
+    Ok(())
+}
+
+/// Takes `<spool-dir>/corerelay.lock`: with SO_REUSEPORT a second relay would otherwise
+/// bind the same port silently and share the spool.
+fn lock_spool(config: &Config) -> Result<File, String> {
+    let dir = &config.spool.dir;
+    std::fs::create_dir_all(dir).map_err(|e| format!("cannot create spool dir {}: {e}", dir.display()))?;
+    let path = dir.join("corerelay.lock");
+    let file = File::create(&path).map_err(|e| format!("cannot create {}: {e}", path.display()))?;
+    file.try_lock()
+        .map_err(|_| format!("{} is locked: another corerelay uses this spool", path.display()))?;
+    Ok(file)
+}
+
+/// Where the executors run: pinned one per CPU in production, unpinned when `pin = false`
+/// (tests that run more cores than the machine has).
+fn placement(cores: &Cores, pin: bool, count: usize) -> Result<PoolPlacement, String> {
+    if !pin {
+        return Ok(PoolPlacement::Unbound(count));
+    }
+    match cores {
+        Cores::All | Cores::Count(_) => Ok(PoolPlacement::MaxSpread(count, None)),
+        Cores::List(list) => {
+            let online = CpuSet::online().map_err(|e| format!("cannot read CPU topology: {e}"))?;
+            let sets = list
+                .iter()
+                .map(|&cpu| {
+                    let set = online.clone().filter(|l| l.cpu == cpu);
+                    if set.is_empty() {
+                        Err(format!(
+                            "configuration key `server.cores`: CPU {cpu} is not online"
+                        ))
+                    } else {
+                        Ok(set)
+                    }
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok(PoolPlacement::Custom(sets))
+        }
+    }
+}

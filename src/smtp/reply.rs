@@ -292,6 +292,7 @@ pub mod catalogue {
     pub const DATA_LINE_TOO_LONG: Reply = r(550, 5, 6, 0, "Message contains a line longer than allowed");
     pub const SPOOL_ERROR: Reply = r(452, 4, 3, 1, "Insufficient system storage; try again later");
     pub const LOCAL_ERROR: Reply = r(451, 4, 3, 0, "Local error in processing; try again later");
+    pub const TOO_MANY_CONNECTIONS: Reply = r(421, 4, 7, 0, "Too many connections; try again later");
     pub const TOO_MANY_ERRORS: Reply = r(421, 4, 7, 0, "Too many errors; closing connection");
     pub const TIMEOUT: Reply = r(421, 4, 4, 2, "Timeout; closing connection");
     pub const SHUTTING_DOWN: Reply = r(421, 4, 3, 0, "Service shutting down; closing connection");

@@ -1,3 +1,7 @@
 //! Fixtures for the integration tests: small real servers started inside tests.
 
+#![allow(dead_code)]
+
 pub mod dns;
+pub mod process;
+pub mod smtp;

@@ -1,0 +1,250 @@
+//! The per-core delivery queue as plain data: the messages this core owns that still have
+//! recipients to deliver to, the time-ordered retry schedule, and the ready line of
+//! messages whose attempt is due. No executor here; [`super::engine`] drives it.
+//!
+//! Two tiers, as KumoMTA's scheduled/ready split: a message waiting for a retry sits in the
+//! `scheduled` heap keyed by its due time and costs nothing until then; when due it moves to
+//! `ready`, from which delivery workers take it.
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap, VecDeque};
+use std::rc::Rc;
+
+use bytes::Bytes;
+
+use crate::message::{Envelope, Message, MessageId};
+use crate::spool::RcptState;
+
+/// One message this core is delivering.
+#[derive(Debug)]
+pub struct Entry {
+    pub envelope: Rc<Envelope>,
+    /// The trace header and body, while held in memory; `None` means "read it back from the
+    /// spool when its attempt comes".
+    pub data: Option<(Bytes, Vec<Bytes>)>,
+    /// Bytes held by `data`.
+    pub data_bytes: usize,
+    /// Per recipient, in envelope order.
+    pub states: Vec<RcptState>,
+    pub attempts: u32,
+    /// True while a worker is attempting it (it is then neither ready nor scheduled).
+    pub in_flight: bool,
+}
+
+impl Entry {
+    pub fn new(message: Message) -> Entry {
+        let states = vec![RcptState::Pending; message.envelope.rcpts.len()];
+        let data_bytes = message.trace.len() + message.body_len();
+        Entry {
+            envelope: Rc::new(message.envelope),
+            data: Some((message.trace, message.body)),
+            data_bytes,
+            states,
+            attempts: 0,
+            in_flight: false,
+        }
+    }
+
+    /// Indexes of the recipients still to be delivered.
+    pub fn pending(&self) -> Vec<usize> {
+        (0..self.states.len()).filter(|&i| self.states[i] == RcptState::Pending).collect()
+    }
+
+    pub fn is_finished(&self) -> bool {
+        !self.states.contains(&RcptState::Pending)
+    }
+}
+
+/// The queue: entries by id, the retry heap and the ready line.
+#[derive(Debug, Default)]
+pub struct Queue {
+    entries: HashMap<MessageId, Entry>,
+    scheduled: BinaryHeap<Reverse<(u64, MessageId)>>,
+    ready: VecDeque<MessageId>,
+    /// Bytes of message data held in memory across all entries.
+    memory_bytes: usize,
+}
+
+impl Queue {
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    pub fn ready_len(&self) -> usize {
+        self.ready.len()
+    }
+
+    pub fn scheduled_len(&self) -> usize {
+        self.scheduled.len()
+    }
+
+    pub fn memory_bytes(&self) -> usize {
+        self.memory_bytes
+    }
+
+    /// Adds an entry; it is ready now when `due_ms` is `None`, or scheduled for `due_ms`.
+    /// An id already queued is ignored (a spool record seen twice).
+    pub fn insert(&mut self, id: MessageId, entry: Entry, due_ms: Option<u64>) -> bool {
+        if self.entries.contains_key(&id) {
+            return false;
+        }
+        if entry.data.is_some() {
+            self.memory_bytes += entry.data_bytes;
+        }
+        self.entries.insert(id, entry);
+        match due_ms {
+            None => self.ready.push_back(id),
+            Some(at) => self.scheduled.push(Reverse((at, id))),
+        }
+        true
+    }
+
+    pub fn get(&self, id: &MessageId) -> Option<&Entry> {
+        self.entries.get(id)
+    }
+
+    pub fn get_mut(&mut self, id: &MessageId) -> Option<&mut Entry> {
+        self.entries.get_mut(id)
+    }
+
+    /// Takes the next ready message and marks it in flight.
+    pub fn pop_ready(&mut self) -> Option<MessageId> {
+        while let Some(id) = self.ready.pop_front() {
+            if let Some(e) = self.entries.get_mut(&id) {
+                e.in_flight = true;
+                return Some(id);
+            }
+        }
+        None
+    }
+
+    /// Moves every scheduled message due at `now_ms` to the ready line; returns how many.
+    pub fn promote_due(&mut self, now_ms: u64) -> usize {
+        let mut moved = 0;
+        while let Some(Reverse((at, id))) = self.scheduled.peek().copied() {
+            if at > now_ms {
+                break;
+            }
+            self.scheduled.pop();
+            if self.entries.contains_key(&id) {
+                self.ready.push_back(id);
+                moved += 1;
+            }
+        }
+        moved
+    }
+
+    /// When the earliest scheduled message is due.
+    pub fn next_due_ms(&self) -> Option<u64> {
+        self.scheduled.peek().map(|Reverse((at, _))| *at)
+    }
+
+    /// Puts an in-flight message back on the schedule.
+    pub fn reschedule(&mut self, id: MessageId, at_ms: u64) {
+        if let Some(e) = self.entries.get_mut(&id) {
+            e.in_flight = false;
+            self.scheduled.push(Reverse((at_ms, id)));
+        }
+    }
+
+    /// Drops the in-memory copy of a message's data (it stays in the spool).
+    pub fn evict_data(&mut self, id: &MessageId) {
+        if let Some(e) = self.entries.get_mut(id)
+            && e.data.take().is_some()
+        {
+            self.memory_bytes -= e.data_bytes;
+        }
+    }
+
+    /// Records data read back from the spool for an attempt.
+    pub fn restore_data(&mut self, id: &MessageId, trace: Bytes, body: Vec<Bytes>) {
+        if let Some(e) = self.entries.get_mut(id)
+            && e.data.is_none()
+        {
+            e.data_bytes = trace.len() + body.iter().map(Bytes::len).sum::<usize>();
+            e.data = Some((trace, body));
+            self.memory_bytes += e.data_bytes;
+        }
+    }
+
+    /// Removes a finished message.
+    pub fn remove(&mut self, id: &MessageId) -> Option<Entry> {
+        let e = self.entries.remove(id)?;
+        if e.data.is_some() {
+            self.memory_bytes -= e.data_bytes;
+        }
+        Some(e)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::message::{BodyType, Recipient};
+
+    fn message(seq: u64, rcpts: usize) -> (MessageId, Message) {
+        let id = MessageId::new(1, 0, seq);
+        let envelope = Envelope {
+            id,
+            account: "a".into(),
+            received_at_ms: 0,
+            source: "127.0.0.1".parse().unwrap(),
+            helo: "h".into(),
+            mail_from: "s@x.example".into(),
+            body_type: BodyType::SevenBit,
+            rcpts: (0..rcpts).map(|i| Recipient { addr: format!("r{i}@y.example") }).collect(),
+        };
+        let m = Message {
+            envelope,
+            trace: Bytes::from_static(b"Received: x\r\n"),
+            body: vec![Bytes::from_static(b"body\r\n")],
+        };
+        (id, m)
+    }
+
+    #[test]
+    fn ready_then_scheduled_in_time_order() {
+        let mut q = Queue::default();
+        let (a, ma) = message(1, 1);
+        let (b, mb) = message(2, 1);
+        let (c, mc) = message(3, 2);
+        assert!(q.insert(a, Entry::new(ma), Some(500)));
+        assert!(q.insert(b, Entry::new(mb), Some(100)));
+        assert!(q.insert(c, Entry::new(mc), None));
+        assert_eq!(q.memory_bytes(), 3 * 19);
+        assert_eq!(q.pop_ready(), Some(c));
+        assert_eq!(q.pop_ready(), None);
+        assert_eq!(q.next_due_ms(), Some(100));
+        assert_eq!(q.promote_due(99), 0);
+        assert_eq!(q.promote_due(500), 2);
+        assert_eq!(q.pop_ready(), Some(b));
+        assert_eq!(q.pop_ready(), Some(a));
+        assert!(q.get(&a).unwrap().in_flight);
+    }
+
+    #[test]
+    fn duplicates_eviction_and_removal_keep_memory_count_right() {
+        let mut q = Queue::default();
+        let (a, ma) = message(1, 3);
+        assert!(q.insert(a, Entry::new(ma.clone()), None));
+        assert!(!q.insert(a, Entry::new(ma), None));
+        q.evict_data(&a);
+        assert_eq!(q.memory_bytes(), 0);
+        q.restore_data(&a, Bytes::from_static(b"t"), vec![Bytes::from_static(b"bb")]);
+        assert_eq!(q.memory_bytes(), 3);
+        let e = q.get_mut(&a).unwrap();
+        assert_eq!(e.pending(), vec![0, 1, 2]);
+        e.states[1] = RcptState::Delivered;
+        assert_eq!(e.pending(), vec![0, 2]);
+        assert!(!e.is_finished());
+        q.remove(&a);
+        assert_eq!(q.memory_bytes(), 0);
+        assert!(q.is_empty());
+        q.reschedule(a, 5);
+        assert_eq!(q.promote_due(10), 0, "a removed message is never promoted");
+    }
+}

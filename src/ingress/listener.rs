@@ -1,0 +1,85 @@
+//! Listening sockets: built with socket2 so the backlog is ours to set (glommio's own bind
+//! fixes it at 1024), with SO_REUSEPORT so every core binds the same address, and handed to
+//! glommio as raw descriptors. Also the accept loop of one core.
+
+use std::io;
+use std::net::SocketAddr;
+use std::os::fd::{FromRawFd, IntoRawFd};
+use std::rc::Rc;
+use std::time::Duration;
+
+use glommio::net::TcpListener;
+use socket2::{Domain, Protocol, Socket, Type};
+
+use super::Ingress;
+use super::connection::serve;
+use crate::observe::Event;
+use crate::smtp::reply::catalogue;
+
+/// Reserves `addr` for the process: binds a socket with SO_REUSEPORT that never listens
+/// (so the kernel never hands it a connection) and returns it with the bound address. With
+/// port 0 this is how every core learns the one port they all bind.
+pub fn reserve(addr: SocketAddr) -> io::Result<(Socket, SocketAddr)> {
+    let socket = new_socket(addr)?;
+    socket.bind(&addr.into())?;
+    let bound = socket
+        .local_addr()?
+        .as_socket()
+        .ok_or_else(|| io::Error::other("bound address is not an IP socket address"))?;
+    Ok((socket, bound))
+}
+
+/// Binds and listens on `addr` with SO_REUSEPORT, for one core.
+pub fn bind(addr: SocketAddr, backlog: u32) -> io::Result<TcpListener> {
+    let socket = new_socket(addr)?;
+    socket.bind(&addr.into())?;
+    socket.listen(backlog.min(i32::MAX as u32) as i32)?;
+    // SAFETY: the descriptor comes from a socket we own and just set listening; ownership
+    // moves to the glommio listener, which closes it.
+    Ok(unsafe { TcpListener::from_raw_fd(socket.into_raw_fd()) })
+}
+
+fn new_socket(addr: SocketAddr) -> io::Result<Socket> {
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    socket.set_reuse_address(true)?;
+    socket.set_reuse_port(true)?;
+    socket.set_nonblocking(true)?;
+    Ok(socket)
+}
+
+/// Accepts clients on this core for ever, one task per connection, refusing clients past
+/// `smtp.connections_per_core_max_count` with `421`.
+pub async fn accept_loop(listener: TcpListener, ingress: Rc<Ingress>) {
+    let mut backoff = Duration::from_millis(5);
+    loop {
+        let stream = match listener.accept().await {
+            Ok(s) => {
+                backoff = Duration::from_millis(5);
+                s
+            }
+            Err(e) => {
+                // Out of descriptors or memory: wait instead of spinning, as mini-redis does.
+                ingress.log.emit(Event::Error {
+                    what: format!("accept failed: {e}"),
+                });
+                glommio::timer::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(1));
+                continue;
+            }
+        };
+        let ingress = ingress.clone();
+        if ingress.open_connections.get() >= ingress.smtp.connections_per_core_max_count {
+            glommio::spawn_local(async move {
+                use futures_lite::AsyncWriteExt;
+                let mut stream = stream;
+                let _ = stream
+                    .write_all(catalogue::TOO_MANY_CONNECTIONS.to_wire().as_bytes())
+                    .await;
+                let _ = stream.close().await;
+            })
+            .detach();
+            continue;
+        }
+        glommio::spawn_local(async move { serve(stream, ingress).await }).detach();
+    }
+}

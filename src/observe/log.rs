@@ -1,0 +1,311 @@
+//! The per-core log ring: each core records what happens to connections and messages as
+//! structured one-line JSON records in its own bounded ring, and a task on the same core
+//! drains the ring to its own file `<log-dir>/core-N.log`.
+//!
+//! This is the fix for the failure corerelay comes from (threads crashing on one shared log
+//! file): no lock, no shared file, and the data path never waits for the log. When the
+//! ring is full a record is dropped and counted; when the file cannot be written the batch
+//! is dropped and counted, and the file is reopened on the next batch.
+
+use std::cell::Cell;
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::rc::Rc;
+use std::time::Duration;
+
+use glommio::channels::local_channel::{self, LocalReceiver, LocalSender};
+use glommio::io::{BufferedFile, OpenOptions};
+use serde::Serialize;
+
+use crate::message::MessageId;
+
+/// What happened. Field names are the JSON keys; `event` is the record's kind.
+#[derive(Debug, Clone, Serialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub enum Event {
+    /// The relay started on this core.
+    Start { listen: String, accounts: usize },
+    /// Spool recovery on start.
+    Recovered {
+        segments: usize,
+        records: usize,
+        messages: usize,
+        corrupt_records: usize,
+    },
+    /// A client connected.
+    Connect { peer: IpAddr },
+    /// A client's MAIL, RCPT or message was refused.
+    Reject {
+        peer: IpAddr,
+        account: Option<String>,
+        from: String,
+        reply: String,
+    },
+    /// A message was acknowledged with 250 (logged by the core the client is on).
+    Accept {
+        msg: MessageId,
+        account: String,
+        peer: IpAddr,
+        from: String,
+        rcpts: usize,
+        size: usize,
+    },
+    /// A message was spooled durably (logged by the owner core).
+    Spooled {
+        msg: MessageId,
+        account: String,
+        size: usize,
+    },
+    /// A delivery attempt started towards a host.
+    Attempt {
+        msg: MessageId,
+        account: String,
+        rcpts: usize,
+        host: String,
+    },
+    Delivered {
+        msg: MessageId,
+        account: String,
+        rcpt: String,
+        host: String,
+        reply: String,
+    },
+    Deferred {
+        msg: MessageId,
+        account: String,
+        rcpt: String,
+        reason: String,
+        attempts: u32,
+        next_ms: u64,
+    },
+    Failed {
+        msg: MessageId,
+        account: String,
+        rcpt: String,
+        reason: String,
+    },
+    /// Something went wrong inside corerelay that is not about one message.
+    Error { what: String },
+}
+
+#[derive(Serialize)]
+struct Record<'a> {
+    ts: String,
+    core: usize,
+    #[serde(flatten)]
+    event: &'a Event,
+}
+
+/// Counters of what the ring lost.
+#[derive(Debug, Default)]
+pub struct LogDrops {
+    /// Records dropped because the ring was full.
+    pub ring_full: Cell<u64>,
+    /// Records dropped because the file could not be written.
+    pub write_failed: Cell<u64>,
+}
+
+/// A core's handle to its log ring. Cheap to clone; every task on the core holds one.
+#[derive(Clone)]
+pub struct Log {
+    core: usize,
+    tx: Rc<LocalSender<(u64, Event)>>,
+    drops: Rc<LogDrops>,
+}
+
+/// The receiving end, consumed by [`run_drain`].
+pub struct LogDrain {
+    core: usize,
+    rx: LocalReceiver<(u64, Event)>,
+    drops: Rc<LogDrops>,
+}
+
+impl Log {
+    /// A ring of `capacity` records for `core`.
+    pub fn new(core: usize, capacity: usize) -> (Log, LogDrain) {
+        let (tx, rx) = local_channel::new_bounded(capacity);
+        let drops = Rc::new(LogDrops::default());
+        let log = Log {
+            core,
+            tx: Rc::new(tx),
+            drops: drops.clone(),
+        };
+        (log, LogDrain { core, rx, drops })
+    }
+
+    /// Records an event. Never blocks: when the ring is full the event is dropped and counted.
+    pub fn emit(&self, event: Event) {
+        if self.tx.try_send((now_ms(), event)).is_err() {
+            self.drops.ring_full.set(self.drops.ring_full.get() + 1);
+        }
+    }
+
+    pub fn core(&self) -> usize {
+        self.core
+    }
+
+    pub fn drops(&self) -> &LogDrops {
+        &self.drops
+    }
+}
+
+/// The path of core `core`'s log file.
+pub fn log_path(dir: &Path, core: usize) -> PathBuf {
+    dir.join(format!("core-{core}.log"))
+}
+
+/// Most records written in one batch; a batch is one write to the file.
+const BATCH_MAX_COUNT: usize = 1024;
+
+/// Drains the ring into `path` until every [`Log`] handle is dropped.
+pub async fn run_drain(drain: LogDrain, path: PathBuf) {
+    let mut file: Option<(BufferedFile, u64)> = None;
+    let mut batch = Vec::with_capacity(64 << 10);
+    while let Some(first) = drain.rx.recv().await {
+        batch.clear();
+        let mut count = 0;
+        format_record(drain.core, first, &mut batch);
+        count += 1;
+        // Take whatever else is already queued so one write carries many records.
+        while count < BATCH_MAX_COUNT {
+            let Some(next) = try_recv(&drain.rx).await else {
+                break;
+            };
+            format_record(drain.core, next, &mut batch);
+            count += 1;
+        }
+        if file.is_none() {
+            file = open_append(&path).await.ok();
+        }
+        let written = match &mut file {
+            Some((f, pos)) => match f.write_at(std::mem::take(&mut batch), *pos).await {
+                Ok(n) => {
+                    *pos += n as u64;
+                    true
+                }
+                Err(_) => false,
+            },
+            None => false,
+        };
+        if !written {
+            // Reopen on the next batch: the directory may have been fixed or rotated.
+            file = None;
+            drain
+                .drops
+                .write_failed
+                .set(drain.drops.write_failed.get() + count as u64);
+            glommio::timer::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    if let Some((f, _)) = file {
+        let _ = f.close().await;
+    }
+}
+
+/// A receive that does not wait: `Some` when a record is already queued.
+async fn try_recv<T>(rx: &LocalReceiver<T>) -> Option<T> {
+    futures_lite::future::poll_once(rx.recv()).await.flatten()
+}
+
+async fn open_append(path: &Path) -> std::io::Result<(BufferedFile, u64)> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let file = OpenOptions::new()
+        .write(true)
+        .create(true)
+        .buffered_open(path)
+        .await
+        .map_err(std::io::Error::from)?;
+    let size = file.file_size().await.map_err(std::io::Error::from)?;
+    Ok((file, size))
+}
+
+fn format_record(core: usize, (ts_ms, event): (u64, Event), out: &mut Vec<u8>) {
+    let record = Record {
+        ts: format_ts(ts_ms),
+        core,
+        event: &event,
+    };
+    if serde_json::to_writer(&mut *out, &record).is_ok() {
+        out.push(b'\n');
+    }
+}
+
+fn format_ts(ms: u64) -> String {
+    chrono::DateTime::from_timestamp_millis(ms as i64)
+        .map(|t| t.format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string())
+        .unwrap_or_default()
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use glommio::LocalExecutorBuilder;
+
+    #[test]
+    fn records_reach_the_file_and_overflow_is_counted() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = log_path(dir.path(), 3);
+        let p = path.clone();
+        LocalExecutorBuilder::default()
+            .io_memory(256 << 10)
+            .spawn(move || async move {
+                let (log, drain) = Log::new(3, 4);
+                for i in 0..6 {
+                    log.emit(Event::Error {
+                        what: format!("e{i}"),
+                    });
+                }
+                assert_eq!(log.drops().ring_full.get(), 2);
+                drop(log);
+                run_drain(drain, p).await;
+            })
+            .unwrap()
+            .join()
+            .unwrap();
+        let text = std::fs::read_to_string(&path).unwrap();
+        let lines: Vec<serde_json::Value> = text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+        assert_eq!(lines.len(), 4);
+        assert_eq!(lines[0]["event"], "error");
+        assert_eq!(lines[0]["core"], 3);
+        assert_eq!(lines[3]["what"], "e3");
+        assert!(lines[0]["ts"].as_str().unwrap().ends_with('Z'));
+    }
+
+    #[test]
+    fn appends_across_restarts() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = log_path(dir.path(), 0);
+        for round in 0..2 {
+            let p = path.clone();
+            LocalExecutorBuilder::default()
+                .io_memory(256 << 10)
+                .spawn(move || async move {
+                    let (log, drain) = Log::new(0, 16);
+                    log.emit(Event::Connect {
+                        peer: "127.0.0.1".parse().unwrap(),
+                    });
+                    log.emit(Event::Error {
+                        what: format!("round {round}"),
+                    });
+                    drop(log);
+                    run_drain(drain, p).await;
+                })
+                .unwrap()
+                .join()
+                .unwrap();
+        }
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert_eq!(text.lines().count(), 4);
+        assert!(text.contains("round 0") && text.contains("round 1"));
+    }
+}

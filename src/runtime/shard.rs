@@ -1,0 +1,115 @@
+//! One core's start-up, in dependency order: join the meshes (first, so a core that fails
+//! later cannot leave the others waiting at the join), open the log ring, recover the spool,
+//! start delivery, start the handoff endpoint, bind the listener, report ready, accept.
+
+use std::path::Path;
+use std::rc::Rc;
+use std::sync::Arc;
+
+use glommio::net::TcpListener;
+
+use super::Shared;
+use crate::deliver::engine::Deliverer;
+use crate::handoff::{Handoff, Owner};
+use crate::ingress::{Ingress, listener};
+use crate::observe::Event;
+use crate::observe::log::{self, Log};
+use crate::route::resolver::Resolver;
+use crate::spool::Spool;
+
+pub async fn run(shared: Arc<Shared>) {
+    match start(&shared).await {
+        Ok((core, listener, ingress)) => {
+            let _ = shared.ready.send(Ok(core));
+            listener::accept_loop(listener, ingress).await;
+        }
+        Err(e) => {
+            let _ = shared.ready.send(Err(e));
+        }
+    }
+}
+
+async fn start(shared: &Shared) -> Result<(usize, TcpListener, Rc<Ingress>), String> {
+    let config = &shared.config;
+    let (senders, receivers) = shared
+        .meshes
+        .handoff
+        .clone()
+        .join()
+        .await
+        .map_err(|_| "cannot join the handoff mesh".to_string())?;
+    let (ack_senders, ack_receivers) = shared
+        .meshes
+        .ack
+        .clone()
+        .join()
+        .await
+        .map_err(|_| "cannot join the ack mesh".to_string())?;
+    let core = senders.peer_id();
+    let fail = |what: &str, e: &dyn std::fmt::Display| format!("core {core}: {what}: {e}");
+
+    let (log, drain) = Log::new(core, config.log.ring_max_count);
+    glommio::spawn_local(log::run_drain(drain, log::log_path(&config.log.dir, core))).detach();
+
+    let (spool, recovered, report) = Spool::open(&config.spool, core, shared.cores)
+        .await
+        .map_err(|e| fail("spool", &e))?;
+    log.emit(Event::Recovered {
+        segments: report.segments,
+        records: report.records,
+        messages: report.messages,
+        corrupt_records: report.corrupt_records,
+    });
+    let resolver = resolver(config, &log).map_err(|e| fail("DNS resolver", &e))?;
+    let deliverer = Deliverer::new(
+        config.delivery.clone(),
+        config.spool.memory_max_bytes,
+        spool.clone(),
+        resolver,
+        log.clone(),
+    );
+    for message in recovered {
+        deliverer.enqueue_recovered(message);
+    }
+    deliverer.start();
+
+    let owner = Rc::new(Owner::new(spool, deliverer, log.clone()));
+    let handoff = Handoff::start(
+        owner,
+        senders,
+        receivers,
+        ack_senders,
+        ack_receivers,
+        config.server.handoff_window_max_count,
+    );
+    let ingress = Ingress::new(
+        config.smtp.clone(),
+        config.server.hostname.clone(),
+        shared.directory.clone(),
+        handoff,
+        log.clone(),
+    );
+    let listener = listener::bind(shared.listen, config.smtp.backlog_count)
+        .map_err(|e| fail(&format!("cannot listen on {}", shared.listen), &e))?;
+    log.emit(Event::Start {
+        listen: shared.listen.to_string(),
+        accounts: shared.directory.accounts().len(),
+    });
+    Ok((core, listener, ingress))
+}
+
+/// The core's own resolver: the configured nameservers, or those of /etc/resolv.conf.
+fn resolver(config: &crate::config::Config, log: &Log) -> Result<Resolver, String> {
+    let d = &config.delivery;
+    if !d.dns_servers.is_empty() {
+        return Resolver::new(&d.dns_servers, d.dns_timeout, d.dns_attempts_count).map_err(|e| e.to_string());
+    }
+    Resolver::from_resolv_conf(Path::new("/etc/resolv.conf"), d.dns_timeout, d.dns_attempts_count).map_err(
+        |e| {
+            log.emit(Event::Error {
+                what: format!("/etc/resolv.conf: {e}"),
+            });
+            format!("{e} (set delivery.dns_servers or --dns)")
+        },
+    )
+}

@@ -1,0 +1,226 @@
+//! `corerelay sink`: an SMTP server that plays the remote MX in tests and benchmarks. It
+//! accepts every message (or answers with a scripted sequence of codes), counts messages
+//! and bytes, optionally stores each message in a maildir, and prints a summary when it is
+//! stopped with SIGINT or SIGTERM.
+//!
+//! It runs the relay's own sans-IO session and connection driver, so it speaks exactly the
+//! SMTP corerelay speaks, on one or more glommio executors.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::rc::Rc;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use glommio::{LocalExecutorPoolBuilder, PoolPlacement};
+
+use crate::ingress::connection::{ReadTimeouts, drive};
+use crate::ingress::listener;
+use crate::smtp::reply::{Enhanced, Reply};
+use crate::smtp::server::{Policy, Session, SessionConfig, Transaction};
+
+/// What the sink is asked to do.
+#[derive(Debug, Clone)]
+pub struct SinkOptions {
+    pub listen: SocketAddr,
+    pub maildir: Option<PathBuf>,
+    /// Replies to successive messages, by code; after the list, `then` for every message.
+    pub replies: Vec<u16>,
+    pub then: u16,
+    pub cores: usize,
+}
+
+/// Counters shared by the sink's executors (a test tool: atomics are fine here).
+#[derive(Default)]
+pub struct SinkStats {
+    pub messages: AtomicU64,
+    pub bytes: AtomicU64,
+    pub refused: AtomicU64,
+    script_pos: AtomicUsize,
+    /// Microseconds after start of the first and last accepted message.
+    first_us: AtomicU64,
+    last_us: AtomicU64,
+}
+
+impl SinkStats {
+    /// One line: counts and the rate between the first and last message.
+    pub fn summary(&self) -> String {
+        let n = self.messages.load(Ordering::Relaxed);
+        let span_us = self
+            .last_us
+            .load(Ordering::Relaxed)
+            .saturating_sub(self.first_us.load(Ordering::Relaxed));
+        let rate = if n > 1 && span_us > 0 {
+            (n - 1) as f64 * 1e6 / span_us as f64
+        } else {
+            0.0
+        };
+        format!(
+            "corerelay sink: messages={n} bytes={} refused={} rate={rate:.0}/s",
+            self.bytes.load(Ordering::Relaxed),
+            self.refused.load(Ordering::Relaxed)
+        )
+    }
+}
+
+/// Accepts every sender.
+struct AcceptAll;
+
+impl Policy for AcceptAll {
+    type Account = ();
+
+    fn identify(&self, _peer: IpAddr, _mail_from: &str) -> Result<(), Reply> {
+        Ok(())
+    }
+}
+
+/// Runs the sink until SIGINT/SIGTERM, then prints the summary and exits.
+pub fn run(options: SinkOptions) -> Result<(), String> {
+    if let Some(dir) = &options.maildir {
+        for sub in ["tmp", "new", "cur"] {
+            std::fs::create_dir_all(dir.join(sub))
+                .map_err(|e| format!("cannot create maildir {}: {e}", dir.display()))?;
+        }
+    }
+    let (_reserved, listen) =
+        listener::reserve(options.listen).map_err(|e| format!("cannot bind {}: {e}", options.listen))?;
+    let stats = Arc::new(SinkStats::default());
+    spawn_signal_thread(stats.clone())?;
+    let started = Instant::now();
+    let cores = options.cores.max(1);
+    let options = Arc::new(options);
+    let handles = LocalExecutorPoolBuilder::new(PoolPlacement::Unbound(cores))
+        .name("corerelay-sink")
+        .io_memory(512 << 10)
+        .on_all_shards({
+            let stats = stats.clone();
+            move || {
+                let (stats, options) = (stats.clone(), options.clone());
+                async move { serve(listen, options, stats, started).await }
+            }
+        })
+        .map_err(|e| format!("cannot start executors: {e}"))?;
+    println!("corerelay sink: listening on {listen}");
+    for r in handles.join_all() {
+        r.map_err(|e| e.to_string())??;
+    }
+    Ok(())
+}
+
+fn spawn_signal_thread(stats: Arc<SinkStats>) -> Result<(), String> {
+    let mut signals =
+        signal_hook::iterator::Signals::new([signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM])
+            .map_err(|e| format!("cannot install signal handlers: {e}"))?;
+    std::thread::spawn(move || {
+        if signals.forever().next().is_some() {
+            println!("{}", stats.summary());
+            std::process::exit(0);
+        }
+    });
+    Ok(())
+}
+
+async fn serve(
+    listen: SocketAddr,
+    options: Arc<SinkOptions>,
+    stats: Arc<SinkStats>,
+    started: Instant,
+) -> Result<(), String> {
+    let listener = listener::bind(listen, 1024).map_err(|e| format!("cannot listen on {listen}: {e}"))?;
+    let config = Rc::new(SessionConfig {
+        hostname: "sink.corerelay.localhost".into(),
+        message_max_bytes: 1 << 30,
+        recipients_max_count: 100_000,
+        command_line_max_bytes: 4096,
+        text_line_max_bytes: 1 << 20,
+        errors_max_count: 100,
+        messages_per_connection_max_count: usize::MAX,
+    });
+    loop {
+        let Ok(mut stream) = listener.accept().await else {
+            glommio::timer::sleep(Duration::from_millis(10)).await;
+            continue;
+        };
+        let (options, stats, config) = (options.clone(), stats.clone(), config.clone());
+        glommio::spawn_local(async move {
+            let peer = stream
+                .peer_addr()
+                .map(|a| a.ip())
+                .unwrap_or(IpAddr::from([0, 0, 0, 0]));
+            let mut session = Session::new(config, AcceptAll, peer);
+            let timeouts = ReadTimeouts {
+                command: Duration::from_secs(300),
+                data: Duration::from_secs(300),
+            };
+            let _ = drive(&mut stream, &mut session, timeouts, async |_helo, txn| {
+                receive(&options, &stats, started, txn).await
+            })
+            .await;
+            let _ = stream.close().await;
+        })
+        .detach();
+    }
+}
+
+/// Decides one message: the next scripted reply, storing and counting it when accepted.
+async fn receive(
+    options: &SinkOptions,
+    stats: &SinkStats,
+    started: Instant,
+    txn: Transaction<()>,
+) -> Result<(), Reply> {
+    let pos = stats.script_pos.fetch_add(1, Ordering::Relaxed);
+    let code = options.replies.get(pos).copied().unwrap_or(options.then);
+    if code >= 400 {
+        stats.refused.fetch_add(1, Ordering::Relaxed);
+        let class = (code / 100) as u8;
+        return Err(Reply::new(
+            code,
+            Enhanced::new(class, 0, 0),
+            format!("Scripted reply {code}"),
+        ));
+    }
+    if let Some(dir) = &options.maildir {
+        store(dir, &txn, pos).map_err(|e| {
+            Reply::new(
+                451,
+                Enhanced::new(4, 3, 0),
+                format!("sink cannot store the message: {e}"),
+            )
+        })?;
+    }
+    let now_us = started.elapsed().as_micros() as u64;
+    if stats.messages.fetch_add(1, Ordering::Relaxed) == 0 {
+        stats.first_us.store(now_us, Ordering::Relaxed);
+    }
+    stats.last_us.fetch_max(now_us, Ordering::Relaxed);
+    stats.bytes.fetch_add(txn.body_bytes as u64, Ordering::Relaxed);
+    Ok(())
+}
+
+/// Writes the message to `<dir>/tmp` and renames it into `<dir>/new` (the maildir rule),
+/// with `Return-Path:` and one `Delivered-To:` per recipient prepended as a local delivery
+/// agent does.
+fn store(dir: &Path, txn: &Transaction<()>, seq: usize) -> std::io::Result<()> {
+    use std::io::Write;
+    let name = format!(
+        "{}.{}_{seq}.corerelay-sink",
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_micros())
+            .unwrap_or(0),
+        std::process::id()
+    );
+    let tmp = dir.join("tmp").join(&name);
+    let mut f = std::io::BufWriter::new(std::fs::File::create(&tmp)?);
+    write!(f, "Return-Path: <{}>\r\n", txn.mail_from)?;
+    for rcpt in &txn.rcpts {
+        write!(f, "Delivered-To: {rcpt}\r\n")?;
+    }
+    for chunk in &txn.body {
+        f.write_all(chunk)?;
+    }
+    f.into_inner().map_err(|e| e.into_error())?.sync_data()?;
+    std::fs::rename(&tmp, dir.join("new").join(&name))
+}

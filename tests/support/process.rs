@@ -1,0 +1,173 @@
+//! The real `corerelay` binary as a test fixture: a relay (`serve`) or a sink started with a
+//! config in a temporary directory, its address read from what it prints, stopped (with
+//! SIGKILL, like a crash, or SIGTERM) when dropped or asked.
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_corerelay");
+
+/// How long any wait in the tests may take before the test fails.
+pub const PATIENCE: Duration = Duration::from_secs(30);
+
+/// A running corerelay process and the address it listens on.
+pub struct Running {
+    child: Option<Child>,
+    pub addr: SocketAddr,
+    /// Lines it printed to stdout after the address line.
+    lines: mpsc::Receiver<String>,
+}
+
+impl Running {
+    /// Starts `corerelay <args>` and waits for the line containing `marker` followed by an
+    /// address.
+    pub fn start(args: &[&str], marker: &str) -> Running {
+        let mut child = Command::new(BIN)
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start corerelay");
+        let stdout = child.stdout.take().unwrap();
+        let stderr = child.stderr.take().unwrap();
+        let (tx, rx) = mpsc::channel();
+        let err_tx = tx.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                let _ = tx.send(line);
+            }
+        });
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                let _ = err_tx.send(format!("stderr: {line}"));
+            }
+        });
+        let deadline = Instant::now() + PATIENCE;
+        let mut seen = Vec::new();
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match rx.recv_timeout(left) {
+                Ok(line) => {
+                    if let Some(rest) = line.split(marker).nth(1) {
+                        let addr = rest.split_whitespace().next().unwrap().parse().unwrap();
+                        return Running {
+                            child: Some(child),
+                            addr,
+                            lines: rx,
+                        };
+                    }
+                    seen.push(line);
+                }
+                Err(_) => {
+                    let _ = child.kill();
+                    panic!(
+                        "corerelay {args:?} did not print `{marker}`; it printed:\n{}",
+                        seen.join("\n")
+                    );
+                }
+            }
+        }
+    }
+
+    /// Stops the process like a crash (SIGKILL).
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Stops the process with SIGTERM and returns what it printed afterwards.
+    pub fn terminate(&mut self) -> Vec<String> {
+        if let Some(mut c) = self.child.take() {
+            // SAFETY: sending a signal to our own child process by its pid.
+            unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
+            let _ = c.wait();
+        }
+        self.lines.try_iter().collect()
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// A relay started from a config file written into `dir`.
+pub fn relay(dir: &Path, config: &str) -> Running {
+    let path = dir.join("corerelay.toml");
+    std::fs::write(&path, config).unwrap();
+    Running::start(&["serve", "--config", path.to_str().unwrap()], "listening on ")
+}
+
+/// A sink on a free port storing messages in `maildir`, with optional scripted replies.
+pub fn sink(maildir: &Path, extra: &[&str]) -> Running {
+    sink_on("127.0.0.1:0", maildir, extra)
+}
+
+/// A sink on a given address (to bring a sink back on the port it had).
+pub fn sink_on(listen: &str, maildir: &Path, extra: &[&str]) -> Running {
+    let mut args = vec!["sink", "--listen", listen, "--maildir", maildir.to_str().unwrap()];
+    args.extend_from_slice(extra);
+    Running::start(&args, "listening on ")
+}
+
+/// The messages a sink stored, oldest first.
+pub fn maildir_messages(maildir: &Path) -> Vec<Vec<u8>> {
+    let mut files: Vec<PathBuf> = match std::fs::read_dir(maildir.join("new")) {
+        Ok(d) => d.filter_map(|e| e.ok().map(|e| e.path())).collect(),
+        Err(_) => return Vec::new(),
+    };
+    files.sort();
+    files.iter().filter_map(|p| std::fs::read(p).ok()).collect()
+}
+
+/// Waits until `f` returns `Some`, or panics with `what` after [`PATIENCE`].
+pub fn wait_for<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        if Instant::now() > deadline {
+            panic!("timed out waiting for {what}");
+        }
+        std::thread::sleep(Duration::from_millis(25));
+    }
+}
+
+/// The JSON records of every core log in `dir`.
+pub fn log_records(dir: &Path) -> Vec<serde_json::Value> {
+    let mut out = Vec::new();
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return out;
+    };
+    for e in entries.flatten() {
+        if let Ok(text) = std::fs::read_to_string(e.path()) {
+            out.extend(text.lines().filter_map(|l| serde_json::from_str(l).ok()));
+        }
+    }
+    out
+}
+
+/// The log records of one kind.
+pub fn events(dir: &Path, kind: &str) -> Vec<serde_json::Value> {
+    log_records(dir)
+        .into_iter()
+        .filter(|r| r["event"] == kind)
+        .collect()
+}
+
+/// A free TCP port on 127.0.0.1 (for a server that must come back on the same port).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}

@@ -1,0 +1,88 @@
+//! A deliberately plain SMTP client for tests: it writes exactly the bytes it is given and
+//! reads whole replies, so dialogues (including malformed ones) can be asserted byte for byte.
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::time::Duration;
+
+pub struct Client {
+    reader: BufReader<TcpStream>,
+    writer: TcpStream,
+}
+
+impl Client {
+    /// Connects and returns the client with the greeting already read.
+    pub fn connect(addr: SocketAddr) -> (Client, String) {
+        let stream = TcpStream::connect(addr).expect("connect");
+        stream.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+        let writer = stream.try_clone().unwrap();
+        let mut c = Client {
+            reader: BufReader::new(stream),
+            writer,
+        };
+        let greeting = c.reply();
+        (c, greeting)
+    }
+
+    /// Reads one reply (all its lines), as wire text.
+    pub fn reply(&mut self) -> String {
+        let mut out = String::new();
+        loop {
+            let mut line = String::new();
+            let n = self.reader.read_line(&mut line).expect("read reply");
+            assert!(n > 0, "connection closed; read so far: {out:?}");
+            out.push_str(&line);
+            if line.as_bytes().get(3) != Some(&b'-') {
+                return out;
+            }
+        }
+    }
+
+    pub fn send(&mut self, bytes: &str) {
+        self.writer.write_all(bytes.as_bytes()).unwrap();
+    }
+
+    /// Sends one command line (CRLF added) and returns its reply.
+    pub fn cmd(&mut self, line: &str) -> String {
+        self.send(&format!("{line}\r\n"));
+        self.reply()
+    }
+
+    /// A whole transaction; returns the reply to the end of data. `body` uses CRLF lines
+    /// and is dot-stuffed here.
+    pub fn send_mail(&mut self, from: &str, to: &[&str], body: &str) -> String {
+        assert!(
+            self.cmd(&format!("MAIL FROM:<{from}>")).starts_with("250"),
+            "MAIL refused"
+        );
+        for rcpt in to {
+            let r = self.cmd(&format!("RCPT TO:<{rcpt}>"));
+            assert!(r.starts_with("250"), "RCPT refused: {r}");
+        }
+        assert!(self.cmd("DATA").starts_with("354"));
+        self.send(&stuff(body));
+        self.send(".\r\n");
+        self.reply()
+    }
+
+    /// True when the server has closed the connection.
+    pub fn is_closed(&mut self) -> bool {
+        let mut line = String::new();
+        matches!(self.reader.read_line(&mut line), Ok(0))
+    }
+}
+
+/// Dot-stuffs a CRLF body and makes sure it ends with CRLF.
+pub fn stuff(body: &str) -> String {
+    let mut out = String::new();
+    for line in body.split_inclusive("\r\n") {
+        if line.starts_with('.') {
+            out.push('.');
+        }
+        out.push_str(line);
+    }
+    if !out.ends_with("\r\n") {
+        out.push_str("\r\n");
+    }
+    out
+}
