@@ -1,5 +1,9 @@
 //! corerelay's one integration-test binary: every test drives the real `corerelay` binary
 //! or the library's real servers over sockets on 127.0.0.1.
+//!
+//! - `dns`: the per-core resolver against a real DNS server started by the test.
+//! - `relay`: issue 2's end-to-end path: client → relay → MX (via DNS) → sink.
 
+mod dns;
 mod relay;
 mod support;
