@@ -59,6 +59,8 @@
 //! - [`mesh`], [`handoff`]: acceptor → owner transfer and the spool acknowledgement back.
 //! - [`spool`]: per-core durable segments, group commit, recovery.
 //! - [`route`]: DNS (hickory on glommio) and MX selection.
+//! - [`rewrite`]: MIME walk, transfer codecs, HTML link and pixel rewrite, tracking tokens.
+//! - [`dkim`]: DKIM keys and the streaming signer over chunk lists.
 //! - [`deliver`]: per-core delivery queue, outbound connections, outcome classifier, retries.
 //! - [`observe`]: per-core log ring and its file.
 //! - [`tools`]: `corerelay sink` and `corerelay load`, the test and benchmark peers.
@@ -66,11 +68,13 @@
 pub mod account;
 pub mod config;
 pub mod deliver;
+pub mod dkim;
 pub mod handoff;
 pub mod ingress;
 pub mod mesh;
 pub mod message;
 pub mod observe;
+pub mod rewrite;
 pub mod route;
 pub mod runtime;
 pub mod smtp;
