@@ -45,6 +45,23 @@ pub enum Phase {
     Quit,
 }
 
+impl std::fmt::Display for Phase {
+    /// As a person reading a bounce would name it: "at RCPT TO", "after end of data".
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Phase::Connect => "connect",
+            Phase::Greeting => "greeting",
+            Phase::Ehlo => "EHLO",
+            Phase::Mail => "MAIL FROM",
+            Phase::Rcpt => "RCPT TO",
+            Phase::Data => "DATA",
+            Phase::DataEnd => "end of data",
+            Phase::Rset => "RSET",
+            Phase::Quit => "QUIT",
+        })
+    }
+}
+
 /// The SMTP extensions a server offered in its EHLO reply (all off after HELO).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Capabilities {
