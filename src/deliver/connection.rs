@@ -1,0 +1,381 @@
+//! One outbound SMTP connection: the thin glommio driver around the sans-IO client of
+//! [`crate::smtp::client`].
+//!
+//! It owns the socket, the bounded reply buffer and the bounded send buffer, applies one
+//! timeout per phase, and turns every way a session can go wrong into an
+//! [`AttemptError`] that says in which [`Phase`] it happened. What the replies mean for
+//! each recipient is decided elsewhere, once, by [`super::outcome::classify`].
+//!
+//! A connection is reused for several transactions while it stays usable: after any I/O
+//! error, timeout, protocol error or `421` it is not, and the caller drops it.
+
+use std::fmt;
+use std::future::Future;
+use std::io;
+use std::net::{Shutdown, SocketAddr};
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use futures_lite::{AsyncReadExt, AsyncWriteExt, FutureExt};
+use glommio::net::TcpStream;
+
+use crate::config::DeliveryConfig;
+pub use crate::smtp::client::Phase;
+use crate::smtp::client::{
+    Capabilities, Command, DataWriter, Next, ReplyReader, Transaction, TransactionResult, Unsendable,
+    choose_eight_bit, parse_ehlo,
+};
+use crate::smtp::reply::Reply;
+
+/// The send buffer the body is copied into, dot-stuffed, between writes.
+pub const SEND_BUFFER_BYTES: usize = 64 * 1024;
+
+/// QUIT is a courtesy: wait for its reply at most this long (or the command timeout, if
+/// shorter), so a silent server does not hold a delivery slot for minutes.
+pub const QUIT_WAIT_MAX: Duration = Duration::from_secs(5);
+
+/// How long each phase may take. RFC 5321 §4.5.3.2 names per-command minimums; these
+/// come from `[delivery]` in the config.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Timeouts {
+    pub connect: Duration,
+    pub greeting: Duration,
+    /// Sending one command (or a pipelined group) and reading each reply.
+    pub command: Duration,
+    /// Each write of the body, and the reply to the final dot.
+    pub data: Duration,
+}
+
+impl From<&DeliveryConfig> for Timeouts {
+    fn from(c: &DeliveryConfig) -> Timeouts {
+        Timeouts {
+            connect: c.connect_timeout,
+            greeting: c.greeting_timeout,
+            command: c.command_timeout,
+            data: c.data_timeout,
+        }
+    }
+}
+
+/// Why an attempt did not produce a [`TransactionResult`].
+#[derive(Debug)]
+pub enum AttemptError {
+    Connect(io::Error),
+    Timeout(Phase),
+    Io(Phase, io::Error),
+    /// An unparsable or oversized reply, or a reply that makes no sense where it came.
+    Protocol(Phase, String),
+    /// The greeting, EHLO/HELO or RSET was refused.
+    Refused(Phase, Reply),
+    /// The message was not offered: this server cannot take it as it is (nothing sent).
+    Unsendable(Unsendable),
+    /// The transaction broke after some replies came back; `partial` keeps them so the
+    /// recipients already decided (say, a 550 to RCPT) stay decided.
+    Interrupted {
+        partial: Box<TransactionResult>,
+        cause: Box<AttemptError>,
+    },
+}
+
+impl fmt::Display for AttemptError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            AttemptError::Connect(e) => write!(f, "connect failed: {e}"),
+            AttemptError::Timeout(phase) => write!(f, "timed out at {phase}"),
+            AttemptError::Io(phase, e) if e.kind() == io::ErrorKind::UnexpectedEof => {
+                write!(f, "connection closed by the server at {phase}")
+            }
+            AttemptError::Io(phase, e) => write!(f, "I/O error at {phase}: {e}"),
+            AttemptError::Protocol(phase, why) => write!(f, "protocol error at {phase}: {why}"),
+            AttemptError::Refused(phase, reply) => write!(f, "refused at {phase}: {reply}"),
+            AttemptError::Unsendable(why) => write!(f, "not sent: {why}"),
+            AttemptError::Interrupted { cause, .. } => cause.fmt(f),
+        }
+    }
+}
+
+impl std::error::Error for AttemptError {}
+
+/// An open SMTP session, past the greeting and EHLO.
+pub struct Connection {
+    stream: TcpStream,
+    peer: SocketAddr,
+    timeouts: Timeouts,
+    caps: Capabilities,
+    reader: ReplyReader,
+    /// Commands and body bytes waiting to be written; at most [`SEND_BUFFER_BYTES`] of
+    /// body plus one pipelined command group.
+    out: BytesMut,
+    /// The last transaction left a MAIL open at the server.
+    reset_needed: bool,
+    /// False after an error, a timeout or a `421`: the session state is unknown or over.
+    usable: bool,
+    transactions_count: usize,
+}
+
+impl Connection {
+    /// TCP connect (with TCP_NODELAY), read greeting (non-2xx → Refused), EHLO; on 5xx to
+    /// EHLO fall back to HELO.
+    pub async fn open(
+        addr: SocketAddr,
+        helo_name: &str,
+        timeouts: &Timeouts,
+    ) -> Result<Connection, AttemptError> {
+        let stream = TcpStream::connect_timeout(addr, timeouts.connect)
+            .await
+            .map_err(|e| match io::Error::from(e) {
+                e if e.kind() == io::ErrorKind::TimedOut => AttemptError::Timeout(Phase::Connect),
+                e => AttemptError::Connect(e),
+            })?;
+        stream
+            .set_nodelay(true)
+            .map_err(|e| AttemptError::Connect(io::Error::from(e)))?;
+        let mut conn = Connection {
+            stream,
+            peer: addr,
+            timeouts: *timeouts,
+            caps: Capabilities::default(),
+            reader: ReplyReader::new(),
+            out: BytesMut::with_capacity(4096),
+            reset_needed: false,
+            usable: true,
+            transactions_count: 0,
+        };
+        let greeting = conn.exchange(Phase::Greeting, timeouts.greeting).await?;
+        if !is_completion(&greeting) {
+            // RFC 5321 §3.1: a server that refuses in its greeting still waits for QUIT.
+            conn.quit().await;
+            return Err(AttemptError::Refused(Phase::Greeting, greeting));
+        }
+        match conn.hello(helo_name).await {
+            Ok(()) => Ok(conn),
+            Err(refusal @ AttemptError::Refused(..)) => {
+                conn.quit().await;
+                Err(refusal)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    pub fn capabilities(&self) -> &Capabilities {
+        &self.caps
+    }
+
+    pub fn peer(&self) -> SocketAddr {
+        self.peer
+    }
+
+    /// Whether another transaction may be started on this connection.
+    pub fn is_usable(&self) -> bool {
+        self.usable
+    }
+
+    /// One transaction. `body` is the message (trace header chunk + body chunks), sent
+    /// dot-stuffed; `eight_bit` adds BODY=8BITMIME when the server offers it (a body
+    /// declared 8-bit that is plain ASCII goes to other servers as 7-bit; one with 8-bit
+    /// bytes is [`Unsendable::EightBit`]); SIZE= when offered. A RSET is sent first when
+    /// the previous transaction left a MAIL open.
+    pub async fn send(
+        &mut self,
+        mail_from: &str,
+        rcpts: &[&str],
+        body: &[Bytes],
+        eight_bit: bool,
+    ) -> Result<TransactionResult, AttemptError> {
+        self.check_usable(Phase::Mail)?;
+        let eight_bit = choose_eight_bit(eight_bit, &self.caps, body).map_err(AttemptError::Unsendable)?;
+        let size_bytes = body.iter().map(|c| c.len() as u64).sum();
+        let mut tx = Transaction::new(&self.caps, mail_from, rcpts, size_bytes, eight_bit)
+            .map_err(AttemptError::Unsendable)?;
+        if self.reset_needed {
+            self.reset().await?;
+        }
+        self.transactions_count += 1;
+        match self.run(&mut tx, body).await {
+            Ok(result) => {
+                self.reset_needed = result.reset_needed;
+                self.usable = !result.server_closing();
+                Ok(result)
+            }
+            Err(cause) => {
+                self.usable = false;
+                Err(match tx.partial() {
+                    Some(partial) => AttemptError::Interrupted {
+                        partial: Box::new(partial),
+                        cause: Box::new(cause),
+                    },
+                    None => cause,
+                })
+            }
+        }
+    }
+
+    /// RSET, to reuse the connection after a transaction that did not complete.
+    pub async fn reset(&mut self) -> Result<(), AttemptError> {
+        self.check_usable(Phase::Rset)?;
+        Command::Rset.write_to(&mut self.out);
+        let reply = self
+            .exchange(Phase::Rset, self.timeouts.command)
+            .await
+            .inspect_err(|_| self.usable = false)?;
+        if !is_completion(&reply) {
+            self.usable = false;
+            return Err(AttemptError::Refused(Phase::Rset, reply));
+        }
+        self.reset_needed = false;
+        Ok(())
+    }
+
+    /// QUIT and close; errors ignored.
+    pub async fn quit(mut self) {
+        if self.usable {
+            Command::Quit.write_to(&mut self.out);
+            let wait = self.timeouts.command.min(QUIT_WAIT_MAX);
+            let _ = self.exchange(Phase::Quit, wait).await;
+        }
+        let _ = self.stream.shutdown(Shutdown::Both).await;
+    }
+
+    /// Transactions started on this connection so far (MAIL sent, delivered or not):
+    /// what `delivery.messages_per_connection_max_count` limits.
+    pub fn messages_sent(&self) -> usize {
+        self.transactions_count
+    }
+
+    /// EHLO, or HELO when the server does not know EHLO (5xx). A 4xx (421) is a refusal.
+    async fn hello(&mut self, helo_name: &str) -> Result<(), AttemptError> {
+        Command::Ehlo(helo_name).write_to(&mut self.out);
+        let reply = self.exchange(Phase::Ehlo, self.timeouts.command).await?;
+        if is_completion(&reply) {
+            self.caps = parse_ehlo(&reply);
+            return Ok(());
+        }
+        if !reply.is_permanent() {
+            return Err(AttemptError::Refused(Phase::Ehlo, reply));
+        }
+        Command::Helo(helo_name).write_to(&mut self.out);
+        let reply = self.exchange(Phase::Ehlo, self.timeouts.command).await?;
+        if !is_completion(&reply) {
+            return Err(AttemptError::Refused(Phase::Ehlo, reply));
+        }
+        self.caps = Capabilities::default();
+        Ok(())
+    }
+
+    /// Drives the transaction's state machine over the socket.
+    async fn run(
+        &mut self,
+        tx: &mut Transaction<'_>,
+        body: &[Bytes],
+    ) -> Result<TransactionResult, AttemptError> {
+        let mut next = tx.start(&mut self.out);
+        loop {
+            let phase = tx.phase();
+            let reply = match next {
+                Next::Done(result) => return Ok(result),
+                Next::Reply if phase == Phase::DataEnd => self.exchange(phase, self.timeouts.data).await?,
+                Next::Reply => self.exchange(phase, self.timeouts.command).await?,
+                Next::Body => {
+                    self.flush(Phase::Data, self.timeouts.command).await?;
+                    self.write_body(body).await?;
+                    self.exchange(Phase::DataEnd, self.timeouts.data).await?
+                }
+            };
+            next = tx
+                .on_reply(reply, &mut self.out)
+                .map_err(|u| AttemptError::Protocol(u.phase, format!("unexpected reply {}", u.reply)))?;
+        }
+    }
+
+    /// Copies the body into the send buffer, dot-stuffed, writing whenever it fills; the
+    /// terminator stays in the buffer for the exchange that reads the final reply.
+    async fn write_body(&mut self, body: &[Bytes]) -> Result<(), AttemptError> {
+        let mut writer = DataWriter::new();
+        for chunk in body {
+            let mut pos = 0;
+            while pos < chunk.len() {
+                pos += writer.write(&chunk[pos..], &mut self.out, SEND_BUFFER_BYTES);
+                if pos < chunk.len() {
+                    self.flush(Phase::DataEnd, self.timeouts.data).await?;
+                }
+            }
+        }
+        writer.finish(&mut self.out);
+        Ok(())
+    }
+
+    /// Writes the pending bytes, then reads one reply, within `limit`.
+    async fn exchange(&mut self, phase: Phase, limit: Duration) -> Result<Reply, AttemptError> {
+        within(limit, phase, async {
+            write_all(&mut self.stream, &mut self.out, phase).await?;
+            read_reply(&mut self.stream, &mut self.reader, phase).await
+        })
+        .await
+    }
+
+    async fn flush(&mut self, phase: Phase, limit: Duration) -> Result<(), AttemptError> {
+        within(limit, phase, write_all(&mut self.stream, &mut self.out, phase)).await
+    }
+
+    fn check_usable(&self, phase: Phase) -> Result<(), AttemptError> {
+        if self.usable {
+            return Ok(());
+        }
+        let e = io::Error::new(io::ErrorKind::NotConnected, "connection is no longer usable");
+        Err(AttemptError::Io(phase, e))
+    }
+}
+
+async fn write_all(stream: &mut TcpStream, out: &mut BytesMut, phase: Phase) -> Result<(), AttemptError> {
+    if out.is_empty() {
+        return Ok(());
+    }
+    let io_error = |e| AttemptError::Io(phase, e);
+    stream.write_all(out).await.map_err(io_error)?;
+    stream.flush().await.map_err(io_error)?;
+    out.clear();
+    Ok(())
+}
+
+async fn read_reply(
+    stream: &mut TcpStream,
+    reader: &mut ReplyReader,
+    phase: Phase,
+) -> Result<Reply, AttemptError> {
+    loop {
+        match reader.next_reply() {
+            Ok(Some(reply)) => return Ok(reply),
+            Ok(None) => {}
+            Err(why) => return Err(AttemptError::Protocol(phase, why.to_string())),
+        }
+        let n = stream
+            .read(reader.read_space())
+            .await
+            .map_err(|e| AttemptError::Io(phase, e))?;
+        if n == 0 {
+            let eof = io::Error::new(io::ErrorKind::UnexpectedEof, "connection closed by the server");
+            return Err(AttemptError::Io(phase, eof));
+        }
+        reader.filled(n);
+    }
+}
+
+/// Runs `fut`, or gives up with [`AttemptError::Timeout`] after `limit`.
+async fn within<T>(
+    limit: Duration,
+    phase: Phase,
+    fut: impl Future<Output = Result<T, AttemptError>>,
+) -> Result<T, AttemptError> {
+    fut.or(async {
+        glommio::timer::sleep(limit).await;
+        Err(AttemptError::Timeout(phase))
+    })
+    .await
+}
+
+fn is_completion(reply: &Reply) -> bool {
+    reply.code / 100 == 2
+}
+
+#[cfg(test)]
+mod tests;

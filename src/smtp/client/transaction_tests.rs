@@ -1,0 +1,302 @@
+//! Table-driven dialogues for [`Transaction`]: the server's replies in, the client's bytes
+//! and the final result out.
+
+use bytes::BytesMut;
+
+use super::*;
+use crate::smtp::reply::parse;
+
+/// One dialogue. `sent` is everything the client wrote, with `[nnn]` where it consumed a
+/// reply and `<BODY>` where it sent the message body.
+struct Case {
+    name: &'static str,
+    pipelining: bool,
+    rcpts: &'static [&'static str],
+    replies: &'static [&'static str],
+    sent: &'static str,
+    mail: u16,
+    rcpt_codes: &'static [Option<u16>],
+    data: Option<u16>,
+    reset_needed: bool,
+}
+
+const TWO: &[&str] = &["r1@b.example", "r2@b.example"];
+
+fn run(
+    pipelining: bool,
+    rcpts: &[&str],
+    replies: &[&str],
+) -> (String, Result<TransactionResult, UnexpectedReply>) {
+    let caps = Capabilities {
+        pipelining,
+        size: Some(1000),
+        ..Capabilities::default()
+    };
+    let mut tx = Transaction::new(&caps, "s@a.example", rcpts, 42, false).unwrap();
+    let mut out = BytesMut::new();
+    let mut sent = String::new();
+    let mut replies = replies.iter();
+    let mut next = tx.start(&mut out);
+    loop {
+        sent.push_str(&String::from_utf8_lossy(&out.split()));
+        match next {
+            Next::Done(result) => {
+                assert!(replies.next().is_none(), "replies left over");
+                return (sent, Ok(result));
+            }
+            Next::Body => sent.push_str("<BODY>"),
+            Next::Reply => {}
+        }
+        let wire = replies
+            .next()
+            .expect("the client wants more replies than scripted");
+        let reply = parse(wire.as_bytes()).unwrap().0;
+        sent.push_str(&format!("[{}]", reply.code));
+        match tx.on_reply(reply, &mut out) {
+            Ok(n) => next = n,
+            Err(e) => return (sent, Err(e)),
+        }
+    }
+}
+
+fn check(case: &Case) {
+    let (sent, result) = run(case.pipelining, case.rcpts, case.replies);
+    assert_eq!(sent, case.sent, "{}: bytes sent", case.name);
+    let result = result.unwrap_or_else(|e| panic!("{}: unexpected reply {e:?}", case.name));
+    assert_eq!(result.mail.code, case.mail, "{}: MAIL", case.name);
+    let rcpt_codes: Vec<Option<u16>> = result.rcpts.iter().map(|r| r.as_ref().map(|r| r.code)).collect();
+    assert_eq!(rcpt_codes, case.rcpt_codes, "{}: RCPT", case.name);
+    assert_eq!(result.data.map(|r| r.code), case.data, "{}: DATA", case.name);
+    assert_eq!(result.reset_needed, case.reset_needed, "{}: reset", case.name);
+}
+
+#[test]
+fn dialogues() {
+    let cases = [
+        Case {
+            name: "pipelined, all accepted",
+            pipelining: true,
+            rcpts: TWO,
+            replies: &[
+                "250 ok\r\n",
+                "250 ok\r\n",
+                "250 ok\r\n",
+                "354 go\r\n",
+                "250 queued\r\n",
+            ],
+            sent: "MAIL FROM:<s@a.example> SIZE=42\r\nRCPT TO:<r1@b.example>\r\nRCPT TO:<r2@b.example>\r\n\
+                   DATA\r\n[250][250][250][354]<BODY>[250]",
+            mail: 250,
+            rcpt_codes: &[Some(250), Some(250)],
+            data: Some(250),
+            reset_needed: false,
+        },
+        Case {
+            name: "one command per round trip, all accepted",
+            pipelining: false,
+            rcpts: TWO,
+            replies: &[
+                "250 ok\r\n",
+                "250 ok\r\n",
+                "251 fwd\r\n",
+                "354 go\r\n",
+                "250 queued\r\n",
+            ],
+            sent: "MAIL FROM:<s@a.example> SIZE=42\r\n[250]RCPT TO:<r1@b.example>\r\n[250]\
+                   RCPT TO:<r2@b.example>\r\n[251]DATA\r\n[354]<BODY>[250]",
+            mail: 250,
+            rcpt_codes: &[Some(250), Some(251)],
+            data: Some(250),
+            reset_needed: false,
+        },
+        Case {
+            name: "pipelined, mixed recipients",
+            pipelining: true,
+            rcpts: TWO,
+            replies: &[
+                "250 ok\r\n",
+                "550 5.1.1 no\r\n",
+                "250 ok\r\n",
+                "354 go\r\n",
+                "250 ok\r\n",
+            ],
+            sent: "MAIL FROM:<s@a.example> SIZE=42\r\nRCPT TO:<r1@b.example>\r\nRCPT TO:<r2@b.example>\r\n\
+                   DATA\r\n[250][550][250][354]<BODY>[250]",
+            mail: 250,
+            rcpt_codes: &[Some(550), Some(250)],
+            data: Some(250),
+            reset_needed: false,
+        },
+        Case {
+            name: "pipelined, all recipients refused, DATA refused",
+            pipelining: true,
+            rcpts: TWO,
+            replies: &[
+                "250 ok\r\n",
+                "550 no\r\n",
+                "450 later\r\n",
+                "554 no valid recipients\r\n",
+            ],
+            sent: "MAIL FROM:<s@a.example> SIZE=42\r\nRCPT TO:<r1@b.example>\r\nRCPT TO:<r2@b.example>\r\n\
+                   DATA\r\n[250][550][450][554]",
+            mail: 250,
+            rcpt_codes: &[Some(550), Some(450)],
+            data: Some(554),
+            reset_needed: true,
+        },
+        Case {
+            name: "pipelined, all recipients refused, 354 anyway: a lone dot",
+            pipelining: true,
+            rcpts: &["r1@b.example"],
+            replies: &["250 ok\r\n", "550 no\r\n", "354 go\r\n", "554 no recipients\r\n"],
+            sent: "MAIL FROM:<s@a.example> SIZE=42\r\nRCPT TO:<r1@b.example>\r\nDATA\r\n[250][550][354]\
+                   .\r\n[554]",
+            mail: 250,
+            rcpt_codes: &[Some(550)],
+            data: Some(554),
+            reset_needed: false,
+        },
+        Case {
+            name: "one per round trip, all recipients refused: no DATA",
+            pipelining: false,
+            rcpts: TWO,
+            replies: &["250 ok\r\n", "550 no\r\n", "451 later\r\n"],
+            sent: "MAIL FROM:<s@a.example> SIZE=42\r\n[250]RCPT TO:<r1@b.example>\r\n[550]\
+                   RCPT TO:<r2@b.example>\r\n[451]",
+            mail: 250,
+            rcpt_codes: &[Some(550), Some(451)],
+            data: None,
+            reset_needed: true,
+        },
+        Case {
+            name: "one per round trip, MAIL refused: no RCPT",
+            pipelining: false,
+            rcpts: TWO,
+            replies: &["550 5.7.1 sender blocked\r\n"],
+            sent: "MAIL FROM:<s@a.example> SIZE=42\r\n[550]",
+            mail: 550,
+            rcpt_codes: &[None, None],
+            data: None,
+            reset_needed: true,
+        },
+        Case {
+            name: "pipelined, MAIL refused: every reply still consumed",
+            pipelining: true,
+            rcpts: TWO,
+            replies: &[
+                "451 later\r\n",
+                "503 no MAIL\r\n",
+                "503 no MAIL\r\n",
+                "503 no RCPT\r\n",
+            ],
+            sent: "MAIL FROM:<s@a.example> SIZE=42\r\nRCPT TO:<r1@b.example>\r\nRCPT TO:<r2@b.example>\r\n\
+                   DATA\r\n[451][503][503][503]",
+            mail: 451,
+            rcpt_codes: &[Some(503), Some(503)],
+            data: Some(503),
+            reset_needed: true,
+        },
+        Case {
+            name: "4xx after the final dot",
+            pipelining: false,
+            rcpts: &["r1@b.example"],
+            replies: &[
+                "250 ok\r\n",
+                "250 ok\r\n",
+                "354 go\r\n",
+                "451 4.3.0 try later\r\n",
+            ],
+            sent: "MAIL FROM:<s@a.example> SIZE=42\r\n[250]RCPT TO:<r1@b.example>\r\n[250]DATA\r\n\
+                   [354]<BODY>[451]",
+            mail: 250,
+            rcpt_codes: &[Some(250)],
+            data: Some(451),
+            reset_needed: false,
+        },
+        Case {
+            name: "pipelined, 421 in the middle ends the transaction",
+            pipelining: true,
+            rcpts: TWO,
+            replies: &["250 ok\r\n", "421 4.3.2 shutting down\r\n"],
+            sent: "MAIL FROM:<s@a.example> SIZE=42\r\nRCPT TO:<r1@b.example>\r\nRCPT TO:<r2@b.example>\r\n\
+                   DATA\r\n[250][421]",
+            mail: 250,
+            rcpt_codes: &[Some(421), None],
+            data: None,
+            reset_needed: true,
+        },
+    ];
+    for case in &cases {
+        check(case);
+    }
+}
+
+#[test]
+fn closing_reply_is_found() {
+    let (_, result) = run(true, TWO, &["250 ok\r\n", "421 4.3.2 bye\r\n"]);
+    let result = result.unwrap();
+    assert!(result.server_closing());
+    assert_eq!(result.closing_reply().map(|r| r.code), Some(421));
+    let (_, result) = run(false, TWO, &["550 no\r\n"]);
+    assert!(!result.unwrap().server_closing());
+}
+
+#[test]
+fn nonsense_replies_are_refused() {
+    let (_, result) = run(
+        false,
+        &["r@b.example"],
+        &["250 ok\r\n", "250 ok\r\n", "250 ok\r\n"],
+    );
+    assert_eq!(result.unwrap_err().phase, Phase::Data);
+    let (_, result) = run(false, &["r@b.example"], &["354 what\r\n"]);
+    assert_eq!(result.unwrap_err().phase, Phase::Mail);
+    let (_, result) = run(true, &["r@b.example"], &["250 ok\r\n", "354 what\r\n"]);
+    assert_eq!(result.unwrap_err().phase, Phase::Rcpt);
+}
+
+#[test]
+fn partial_result_keeps_what_was_answered() {
+    let caps = Capabilities {
+        pipelining: true,
+        ..Capabilities::default()
+    };
+    let rcpts = ["r1@b.example", "r2@b.example"];
+    let mut tx = Transaction::new(&caps, "", &rcpts, 1, false).unwrap();
+    let mut out = BytesMut::new();
+    tx.start(&mut out);
+    assert!(String::from_utf8_lossy(&out).starts_with("MAIL FROM:<>\r\n"));
+    assert_eq!(tx.partial(), None);
+    tx.on_reply(parse(b"250 ok\r\n").unwrap().0, &mut out).unwrap();
+    tx.on_reply(parse(b"550 no\r\n").unwrap().0, &mut out).unwrap();
+    let partial = tx.partial().unwrap();
+    assert_eq!(partial.mail.code, 250);
+    assert_eq!(partial.rcpts[0].as_ref().map(|r| r.code), Some(550));
+    assert_eq!(partial.rcpts[1], None);
+    assert_eq!(tx.phase(), Phase::Rcpt);
+}
+
+#[test]
+fn unsendable_messages_are_refused_before_any_byte() {
+    let plain = Capabilities::default();
+    let all = Capabilities {
+        eightbitmime: true,
+        smtputf8: true,
+        ..Capabilities::default()
+    };
+    let new = |caps, from, rcpts, eight| Transaction::new(caps, from, rcpts, 1, eight).map(|_| ());
+    assert_eq!(new(&plain, "a@b", &["c@d"], true), Err(Unsendable::EightBit));
+    assert_eq!(new(&plain, "a@b", &["jörg@d"], false), Err(Unsendable::SmtpUtf8));
+    assert_eq!(new(&plain, "a@b", &[], false), Err(Unsendable::NoRecipients));
+    assert!(matches!(
+        new(&all, "a@b\r\n", &["c@d"], false),
+        Err(Unsendable::BadPath(_))
+    ));
+    assert_eq!(new(&all, "a@b", &["jörg@d"], true), Ok(()));
+
+    let rcpts = ["jörg@d"];
+    let mut tx = Transaction::new(&all, "a@b", &rcpts, 1, true).unwrap();
+    let mut out = BytesMut::new();
+    tx.start(&mut out);
+    assert_eq!(&out[..], b"MAIL FROM:<a@b> BODY=8BITMIME SMTPUTF8\r\n");
+}
