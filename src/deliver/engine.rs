@@ -14,8 +14,8 @@ use std::time::Duration;
 use bytes::Bytes;
 use glommio::sync::Semaphore;
 
-use super::connection::{AttemptError, Connection, Timeouts};
-use super::outcome::{Outcome, classify};
+use super::connection::{AttemptError, Connection, Phase, Timeouts};
+use super::outcome::{Outcome, Remote, classify};
 use super::pool::Pool;
 use super::queue::{Entry, Queue};
 use super::retry::{self, Next};
@@ -55,12 +55,7 @@ impl Deliverer {
         resolver: Resolver,
         log: Log,
     ) -> Rc<Deliverer> {
-        let timeouts = Timeouts {
-            connect: config.connect_timeout,
-            greeting: config.greeting_timeout,
-            command: config.command_timeout,
-            data: config.data_timeout,
-        };
+        let timeouts = Timeouts::from(&config);
         Rc::new(Deliverer {
             config,
             memory_max_bytes,
@@ -282,18 +277,22 @@ impl Deliverer {
             };
             result = conn.send(&envelope.mail_from, rcpts, chunks, eight_bit).await;
         }
-        let peer = format!("{}[{}]", hop.host, addr);
-        match &result {
-            Err(e) if before_recipients(e) => Transacted::TryNext(format!("{peer}: {e}")),
-            Ok(_) => {
-                let outcomes = classify(&result, rcpts.len(), &peer);
-                if let Some(conn) = self.pool.borrow_mut().put(conn, self.config.messages_per_connection_max_count) {
-                    glommio::spawn_local(conn.quit()).detach();
-                }
-                Transacted::Answered(outcomes)
-            }
-            Err(_) => Transacted::Answered(classify(&result, rcpts.len(), &peer)),
+        let remote = Remote {
+            host: &hop.host,
+            addr,
+        };
+        if let Err(e) = &result
+            && before_recipients(e)
+        {
+            return Transacted::TryNext(format!("{remote}: {e}"));
         }
+        let outcomes = classify(&result, rcpts.len(), remote);
+        if result.is_ok() && conn.is_usable() {
+            if let Some(conn) = self.pool.borrow_mut().put(conn, self.config.messages_per_connection_max_count) {
+                glommio::spawn_local(conn.quit()).detach();
+            }
+        }
+        Transacted::Answered(outcomes)
     }
 
     async fn open(&self, addr: SocketAddr, hop: &Hop) -> Result<Connection, String> {
@@ -434,15 +433,15 @@ enum Transacted {
     TryNext(String),
 }
 
-/// True when an attempt failed before any recipient was answered, so the next host may be
-/// tried at once (RFC 5321 §5.1: connection failures and greeting refusals).
+/// True when an attempt failed before the server said anything about the message, so the
+/// next host may be tried at once (RFC 5321 §5.1: connection failures and greeting
+/// refusals). A message this server cannot take as it is (`Unsendable`) is decided by the
+/// classifier instead, and so is a transaction interrupted after some replies.
 fn before_recipients(e: &AttemptError) -> bool {
-    use super::connection::Phase;
     let phase = match e {
         AttemptError::Connect(_) => return true,
         AttemptError::Timeout(p) | AttemptError::Io(p, _) | AttemptError::Protocol(p, _) | AttemptError::Refused(p, _) => *p,
-        #[allow(unreachable_patterns)]
-        _ => return false,
+        AttemptError::Unsendable(_) | AttemptError::Interrupted { .. } => return false,
     };
     matches!(phase, Phase::Connect | Phase::Greeting | Phase::Ehlo | Phase::Mail)
 }
