@@ -6,7 +6,7 @@
 //! dropped as §4.1.1.3 asks), quoted local parts and address literals, and gives the
 //! address back without brackets.
 //!
-//! Non-ASCII is refused in one place, [`check_charset`], so that SMTPUTF8 (RFC 6531) can
+//! Non-ASCII is refused in one place, `check_charset`, so that SMTPUTF8 (RFC 6531) can
 //! be added by widening that check and the two character classes below (`is_atext`,
 //! `is_qtext`) rather than by rewriting the parser.
 
@@ -104,8 +104,8 @@ impl AddressError {
         }
     }
 
-    /// `501 5.1.3` for syntax; `553 5.6.7` for non-ASCII, the code RFC 6531 §3.7.4.1 gives
-    /// for an internationalized address without SMTPUTF8.
+    /// `501 5.1.3` for syntax; `553 5.6.7` for non-ASCII, the reply RFC 6531 gives for an
+    /// internationalized address the server will not take.
     pub fn reply(self) -> Reply {
         match self {
             AddressError::NonAscii => Reply::new(553, Enhanced::new(5, 6, 7), self.text()),
@@ -255,7 +255,11 @@ fn check_dot_string(local: &[u8]) -> Result<(), AddressError> {
         && local
             .split(|&b| b == b'.')
             .all(|atom| !atom.is_empty() && atom.iter().all(|&b| is_atext(b)));
-    if ok { Ok(()) } else { Err(AddressError::BadLocalPart) }
+    if ok {
+        Ok(())
+    } else {
+        Err(AddressError::BadLocalPart)
+    }
 }
 
 /// RFC 5322 atext.
@@ -302,7 +306,11 @@ fn check_address_literal(literal: &str) -> Result<(), AddressError> {
         Some(tag) if tag.eq_ignore_ascii_case("IPv6:") => body[5..].parse::<Ipv6Addr>().is_ok(),
         _ => body.parse::<Ipv4Addr>().is_ok(),
     };
-    if ok { Ok(()) } else { Err(AddressError::BadAddressLiteral) }
+    if ok {
+        Ok(())
+    } else {
+        Err(AddressError::BadAddressLiteral)
+    }
 }
 
 #[cfg(test)]
@@ -324,7 +332,10 @@ mod tests {
         ("<user@[192.0.2.1]>", "user@[192.0.2.1]"),
         ("<user@[IPv6:2001:db8::1]>", "user@[IPv6:2001:db8::1]"),
         ("<user@[ipv6:::1]>", "user@[ipv6:::1]"),
-        ("<a!#$%&'*+-/=?^_`{|}~@x-y.example>", "a!#$%&'*+-/=?^_`{|}~@x-y.example"),
+        (
+            "<a!#$%&'*+-/=?^_`{|}~@x-y.example>",
+            "a!#$%&'*+-/=?^_`{|}~@x-y.example",
+        ),
         ("<u@localhost>", "u@localhost"),
         ("<u@123.example>", "u@123.example"),
     ];

@@ -15,8 +15,14 @@ use crate::smtp::reply::{Enhanced, Reply, catalogue};
 pub enum Command {
     Ehlo(String),
     Helo(String),
-    Mail { from: String, params: MailParams },
-    Rcpt { to: String, params: RcptParams },
+    Mail {
+        from: String,
+        params: MailParams,
+    },
+    Rcpt {
+        to: String,
+        params: RcptParams,
+    },
     Data,
     Rset,
     Noop,
@@ -29,7 +35,10 @@ pub enum Command {
     Auth(String),
     /// RFC 3030 `BDAT <chunk_bytes> [LAST]`: recognised so that an unsolicited chunk can
     /// be skipped instead of being read as commands.
-    Bdat { chunk_bytes: u64, last: bool },
+    Bdat {
+        chunk_bytes: u64,
+        last: bool,
+    },
     /// A command of another SMTP extension (ETRN, ATRN, BURL, TURN): known, not offered.
     Unsupported(&'static str),
 }
@@ -254,7 +263,11 @@ fn parse_body(value: &str) -> Result<BodyType, Reply> {
         Ok(BodyType::EightBitMime)
     } else if value.eq_ignore_ascii_case("BINARYMIME") {
         // BINARYMIME needs CHUNKING (RFC 3030), which is not offered.
-        Err(Reply::new(555, Enhanced::new(5, 5, 4), "BODY=BINARYMIME not supported"))
+        Err(Reply::new(
+            555,
+            Enhanced::new(5, 5, 4),
+            "BODY=BINARYMIME not supported",
+        ))
     } else {
         Err(catalogue::PARAM_SYNTAX)
     }
@@ -280,7 +293,8 @@ fn esmtp_params(params: &str) -> impl Iterator<Item = Result<(&str, Option<&str>
         let keyword_ok = keyword.bytes().next().is_some_and(|b| b.is_ascii_alphanumeric())
             && keyword.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-');
         // esmtp-value = 1*(%d33-60 / %d62-126): printable ASCII without "=".
-        let value_ok = value.is_none_or(|v| !v.is_empty() && v.bytes().all(|b| matches!(b, 33..=60 | 62..=126)));
+        let value_ok =
+            value.is_none_or(|v| !v.is_empty() && v.bytes().all(|b| matches!(b, 33..=60 | 62..=126)));
         if keyword_ok && value_ok {
             Ok((keyword, value))
         } else {
@@ -336,17 +350,26 @@ mod tests {
             ("mail from:<a@b.example>", mail("a@b.example", None, SevenBit)),
             ("MAIL FROM: <a@b.example>", mail("a@b.example", None, SevenBit)),
             ("MAIL FROM:<>", mail("", None, SevenBit)),
-            ("MAIL FROM:<a@b.example> SIZE=1000", mail("a@b.example", Some(1000), SevenBit)),
+            (
+                "MAIL FROM:<a@b.example> SIZE=1000",
+                mail("a@b.example", Some(1000), SevenBit),
+            ),
             (
                 "MAIL FROM:<a@b.example> body=8bitmime size=5",
                 mail("a@b.example", Some(5), EightBitMime),
             ),
-            ("MAIL FROM:<a@b.example> BODY=7BIT", mail("a@b.example", None, SevenBit)),
+            (
+                "MAIL FROM:<a@b.example> BODY=7BIT",
+                mail("a@b.example", None, SevenBit),
+            ),
             (
                 "MAIL FROM:<a@b.example> SIZE=99999999999999999999",
                 mail("a@b.example", Some(u64::MAX), SevenBit),
             ),
-            ("MAIL FROM:<a@b.example>  SIZE=1 ", mail("a@b.example", Some(1), SevenBit)),
+            (
+                "MAIL FROM:<a@b.example>  SIZE=1 ",
+                mail("a@b.example", Some(1), SevenBit),
+            ),
             ("RCPT TO:<c@d.example>", rcpt("c@d.example")),
             ("Rcpt To: <c@d.example>", rcpt("c@d.example")),
             ("RCPT TO:<postmaster>", rcpt("postmaster")),
@@ -362,9 +385,24 @@ mod tests {
             ("HELP", Command::Help),
             ("HELP MAIL", Command::Help),
             ("STARTTLS", Command::Starttls),
-            ("AUTH PLAIN dGVzdAB0ZXN0AHRlc3Q=", Command::Auth("PLAIN dGVzdAB0ZXN0AHRlc3Q=".into())),
-            ("BDAT 100", Command::Bdat { chunk_bytes: 100, last: false }),
-            ("BDAT 0 last", Command::Bdat { chunk_bytes: 0, last: true }),
+            (
+                "AUTH PLAIN dGVzdAB0ZXN0AHRlc3Q=",
+                Command::Auth("PLAIN dGVzdAB0ZXN0AHRlc3Q=".into()),
+            ),
+            (
+                "BDAT 100",
+                Command::Bdat {
+                    chunk_bytes: 100,
+                    last: false,
+                },
+            ),
+            (
+                "BDAT 0 last",
+                Command::Bdat {
+                    chunk_bytes: 0,
+                    last: true,
+                },
+            ),
             ("ETRN example.com", Command::Unsupported("ETRN")),
         ];
         for (line, expected) in cases {
@@ -411,7 +449,10 @@ mod tests {
             (b"MAIL FROM:<a@b.example> SIZE=-1", "501 5.5.4"),
             (b"MAIL FROM:<a@b.example> SIZE=1x", "501 5.5.4"),
             (b"MAIL FROM:<a@b.example> SIZE=123456789012345678901", "501 5.5.4"),
-            (b"MAIL FROM:<a@b.example> SIZE=1 size=2", "501 5.5.4 Duplicate parameter"),
+            (
+                b"MAIL FROM:<a@b.example> SIZE=1 size=2",
+                "501 5.5.4 Duplicate parameter",
+            ),
             (b"MAIL FROM:<a@b.example> -X=1", "501 5.5.4"),
             (b"MAIL FROM:<a@b.example> X==1", "501 5.5.4"),
             (b"BDAT", "501 5.5.4"),

@@ -8,6 +8,10 @@
 //! smuggling (a second message hidden behind `\n.\n` and read differently by the next
 //! hop) impossible through corerelay: such data is refused, never forwarded.
 //!
+//! Pieces shorter than [`SMALL_PIECE_BYTES`] (the runs between stuffed dots, or what a
+//! client trickling tiny segments sends per read) are gathered by copying into one chunk,
+//! which bounds the bookkeeping per body byte; everything else is never copied.
+//!
 //! The line state lives in the receiver rather than in held-back input, so every byte
 //! given to [`DataReceiver::feed`] is consumed and nothing is held back between calls. After
 //! an error the receiver keeps scanning, collecting nothing, until the real end of data,
@@ -20,7 +24,7 @@ use crate::smtp::reply::{Enhanced, Reply, catalogue};
 /// Pieces shorter than this are copied into one staging buffer instead of becoming `Bytes`
 /// of their own. A `Bytes` costs 32 bytes of bookkeeping, so without this a body of
 /// dot-stuffed 4-byte lines (`..\r\n`) would cost eight times its size in memory.
-const SMALL_PIECE_BYTES: usize = 256;
+pub const SMALL_PIECE_BYTES: usize = 256;
 
 /// Why a message body was refused.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -252,11 +256,14 @@ mod tests {
     use rand::rngs::StdRng;
     use rand::{Rng, SeedableRng};
 
+    /// What feeding some input gave: the progress, the body so far, the bytes left over.
+    type Outcome = (DataProgress, Vec<u8>, Vec<u8>);
+
     const MAX_BYTES: usize = 1 << 20;
     const LINE_MAX_BYTES: usize = 1000;
 
     /// The result of feeding `parts` one after another: progress, body, bytes left over.
-    fn run(parts: &[&[u8]], message_max: usize, line_max: usize) -> (DataProgress, Vec<u8>, Vec<u8>) {
+    fn run(parts: &[&[u8]], message_max: usize, line_max: usize) -> Outcome {
         let mut receiver = DataReceiver::new(message_max, line_max);
         let mut buf = BytesMut::new();
         let mut body = Vec::new();
@@ -279,10 +286,14 @@ mod tests {
 
     /// Feeds `input` whole, byte by byte and in many random splits, checks that all give the
     /// same result, and returns it.
-    fn check_splits(input: &[u8], message_max: usize, line_max: usize) -> (DataProgress, Vec<u8>, Vec<u8>) {
+    fn check_splits(input: &[u8], message_max: usize, line_max: usize) -> Outcome {
         let whole = run(&[input], message_max, line_max);
         let bytes: Vec<&[u8]> = input.chunks(1).collect();
-        assert_eq!(run(&bytes, message_max, line_max), whole, "byte by byte: {input:?}");
+        assert_eq!(
+            run(&bytes, message_max, line_max),
+            whole,
+            "byte by byte: {input:?}"
+        );
         let mut rng = StdRng::seed_from_u64(input.len() as u64);
         for _ in 0..20 {
             let mut parts = Vec::new();
@@ -297,30 +308,42 @@ mod tests {
         whole
     }
 
-    fn ok(body: &[u8], rest: &[u8]) -> (DataProgress, Vec<u8>, Vec<u8>) {
+    fn ok(body: &[u8], rest: &[u8]) -> Outcome {
         (DataProgress::Done(Ok(body.len())), body.to_vec(), rest.to_vec())
     }
 
-    fn err(e: DataError, rest: &[u8]) -> (DataProgress, Vec<u8>, Vec<u8>) {
+    fn err(e: DataError, rest: &[u8]) -> Outcome {
         (DataProgress::Done(Err(e)), Vec::new(), rest.to_vec())
     }
 
     #[test]
     fn unstuffs_and_ends_on_crlf_dot_crlf() {
         use DataError::*;
-        let cases: &[(&[u8], (DataProgress, Vec<u8>, Vec<u8>))] = &[
+        let cases: &[(&[u8], Outcome)] = &[
             (b".\r\n", ok(b"", b"")),
             (b".\r\nQUIT\r\n", ok(b"", b"QUIT\r\n")),
             (b"..\r\n.\r\n", ok(b".\r\n", b"")),
             (b"..x\r\n.\r\n", ok(b".x\r\n", b"")),
             (b"hi\r\n..\r\n.a\r\n\r\n.\r\n", ok(b"hi\r\n.\r\na\r\n\r\n", b"")),
             (b"a\r\n...\r\n.\r\n", ok(b"a\r\n..\r\n", b"")),
-            (b"Subject: x\r\n\r\nbody\r\n.\r\nMAIL", ok(b"Subject: x\r\n\r\nbody\r\n", b"MAIL")),
+            (
+                b"Subject: x\r\n\r\nbody\r\n.\r\nMAIL",
+                ok(b"Subject: x\r\n\r\nbody\r\n", b"MAIL"),
+            ),
             (b"no newline at end.\r\n.\r\n", ok(b"no newline at end.\r\n", b"")),
             (b"a.\r\n.\r\n", ok(b"a.\r\n", b"")),
-            (b"hi\r\n", (DataProgress::NeedMore, b"hi\r\n".to_vec(), b"".to_vec())),
-            (b"hi\r\n.", (DataProgress::NeedMore, b"hi\r\n".to_vec(), b"".to_vec())),
-            (b"hi\r\n.\r", (DataProgress::NeedMore, b"hi\r\n".to_vec(), b"".to_vec())),
+            (
+                b"hi\r\n",
+                (DataProgress::NeedMore, b"hi\r\n".to_vec(), b"".to_vec()),
+            ),
+            (
+                b"hi\r\n.",
+                (DataProgress::NeedMore, b"hi\r\n".to_vec(), b"".to_vec()),
+            ),
+            (
+                b"hi\r\n.\r",
+                (DataProgress::NeedMore, b"hi\r\n".to_vec(), b"".to_vec()),
+            ),
             (b"bare\nlf\r\n.\r\n", err(BareLineEnding, b"")),
             (b"bare\rcr\r\n.\r\n", err(BareLineEnding, b"")),
             (b"cr cr\r\r\n.\r\n", err(BareLineEnding, b"")),
@@ -330,7 +353,11 @@ mod tests {
             (b"nul\0\r\n.\r\n", err(Nul, b"")),
         ];
         for (input, expected) in cases {
-            assert_eq!(&check_splits(input, MAX_BYTES, LINE_MAX_BYTES), expected, "{input:?}");
+            assert_eq!(
+                &check_splits(input, MAX_BYTES, LINE_MAX_BYTES),
+                expected,
+                "{input:?}"
+            );
         }
     }
 
@@ -439,7 +466,11 @@ mod tests {
         let mut receiver = DataReceiver::new(MAX_BYTES, LINE_MAX_BYTES);
         assert_eq!(receiver.feed(&mut buf, &mut body), DataProgress::Done(Ok(30_000)));
         // 30,000 body bytes in pieces of at least SMALL_PIECE_BYTES, except the last.
-        assert!(body.len() <= 30_000 / SMALL_PIECE_BYTES + 1, "{} chunks", body.len());
+        assert!(
+            body.len() <= 30_000 / SMALL_PIECE_BYTES + 1,
+            "{} chunks",
+            body.len()
+        );
     }
 
     /// Random inputs built from tokens dense in line endings, dots and the occasional bad
@@ -448,7 +479,18 @@ mod tests {
     #[test]
     fn random_inputs_split_anywhere_give_the_same_result() {
         const TOKENS: &[&[u8]] = &[
-            b"\r\n", b"\r\n", b"\r\n", b".", b".", b"a", b"ab", b"abcd", b"abcdefgh", b"\n", b"\r", b"\0",
+            b"\r\n",
+            b"\r\n",
+            b"\r\n",
+            b".",
+            b".",
+            b"a",
+            b"ab",
+            b"abcd",
+            b"abcdefgh",
+            b"\n",
+            b"\r",
+            b"\0",
         ];
         let mut rng = StdRng::seed_from_u64(5321);
         let mut seen = std::collections::BTreeSet::new();
@@ -458,7 +500,11 @@ mod tests {
             let good_count = TOKENS.len() - 3;
             let mut input = Vec::new();
             for _ in 0..len {
-                let pick = if rng.random_bool(0.9) { rng.random_range(0..good_count) } else { rng.random_range(good_count..TOKENS.len()) };
+                let pick = if rng.random_bool(0.9) {
+                    rng.random_range(0..good_count)
+                } else {
+                    rng.random_range(good_count..TOKENS.len())
+                };
                 input.extend_from_slice(TOKENS[pick]);
             }
             if rng.random_bool(0.5) {
@@ -469,15 +515,25 @@ mod tests {
             seen.insert(format!("{:?}", result.0));
         }
         // The inputs reached every outcome, so the comparison above means something.
-        for outcome in ["NeedMore", "Ok", "TooLarge", "BareLineEnding", "LineTooLong", "Nul"] {
-            assert!(seen.iter().any(|s| s.contains(outcome)), "{outcome} never seen: {seen:?}");
+        for outcome in [
+            "NeedMore",
+            "Ok",
+            "TooLarge",
+            "BareLineEnding",
+            "LineTooLong",
+            "Nul",
+        ] {
+            assert!(
+                seen.iter().any(|s| s.contains(outcome)),
+                "{outcome} never seen: {seen:?}"
+            );
         }
     }
 
     /// A deliberately naive model over the whole input: the data ends at the first
     /// CRLF.CRLF (counting the CRLF before the data), a line's leading dot is dropped, and
     /// every error is attributed to the byte that reveals it, the earliest byte winning.
-    fn reference(input: &[u8], message_max: usize, line_max: usize) -> (DataProgress, Vec<u8>, Vec<u8>) {
+    fn reference(input: &[u8], message_max: usize, line_max: usize) -> Outcome {
         let mut wire = b"\r\n".to_vec();
         wire.extend_from_slice(input);
         let end = wire.windows(5).position(|w| w == b"\r\n.\r\n");
