@@ -1,0 +1,417 @@
+//! The group committer: one task per core that turns every record submitted since the last
+//! write into one DMA write and one fdatasync, then answers all of their waiters.
+//!
+//! While a batch is being written and synced, new submissions wait in the bounded channel
+//! and form the next batch. A batch is serialised straight from the submissions' `Bytes`
+//! parts into one block-aligned DMA buffer (the only copy of a message's bytes on its way to
+//! disk), zero padded to the block. The index is updated only after the fdatasync, so it
+//! always describes what is durable, and a waiter hears `Ok` only then.
+//!
+//! On a failed write or sync the segment is sealed (its tail is unknown, so it is never
+//! written again), every waiter of the batch gets the error, and the next batch starts a new
+//! segment. When the disk recovers, commits resume by themselves.
+
+use std::cell::RefCell;
+use std::collections::{BTreeMap, HashMap};
+use std::fs::File;
+use std::io;
+use std::path::PathBuf;
+use std::rc::Rc;
+
+use bytes::Bytes;
+use futures_channel::oneshot;
+use glommio::channels::local_channel::LocalReceiver;
+use glommio::io::{Directory, DmaFile};
+
+use super::index::{Index, Location, RelocationPolicy, SegKey};
+use super::payload::{self, UpdatePayload};
+use super::record::{self, BLOCK_BYTES, RecordKind};
+use super::segment::{self, SegmentFile};
+use super::{SpoolError, SpoolStats};
+use crate::message::MessageId;
+
+/// The bounds the committer works within.
+pub struct Limits {
+    pub segment_max_bytes: u64,
+    pub batch_max_count: usize,
+    pub batch_max_bytes: usize,
+    pub relocation: RelocationPolicy,
+}
+
+/// What the index learns once a record is durable.
+pub enum Effect {
+    Message { id: MessageId, rcpt_count: usize },
+    Update(UpdatePayload),
+    Done(MessageId),
+}
+
+/// One record waiting to be committed.
+pub struct Submission {
+    pub kind: RecordKind,
+    pub parts: Vec<Bytes>,
+    pub payload_len: usize,
+    pub effect: Effect,
+    /// Told the outcome after the fdatasync; `None` for the committer's own relocations.
+    pub reply: Option<oneshot::Sender<io::Result<()>>>,
+}
+
+impl Submission {
+    fn record_len(&self) -> usize {
+        record::record_len(self.payload_len)
+    }
+}
+
+/// The spool's per-core state, shared by the handles and the committer.
+pub struct Shared {
+    pub limits: Limits,
+    pub core: usize,
+    pub own_dir: PathBuf,
+    pub state: RefCell<State>,
+}
+
+pub struct State {
+    pub index: Index,
+    pub segments: BTreeMap<SegKey, SegmentFile>,
+    pub dirs: HashMap<usize, Rc<Directory>>,
+    /// The segment batches go to; `None` until the first batch and after a seal.
+    pub active: Option<SegKey>,
+    pub next_seq: u64,
+    pub commits: u64,
+    pub records: u64,
+    /// Set when a relocation or a commit failed; cleared when a new segment is created, so a
+    /// broken disk is not hammered with relocation reads.
+    pub relocation_paused: bool,
+    /// Held for the spool's lifetime.
+    pub _locks: Vec<File>,
+}
+
+impl Shared {
+    pub fn stats(&self) -> SpoolStats {
+        let st = self.state.borrow();
+        SpoolStats {
+            segments: st.segments.len(),
+            live_messages: st.index.live_count(),
+            bytes: st.segments.values().map(|s| s.size_bytes).sum(),
+            commits: st.commits,
+            records: st.records,
+        }
+    }
+
+    /// Reads the Message record of a live message, checksums verified; returns the payload.
+    pub async fn read_message_record(&self, id: MessageId) -> Result<Vec<u8>, SpoolError> {
+        let (loc, file) = {
+            let st = self.state.borrow();
+            let loc = st.index.location(id).ok_or(SpoolError::Unknown(id))?;
+            let file = st.segments.get(&loc.seg).map(|s| s.file.clone());
+            (loc, file.ok_or(SpoolError::Unknown(id))?)
+        };
+        let bytes = file
+            .read_at(loc.offset, loc.len as usize)
+            .await
+            .map_err(io_error)?;
+        match record::decode_one(&bytes, loc.seg.seq) {
+            Some((h, payload)) if h.kind == RecordKind::Message as u8 => Ok(payload.to_vec()),
+            _ => Err(SpoolError::Io(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!(
+                    "spool record of {id} at {}:{} is damaged",
+                    loc.seg.seq, loc.offset
+                ),
+            ))),
+        }
+    }
+}
+
+fn io_error(e: glommio::GlommioError<()>) -> SpoolError {
+    SpoolError::Io(io::Error::from(e))
+}
+
+/// Every waiter gets its own copy of the error (`io::Error` is not `Clone`).
+fn copy_error(e: &io::Error) -> io::Error {
+    io::Error::new(e.kind(), e.to_string())
+}
+
+/// The committer task: runs until every sender is gone and the queue is drained.
+pub async fn run(shared: Rc<Shared>, rx: LocalReceiver<Submission>) {
+    let mut carry: Option<Submission> = None;
+    let mut open = true;
+    loop {
+        let mut batch = Batch::new(&shared.limits);
+        if open {
+            relocations(&shared, &mut batch).await;
+        }
+        if let Some(s) = carry.take() {
+            batch.push(s);
+        }
+        if batch.items.is_empty() {
+            if !open {
+                break;
+            }
+            match rx.recv().await {
+                Some(s) => batch.push(s),
+                None => {
+                    open = false;
+                    continue;
+                }
+            }
+        }
+        while open && !batch.full() {
+            match futures_lite::future::poll_once(rx.recv()).await {
+                Some(Some(s)) if batch.fits(&s) => batch.push(s),
+                Some(Some(s)) => {
+                    carry = Some(s);
+                    break;
+                }
+                Some(None) => open = false,
+                None => break,
+            }
+        }
+        commit(&shared, batch.items).await;
+        reclaim(&shared).await;
+    }
+}
+
+/// The records of one commit, within the batch bounds (a single record may exceed the
+/// byte bound on its own; it then goes alone).
+struct Batch {
+    items: Vec<Submission>,
+    bytes: usize,
+    max_count: usize,
+    max_bytes: usize,
+}
+
+impl Batch {
+    fn new(limits: &Limits) -> Batch {
+        Batch {
+            items: Vec::new(),
+            bytes: 0,
+            max_count: limits.batch_max_count.max(1),
+            max_bytes: limits.batch_max_bytes,
+        }
+    }
+
+    fn fits(&self, s: &Submission) -> bool {
+        self.items.is_empty()
+            || (self.items.len() < self.max_count && self.bytes + s.record_len() <= self.max_bytes)
+    }
+
+    fn full(&self) -> bool {
+        self.items.len() >= self.max_count || self.bytes >= self.max_bytes
+    }
+
+    fn push(&mut self, s: Submission) {
+        self.bytes += s.record_len();
+        self.items.push(s);
+    }
+}
+
+/// Writes, syncs, applies and answers one batch.
+async fn commit(shared: &Shared, batch: Vec<Submission>) {
+    match write_batch(shared, &batch).await {
+        Ok(locations) => {
+            let mut st = shared.state.borrow_mut();
+            st.commits += 1;
+            st.records += batch.len() as u64;
+            for (s, loc) in batch.iter().zip(locations) {
+                match &s.effect {
+                    Effect::Message { id, rcpt_count } => st.index.apply_message(*id, *rcpt_count, loc),
+                    Effect::Update(u) => st.index.apply_update(u),
+                    Effect::Done(id) => st.index.apply_done(*id),
+                }
+            }
+            drop(st);
+            for s in batch {
+                if let Some(reply) = s.reply {
+                    // A waiter that gave up is fine: its record is durable regardless.
+                    let _ = reply.send(Ok(()));
+                }
+            }
+        }
+        Err(e) => {
+            shared.state.borrow_mut().relocation_paused = true;
+            for s in batch {
+                if let Some(reply) = s.reply {
+                    let _ = reply.send(Err(copy_error(&e)));
+                }
+            }
+        }
+    }
+}
+
+/// One DMA write of the whole batch at the segment's end, then one fdatasync. Returns where
+/// each record landed.
+async fn write_batch(shared: &Shared, batch: &[Submission]) -> io::Result<Vec<Location>> {
+    let (key, file, pos) = active_segment(shared).await?;
+    let align = BLOCK_BYTES.max(file.alignment() as usize);
+    let total: usize = batch.iter().map(Submission::record_len).sum();
+    let len = record::align_up(total, align);
+    let mut buf = file.alloc_dma_buffer(len);
+    let dst = buf.as_bytes_mut();
+    let mut locations = Vec::with_capacity(batch.len());
+    let mut at = 0;
+    for s in batch {
+        let n = record::encode_into(&mut dst[at..], s.kind, key.seq, &s.parts);
+        locations.push(Location {
+            seg: key,
+            offset: pos + at as u64,
+            len: n as u64,
+        });
+        at += n;
+    }
+    // The pool hands out recycled memory: the padding must really be zeros.
+    dst[at..].fill(0);
+    let result = async {
+        let written = file.write_at(buf, pos).await?;
+        if written < len {
+            return Err(io::Error::new(
+                io::ErrorKind::WriteZero,
+                "short write to a spool segment",
+            ));
+        }
+        Ok(file.fdatasync().await?)
+    }
+    .await;
+    let mut st = shared.state.borrow_mut();
+    let seg = st.segments.get_mut(&key);
+    match (result, seg) {
+        (Ok(()), Some(seg)) => {
+            seg.size_bytes = pos + len as u64;
+            Ok(locations)
+        }
+        (result, seg) => {
+            if let Some(seg) = seg {
+                seg.sealed = true;
+            }
+            if st.active == Some(key) {
+                st.active = None;
+            }
+            Err(result
+                .err()
+                .unwrap_or_else(|| io::Error::other("spool segment vanished")))
+        }
+    }
+}
+
+/// The segment to write to and its end, rotating to a new one when the active segment is
+/// sealed or full.
+async fn active_segment(shared: &Shared) -> io::Result<(SegKey, Rc<DmaFile>, u64)> {
+    let (key, path, dir) = {
+        let mut st = shared.state.borrow_mut();
+        if let Some(k) = st.active
+            && let Some(seg) = st.segments.get(&k)
+            && !seg.sealed
+            && seg.size_bytes < shared.limits.segment_max_bytes
+        {
+            return Ok((k, seg.file.clone(), seg.size_bytes));
+        }
+        if let Some(k) = st.active.take()
+            && let Some(seg) = st.segments.get_mut(&k)
+        {
+            seg.sealed = true;
+        }
+        let seq = st.next_seq;
+        // Taken even if creation fails, so a half-created file is never reused.
+        st.next_seq += 1;
+        let key = SegKey {
+            seq,
+            dir: shared.core,
+        };
+        let dir = st.dirs.get(&shared.core).cloned();
+        (key, segment::segment_path(&shared.own_dir, seq), dir)
+    };
+    let dir = dir.ok_or_else(|| io::Error::other("spool directory handle missing"))?;
+    let file = Rc::new(segment::create(&path).await?);
+    {
+        let mut st = shared.state.borrow_mut();
+        st.index.add_segment(key);
+        st.segments.insert(
+            key,
+            SegmentFile {
+                key,
+                path,
+                file: file.clone(),
+                size_bytes: 0,
+                sealed: true,
+            },
+        );
+    }
+    // The new file's directory entry must be durable before a record in it is acked.
+    dir.sync().await?;
+    let mut st = shared.state.borrow_mut();
+    if let Some(seg) = st.segments.get_mut(&key) {
+        seg.sealed = false;
+    }
+    st.active = Some(key);
+    st.relocation_paused = false;
+    Ok((key, file, 0))
+}
+
+/// Deletes the segments nothing needs any more, oldest first (see `index` for why).
+async fn reclaim(shared: &Shared) {
+    loop {
+        let next = {
+            let st = shared.state.borrow();
+            let key = st.index.reclaimable(st.active).into_iter().next();
+            key.and_then(|k| {
+                let path = st.segments.get(&k)?.path.clone();
+                Some((k, path, st.dirs.get(&k.dir)?.clone()))
+            })
+        };
+        let Some((key, path, dir)) = next else {
+            return;
+        };
+        // On failure the segment stays; the next commit tries again.
+        if segment::delete(&dir, &path).await.is_err() {
+            return;
+        }
+        let mut st = shared.state.borrow_mut();
+        st.segments.remove(&key);
+        st.index.remove_segment(key);
+    }
+}
+
+/// Puts relocation records (each a Message record copied from disk, then an Update with the
+/// message's full state) at the front of the batch. They come first because their state is
+/// read from the index, which reflects every earlier batch and none of the records still
+/// queued, so every queued record is rightly ordered after them.
+async fn relocations(shared: &Shared, batch: &mut Batch) {
+    let ids = {
+        let st = shared.state.borrow();
+        if st.relocation_paused {
+            return;
+        }
+        st.index
+            .relocation_candidates(shared.core, st.active, &shared.limits.relocation)
+    };
+    for id in ids {
+        let payload = match shared.read_message_record(id).await {
+            Ok(p) => Bytes::from(p),
+            Err(_) => {
+                shared.state.borrow_mut().relocation_paused = true;
+                return;
+            }
+        };
+        let st = shared.state.borrow();
+        let (Some(update), Some(state)) = (st.index.full_update(id), st.index.state(id)) else {
+            continue;
+        };
+        let Some(update_part) = payload::encode_small(&update) else {
+            continue;
+        };
+        let rcpt_count = state.rcpt_states.len();
+        batch.push(Submission {
+            kind: RecordKind::Message,
+            payload_len: payload.len(),
+            parts: vec![payload],
+            effect: Effect::Message { id, rcpt_count },
+            reply: None,
+        });
+        batch.push(Submission {
+            kind: RecordKind::Update,
+            payload_len: update_part.len(),
+            parts: vec![update_part],
+            effect: Effect::Update(update),
+            reply: None,
+        });
+    }
+}

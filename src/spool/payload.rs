@@ -1,0 +1,161 @@
+//! The payloads of the three record kinds, pure: what a Message, Update or Done record
+//! carries and how it is laid out inside the frame of [`super::record`].
+//!
+//! A Message payload is `[u32 envelope length][envelope (postcard)][u32 trace length]
+//! [trace][body]`: the body runs to the end of the payload, so it is never length-prefixed
+//! and its chunks can be copied straight from the message's `Bytes` into the write buffer.
+//! Update and Done payloads are small postcard structs; postcard plus the record version
+//! byte is how later issues add fields.
+
+use bytes::{BufMut, Bytes, BytesMut};
+use serde::{Deserialize, Serialize};
+
+use super::RcptState;
+use super::record::PAYLOAD_MAX_BYTES;
+use crate::message::{Envelope, Message, MessageId};
+
+/// The payload of a Message record, as the parts that are written back to back.
+pub struct MessageParts {
+    pub parts: Vec<Bytes>,
+    pub payload_len: usize,
+}
+
+/// Lays out a message's payload without copying its trace or body: the parts are the
+/// small encoded prefix followed by the message's own `Bytes` handles. `None` when the
+/// payload would exceed [`PAYLOAD_MAX_BYTES`] or the envelope cannot be encoded.
+pub fn message_parts(message: &Message) -> Option<MessageParts> {
+    let envelope = postcard::to_allocvec(&message.envelope).ok()?;
+    let payload_len = 8 + envelope.len() + message.trace.len() + message.body_len();
+    if payload_len > PAYLOAD_MAX_BYTES {
+        return None;
+    }
+    let mut prefix = BytesMut::with_capacity(8 + envelope.len());
+    prefix.put_u32_le(envelope.len() as u32);
+    prefix.put_slice(&envelope);
+    prefix.put_u32_le(message.trace.len() as u32);
+    let mut parts = Vec::with_capacity(2 + message.body.len());
+    parts.push(prefix.freeze());
+    parts.push(message.trace.clone());
+    parts.extend(message.body.iter().filter(|c| !c.is_empty()).cloned());
+    Some(MessageParts { parts, payload_len })
+}
+
+/// A decoded Message payload, borrowing the trace and body from the record bytes.
+#[derive(Debug)]
+pub struct MessageView<'a> {
+    pub envelope: Envelope,
+    pub trace: &'a [u8],
+    pub body: &'a [u8],
+}
+
+impl MessageView<'_> {
+    /// Builds an owned message whose body is one chunk.
+    pub fn to_message(&self) -> Message {
+        Message {
+            envelope: self.envelope.clone(),
+            trace: Bytes::copy_from_slice(self.trace),
+            body: vec![Bytes::copy_from_slice(self.body)],
+        }
+    }
+}
+
+/// Decodes a Message payload; `None` if it is malformed.
+pub fn decode_message(payload: &[u8]) -> Option<MessageView<'_>> {
+    let (envelope, rest) = split_prefixed(payload)?;
+    let (trace, body) = split_prefixed(rest)?;
+    let envelope: Envelope = postcard::from_bytes(envelope).ok()?;
+    Some(MessageView {
+        envelope,
+        trace,
+        body,
+    })
+}
+
+/// Splits `[u32 len][len bytes]rest`.
+fn split_prefixed(bytes: &[u8]) -> Option<(&[u8], &[u8])> {
+    let len = u32::from_le_bytes(bytes.get(..4)?.try_into().ok()?) as usize;
+    let rest = &bytes[4..];
+    (len <= rest.len()).then(|| rest.split_at(len))
+}
+
+/// Delivery progress of one message: recipient states that changed (by index into the
+/// envelope's recipients), the attempt count and when the next attempt is due.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UpdatePayload {
+    pub id: MessageId,
+    pub rcpt_states: Vec<(u32, RcptState)>,
+    pub attempts: u32,
+    pub next_attempt_ms: u64,
+}
+
+/// The message is finished.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DonePayload {
+    pub id: MessageId,
+}
+
+/// Encodes a small postcard payload as one part.
+pub fn encode_small<T: Serialize>(value: &T) -> Option<Bytes> {
+    postcard::to_allocvec(value).ok().map(Bytes::from)
+}
+
+/// Decodes a small postcard payload. postcard bounds every allocation by the input length,
+/// so a damaged length inside cannot ask for a huge buffer.
+pub fn decode_small<'a, T: Deserialize<'a>>(payload: &'a [u8]) -> Option<T> {
+    postcard::from_bytes(payload).ok()
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use crate::message::{BodyType, Recipient};
+
+    pub(crate) fn sample(id: u128, rcpts: usize, body: &[&[u8]]) -> Message {
+        Message {
+            envelope: Envelope {
+                id: MessageId(id),
+                account: "acct".into(),
+                received_at_ms: 1_700_000_000_000,
+                source: "192.0.2.7".parse().unwrap(),
+                helo: "client.example".into(),
+                mail_from: "sender@example.com".into(),
+                body_type: BodyType::EightBitMime,
+                rcpts: (0..rcpts)
+                    .map(|i| Recipient {
+                        addr: format!("r{i}@example.net"),
+                    })
+                    .collect(),
+            },
+            trace: Bytes::from_static(b"Received: from client.example\r\n"),
+            body: body.iter().map(|c| Bytes::copy_from_slice(c)).collect(),
+        }
+    }
+
+    #[test]
+    fn message_round_trip_joins_the_chunks() {
+        let m = sample(42, 3, &[b"Subject: hi\r\n", b"", b"\r\nbody\r\n"]);
+        let mp = message_parts(&m).unwrap();
+        let flat: Vec<u8> = mp.parts.concat();
+        assert_eq!(flat.len(), mp.payload_len);
+        let v = decode_message(&flat).unwrap();
+        assert_eq!(v.envelope, m.envelope);
+        assert_eq!(v.trace, &m.trace[..]);
+        assert_eq!(v.body, b"Subject: hi\r\n\r\nbody\r\n");
+        for cut in 0..flat.len() - m.body_len() {
+            assert!(decode_message(&flat[..cut]).is_none(), "cut at {cut}");
+        }
+    }
+
+    #[test]
+    fn small_payloads_round_trip() {
+        let u = UpdatePayload {
+            id: MessageId(9),
+            rcpt_states: vec![(0, RcptState::Delivered), (2, RcptState::Failed)],
+            attempts: 3,
+            next_attempt_ms: 123,
+        };
+        let b = encode_small(&u).unwrap();
+        assert_eq!(decode_small::<UpdatePayload>(&b), Some(u));
+        assert_eq!(decode_small::<DonePayload>(&[0xff; 3]), None);
+    }
+}

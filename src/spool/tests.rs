@@ -1,0 +1,426 @@
+//! Tests of the whole spool on real files: group commit, recovery, updates and reclaiming,
+//! damaged segments, core-count changes, the lock, relocation and the I/O error path. Each
+//! runs on its own small glommio executor over a temporary directory.
+
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use bytes::Bytes;
+use glommio::LocalExecutorBuilder;
+use rand::{Rng, SeedableRng, rngs::StdRng};
+
+use super::payload::tests::sample;
+use super::segment::{core_dir, list_segments, segment_path};
+use super::*;
+
+fn run<F: Future<Output = ()>>(f: impl FnOnce() -> F) {
+    let ex = LocalExecutorBuilder::default()
+        .io_memory(512 << 10)
+        .make()
+        .unwrap();
+    ex.run(f());
+}
+
+fn config(dir: &Path, segment_max_bytes: u64) -> SpoolConfig {
+    SpoolConfig {
+        dir: dir.to_path_buf(),
+        segment_max_bytes,
+        commit_batch_max_count: 64,
+        commit_batch_max_bytes: 1 << 20,
+        memory_max_bytes: 1 << 20,
+    }
+}
+
+/// A message with a few random chunks (sometimes empty ones, sometimes none).
+fn random_message(rng: &mut StdRng, id: u128) -> Message {
+    let chunks: Vec<Vec<u8>> = (0..rng.random_range(0..4))
+        .map(|_| (0..rng.random_range(0..6000)).map(|_| rng.random()).collect())
+        .collect();
+    let refs: Vec<&[u8]> = chunks.iter().map(Vec::as_slice).collect();
+    sample(id, rng.random_range(1..4), &refs)
+}
+
+fn flat(m: &Message) -> Vec<u8> {
+    m.body.concat()
+}
+
+fn assert_same(got: &Message, want: &Message) {
+    assert_eq!(got.envelope, want.envelope);
+    assert_eq!(got.trace, want.trace);
+    assert_eq!(flat(got), flat(want));
+    assert!(got.body.len() <= 1, "a loaded body is one chunk");
+}
+
+/// Appends each message as its own batch (sequentially), so each starts on a block.
+async fn append_each(spool: &Spool, msgs: &[Message]) {
+    for m in msgs {
+        spool.append(m).await.unwrap();
+    }
+}
+
+async fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
+    for _ in 0..500 {
+        if done() {
+            return;
+        }
+        glommio::timer::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("timed out waiting for {what}");
+}
+
+fn segment_files(dir: &Path, core: usize) -> Vec<u64> {
+    list_segments(&core_dir(dir, core)).unwrap()
+}
+
+#[test]
+fn concurrent_appends_share_fdatasyncs_and_recover_byte_identical() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg = config(tmp.path(), 64 << 20);
+    run(|| async move {
+        let mut rng = StdRng::seed_from_u64(1);
+        let msgs: Vec<Message> = (0..100).map(|i| random_message(&mut rng, 1000 + i)).collect();
+        let (spool, recovered, report) = Spool::open(&cfg, 0, 1).await.unwrap();
+        assert!(recovered.is_empty());
+        assert_eq!(report.segments, 0);
+        let tasks: Vec<_> = msgs
+            .iter()
+            .cloned()
+            .map(|m| {
+                let s = spool.clone();
+                glommio::spawn_local(async move { s.append(&m).await })
+            })
+            .collect();
+        for t in tasks {
+            t.await.unwrap();
+        }
+        let stats = spool.stats();
+        assert_eq!(stats.records, 100);
+        assert_eq!(stats.live_messages, 100);
+        assert!(
+            stats.commits < 100,
+            "group commit: {} fdatasyncs for 100 appends",
+            stats.commits
+        );
+        for m in &msgs[..3] {
+            assert_same(&spool.load(m.envelope.id).await.unwrap(), m);
+        }
+        spool.close().await;
+
+        let (spool, recovered, report) = Spool::open(&cfg, 0, 1).await.unwrap();
+        assert_eq!(report.records, 100);
+        assert_eq!(report.messages, 100);
+        assert_eq!(report.corrupt_records, 0);
+        assert_eq!(recovered.len(), 100);
+        for (r, m) in recovered.iter().zip(&msgs) {
+            assert_same(&r.message, m);
+            assert_eq!(r.rcpt_states, vec![RcptState::Pending; m.envelope.rcpts.len()]);
+            assert_eq!(spool.load(m.envelope.id).await.unwrap().body, r.message.body);
+        }
+        spool.close().await;
+    });
+}
+
+#[test]
+fn updates_and_completion_survive_reopen_and_free_segments() {
+    let tmp = tempfile::tempdir().unwrap();
+    // Tiny segments: every batch rotates to a new one.
+    let cfg = config(tmp.path(), 4096);
+    let dir = tmp.path().to_path_buf();
+    run(|| async move {
+        // Each record is over a quarter of a segment, so relocation leaves them alone here.
+        let msgs: Vec<Message> = (0..6).map(|i| sample(i, 3, &[&[b'h'; 1500]])).collect();
+        let id = |i: usize| msgs[i].envelope.id;
+        let (spool, _, _) = Spool::open(&cfg, 0, 1).await.unwrap();
+        append_each(&spool, &msgs).await;
+        let u = Update {
+            rcpt_states: vec![(0, RcptState::Delivered), (2, RcptState::Failed)],
+            attempts: 1,
+            next_attempt_ms: 5_000,
+        };
+        spool.update(id(1), u).await.unwrap();
+        spool.complete(id(0)).await.unwrap();
+        spool.complete(id(2)).await.unwrap();
+        assert!(matches!(spool.complete(id(0)).await, Err(SpoolError::Unknown(_))));
+        assert!(matches!(
+            spool
+                .update(
+                    MessageId(99),
+                    Update {
+                        rcpt_states: vec![],
+                        attempts: 0,
+                        next_attempt_ms: 0
+                    }
+                )
+                .await,
+            Err(SpoolError::Unknown(_))
+        ));
+        // Segment 1 (message 0) is free and oldest: it goes. Segment 3 (message 2) is free
+        // but segment 2 still holds message 1, so it stays.
+        let d = dir.clone();
+        wait_for("segment 1 to go", move || !segment_files(&d, 0).contains(&1)).await;
+        let files = segment_files(&dir, 0);
+        assert!(
+            !files.contains(&1) && files.contains(&2) && files.contains(&3),
+            "{files:?}"
+        );
+        spool.close().await;
+
+        let (spool, recovered, report) = Spool::open(&cfg, 0, 1).await.unwrap();
+        assert_eq!(report.corrupt_records, 0);
+        let ids: Vec<MessageId> = recovered.iter().map(|r| r.message.envelope.id).collect();
+        assert_eq!(ids, vec![id(1), id(3), id(4), id(5)]);
+        let r1 = &recovered[0];
+        assert_eq!(
+            r1.rcpt_states,
+            vec![RcptState::Delivered, RcptState::Pending, RcptState::Failed]
+        );
+        assert_eq!((r1.attempts, r1.next_attempt_ms), (1, 5_000));
+        for i in [1, 3, 4, 5] {
+            spool.complete(id(i)).await.unwrap();
+        }
+        // Everything is finished: only the active segment (holding the last Done) is left.
+        // Deleting runs after the acknowledgement, so give it a moment.
+        assert_eq!(spool.stats().live_messages, 0);
+        let s = spool.clone();
+        wait_for("reclaiming", move || s.stats().segments == 1).await;
+        assert_eq!(segment_files(&dir, 0).len(), 1);
+        spool.close().await;
+
+        let (spool, recovered, report) = Spool::open(&cfg, 0, 1).await.unwrap();
+        assert!(recovered.is_empty());
+        assert_eq!(report.segments, 1);
+        spool.close().await;
+    });
+}
+
+/// Writes `n` messages as separate batches into one segment and returns them.
+fn write_batches(cfg: &SpoolConfig, n: u128) -> Vec<Message> {
+    let cfg = cfg.clone();
+    let msgs: Vec<Message> = (0..n).map(|i| sample(i, 1, &[&[i as u8; 1000]])).collect();
+    let copy = msgs.clone();
+    run(|| async move {
+        let (spool, _, _) = Spool::open(&cfg, 0, 1).await.unwrap();
+        append_each(&spool, &copy).await;
+        spool.close().await;
+    });
+    msgs
+}
+
+fn reopen(cfg: &SpoolConfig) -> (Vec<RecoveredMessage>, RecoveryReport) {
+    let cfg = cfg.clone();
+    let out = std::rc::Rc::new(std::cell::RefCell::new(None));
+    let slot = out.clone();
+    run(|| async move {
+        let (spool, recovered, report) = Spool::open(&cfg, 0, 1).await.unwrap();
+        for r in &recovered {
+            assert_same(&spool.load(r.message.envelope.id).await.unwrap(), &r.message);
+        }
+        spool.close().await;
+        *slot.borrow_mut() = Some((recovered, report));
+    });
+    out.take().unwrap()
+}
+
+fn first_segment(cfg: &SpoolConfig) -> PathBuf {
+    let seqs = segment_files(&cfg.dir, 0);
+    segment_path(&core_dir(&cfg.dir, 0), seqs[0])
+}
+
+#[test]
+fn a_torn_tail_loses_only_the_torn_record() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg = config(tmp.path(), 64 << 20);
+    let msgs = write_batches(&cfg, 5);
+    let seg = first_segment(&cfg);
+    // The last batch starts at block 4; cut its record in the middle.
+    let f = std::fs::OpenOptions::new().write(true).open(&seg).unwrap();
+    f.set_len(4 * 4096 + 500).unwrap();
+    let (recovered, report) = reopen(&cfg);
+    assert_eq!(report.corrupt_records, 1);
+    assert_eq!(recovered.len(), 4);
+    for (r, m) in recovered.iter().zip(&msgs) {
+        assert_same(&r.message, m);
+    }
+}
+
+#[test]
+fn an_overwritten_tail_and_a_damaged_middle_are_skipped() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg = config(tmp.path(), 64 << 20);
+    let msgs = write_batches(&cfg, 5);
+    let seg = first_segment(&cfg);
+    let mut image = std::fs::read(&seg).unwrap();
+    image[4 * 4096 + 700] ^= 0x55; // inside the last record's payload
+    std::fs::write(&seg, &image).unwrap();
+    let (recovered, report) = reopen(&cfg);
+    assert_eq!(report.corrupt_records, 1);
+    assert_eq!(recovered.len(), 4);
+
+    image[4 * 4096 + 700] ^= 0x55;
+    image[2 * 4096 + 1] = b'?'; // the magic of the third record
+    std::fs::write(&seg, &image).unwrap();
+    let (recovered, report) = reopen(&cfg);
+    assert_eq!(report.corrupt_records, 1);
+    let ids: Vec<u128> = recovered.iter().map(|r| r.message.envelope.id.0).collect();
+    assert_eq!(ids, vec![0, 1, 3, 4], "records after the damage are recovered");
+    assert_same(&recovered[3].message, &msgs[4]);
+}
+
+#[test]
+fn a_smaller_core_count_adopts_and_relocates_another_cores_spool() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg = config(tmp.path(), 64 << 20);
+    let dir = tmp.path().to_path_buf();
+    run(|| async move {
+        let msgs: Vec<Message> = (0..4).map(|i| sample(50 + i, 2, &[b"x\r\n", b"y\r\n"])).collect();
+        let (spool, _, _) = Spool::open(&cfg, 1, 2).await.unwrap();
+        append_each(&spool, &msgs).await;
+        let u = Update {
+            rcpt_states: vec![(1, RcptState::Delivered)],
+            attempts: 3,
+            next_attempt_ms: 9,
+        };
+        spool.update(msgs[0].envelope.id, u).await.unwrap();
+        spool.complete(msgs[3].envelope.id).await.unwrap();
+        spool.close().await;
+
+        // Now one core: core 0 adopts core-1 and moves its live messages home.
+        let (spool, recovered, report) = Spool::open(&cfg, 0, 1).await.unwrap();
+        assert_eq!(report.messages, 3);
+        assert_eq!(
+            recovered[0].rcpt_states,
+            vec![RcptState::Pending, RcptState::Delivered]
+        );
+        assert_eq!(recovered[0].attempts, 3);
+        for (r, m) in recovered.iter().zip(&msgs) {
+            assert_same(&r.message, m);
+        }
+        let d = dir.clone();
+        wait_for("relocation", move || segment_files(&d, 1).is_empty()).await;
+        assert_same(&spool.load(msgs[1].envelope.id).await.unwrap(), &msgs[1]);
+        spool.close().await;
+
+        // Back to two cores: core 0 owns them now, core 1 has nothing.
+        let (spool1, recovered1, _) = Spool::open(&cfg, 1, 2).await.unwrap();
+        assert!(recovered1.is_empty());
+        let (spool0, recovered0, report) = Spool::open(&cfg, 0, 2).await.unwrap();
+        assert_eq!(report.corrupt_records, 0);
+        assert_eq!(recovered0.len(), 3);
+        assert_eq!(
+            recovered0[0].rcpt_states,
+            vec![RcptState::Pending, RcptState::Delivered]
+        );
+        assert_eq!(recovered0[0].attempts, 3);
+        spool0.close().await;
+        spool1.close().await;
+    });
+}
+
+#[test]
+fn a_second_open_of_the_same_directory_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg = config(tmp.path(), 64 << 20);
+    run(|| async move {
+        let (spool, _, _) = Spool::open(&cfg, 0, 1).await.unwrap();
+        match Spool::open(&cfg, 0, 1).await {
+            Err(SpoolError::Locked(p)) => assert!(p.ends_with("core-0")),
+            other => panic!("expected Locked, got {:?}", other.err()),
+        }
+        // Core 0 of 2 would adopt core-0 too.
+        assert!(matches!(
+            Spool::open(&cfg, 0, 2).await,
+            Err(SpoolError::Locked(_))
+        ));
+        spool.close().await;
+        let (spool, _, _) = Spool::open(&cfg, 0, 1).await.unwrap();
+        spool.close().await;
+    });
+}
+
+#[test]
+fn a_long_deferred_message_is_relocated_and_its_segment_freed() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg = config(tmp.path(), 4096);
+    let dir = tmp.path().to_path_buf();
+    run(|| async move {
+        let msgs: Vec<Message> = (0..5).map(|i| sample(i, 2, &[b"short\r\n"])).collect();
+        let (spool, _, _) = Spool::open(&cfg, 0, 1).await.unwrap();
+        append_each(&spool, &msgs).await;
+        let deferred = msgs[0].envelope.id;
+        let u = Update {
+            rcpt_states: vec![(0, RcptState::Failed)],
+            attempts: 7,
+            next_attempt_ms: 1234,
+        };
+        spool.update(deferred, u).await.unwrap();
+        for m in &msgs[1..] {
+            spool.complete(m.envelope.id).await.unwrap();
+        }
+        let d = dir.clone();
+        wait_for("segment 1 to be freed", move || {
+            !segment_files(&d, 0).contains(&1)
+        })
+        .await;
+        let s = spool.clone();
+        wait_for("every old segment to be freed", move || s.stats().segments <= 2).await;
+        assert_same(&spool.load(deferred).await.unwrap(), &msgs[0]);
+        spool.close().await;
+
+        let (spool, recovered, report) = Spool::open(&cfg, 0, 1).await.unwrap();
+        assert_eq!(report.corrupt_records, 0);
+        assert_eq!(recovered.len(), 1);
+        assert_same(&recovered[0].message, &msgs[0]);
+        assert_eq!(
+            recovered[0].rcpt_states,
+            vec![RcptState::Failed, RcptState::Pending]
+        );
+        assert_eq!((recovered[0].attempts, recovered[0].next_attempt_ms), (7, 1234));
+        spool.close().await;
+    });
+}
+
+#[test]
+fn a_failing_directory_fails_appends_and_acceptance_resumes_when_it_is_back() {
+    let tmp = tempfile::tempdir().unwrap();
+    // Every batch rotates, so every append has to create a file in the directory.
+    let cfg = config(tmp.path(), 4096);
+    let dir = tmp.path().to_path_buf();
+    run(|| async move {
+        let msgs: Vec<Message> = (0..3).map(|i| sample(i, 1, &[b"m\r\n"])).collect();
+        let (spool, _, _) = Spool::open(&cfg, 0, 1).await.unwrap();
+        spool.append(&msgs[0]).await.unwrap();
+        let own = core_dir(&dir, 0);
+        let away = dir.join("moved-away");
+        std::fs::rename(&own, &away).unwrap();
+        match spool.append(&msgs[1]).await {
+            Err(SpoolError::Io(e)) => assert_eq!(e.kind(), std::io::ErrorKind::NotFound, "{e}"),
+            other => panic!("expected an I/O error, got {other:?}"),
+        }
+        std::fs::rename(&away, &own).unwrap();
+        spool.append(&msgs[2]).await.unwrap();
+        assert_eq!(spool.stats().live_messages, 2);
+        spool.close().await;
+
+        let (spool, recovered, report) = Spool::open(&cfg, 0, 1).await.unwrap();
+        assert_eq!(report.corrupt_records, 0);
+        let ids: Vec<u128> = recovered.iter().map(|r| r.message.envelope.id.0).collect();
+        assert_eq!(ids, vec![0, 2]);
+        spool.close().await;
+    });
+}
+
+#[test]
+fn oversized_messages_are_refused_before_any_io() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg = config(tmp.path(), 64 << 20);
+    run(|| async move {
+        let (spool, _, _) = Spool::open(&cfg, 0, 1).await.unwrap();
+        let chunk = Bytes::from(vec![0u8; 1 << 20]);
+        let mut m = sample(1, 1, &[]);
+        m.body = vec![chunk; 65];
+        assert!(matches!(spool.append(&m).await, Err(SpoolError::TooLarge)));
+        assert_eq!(spool.stats().records, 0);
+        spool.close().await;
+    });
+}
