@@ -165,7 +165,6 @@ fn run_load(a: LoadArgs) -> Result<(), String> {
         per_connection: a.per_connection.max(1),
         cores: a.cores,
         ack_log: a.ack_log,
-        json,
     })?;
     if json {
         println!("{}", serde_json::to_string(&report).map_err(|e| e.to_string())?);

@@ -167,7 +167,9 @@ impl Deliverer {
             Some(d) => d,
             None => match self.spool.load(id).await {
                 Ok(m) => {
-                    self.queue.borrow_mut().restore_data(&id, m.trace.clone(), m.body.clone());
+                    self.queue
+                        .borrow_mut()
+                        .restore_data(&id, m.trace.clone(), m.body.clone());
                     (m.trace, m.body)
                 }
                 Err(e) => {
@@ -287,10 +289,17 @@ impl Deliverer {
             return Transacted::TryNext(format!("{remote}: {e}"));
         }
         let outcomes = classify(&result, rcpts.len(), remote);
-        if result.is_ok() && conn.is_usable() {
-            if let Some(conn) = self.pool.borrow_mut().put(conn, self.config.messages_per_connection_max_count) {
-                glommio::spawn_local(conn.quit()).detach();
-            }
+        // A healthy connection goes back to the pool; one that served its share is closed
+        // politely; a broken one is just dropped.
+        let spent = match result.is_ok() && conn.is_usable() {
+            true => self
+                .pool
+                .borrow_mut()
+                .put(conn, self.config.messages_per_connection_max_count),
+            false => None,
+        };
+        if let Some(conn) = spent {
+            glommio::spawn_local(conn.quit()).detach();
         }
         Transacted::Answered(outcomes)
     }
@@ -440,10 +449,16 @@ enum Transacted {
 fn before_recipients(e: &AttemptError) -> bool {
     let phase = match e {
         AttemptError::Connect(_) => return true,
-        AttemptError::Timeout(p) | AttemptError::Io(p, _) | AttemptError::Protocol(p, _) | AttemptError::Refused(p, _) => *p,
+        AttemptError::Timeout(p)
+        | AttemptError::Io(p, _)
+        | AttemptError::Protocol(p, _)
+        | AttemptError::Refused(p, _) => *p,
         AttemptError::Unsendable(_) | AttemptError::Interrupted { .. } => return false,
     };
-    matches!(phase, Phase::Connect | Phase::Greeting | Phase::Ehlo | Phase::Mail)
+    matches!(
+        phase,
+        Phase::Connect | Phase::Greeting | Phase::Ehlo | Phase::Mail
+    )
 }
 
 /// What a DNS failure means for the recipients of a route.

@@ -48,7 +48,8 @@ impl Pool {
     pub fn expired(&mut self, idle_max: Duration) -> Vec<Connection> {
         let mut out = Vec::new();
         for list in self.idle.values_mut() {
-            let (stale, fresh): (Vec<_>, Vec<_>) = list.drain(..).partition(|(_, since)| since.elapsed() >= idle_max);
+            let (stale, fresh): (Vec<_>, Vec<_>) =
+                list.drain(..).partition(|(_, since)| since.elapsed() >= idle_max);
             *list = fresh;
             out.extend(stale.into_iter().map(|(c, _)| c));
         }

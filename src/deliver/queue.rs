@@ -47,7 +47,9 @@ impl Entry {
 
     /// Indexes of the recipients still to be delivered.
     pub fn pending(&self) -> Vec<usize> {
-        (0..self.states.len()).filter(|&i| self.states[i] == RcptState::Pending).collect()
+        (0..self.states.len())
+            .filter(|&i| self.states[i] == RcptState::Pending)
+            .collect()
     }
 
     pub fn is_finished(&self) -> bool {
@@ -196,7 +198,11 @@ mod tests {
             helo: "h".into(),
             mail_from: "s@x.example".into(),
             body_type: BodyType::SevenBit,
-            rcpts: (0..rcpts).map(|i| Recipient { addr: format!("r{i}@y.example") }).collect(),
+            rcpts: (0..rcpts)
+                .map(|i| Recipient {
+                    addr: format!("r{i}@y.example"),
+                })
+                .collect(),
         };
         let m = Message {
             envelope,

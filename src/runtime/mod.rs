@@ -22,7 +22,6 @@ use crate::mesh::Meshes;
 pub struct Shared {
     pub config: Config,
     pub directory: Arc<Directory>,
-    pub meshes: Meshes,
     pub listen: SocketAddr,
     pub cores: usize,
     ready: mpsc::Sender<Result<usize, String>>,
@@ -47,8 +46,9 @@ pub fn serve(config: Config) -> Result<(), String> {
     let placement = placement(&config.server.cores, config.server.pin, cores)?;
     let io_memory = config.server.io_memory_bytes;
     let (ready_tx, ready_rx) = mpsc::channel();
+    // The meshes are Send but not Sync: each executor gets its own clone.
+    let meshes = Meshes::new(cores, config.server.handoff_window_max_count);
     let shared = Arc::new(Shared {
-        meshes: Meshes::new(cores, config.server.handoff_window_max_count),
         config,
         directory,
         listen,
@@ -59,8 +59,8 @@ pub fn serve(config: Config) -> Result<(), String> {
         .name("corerelay")
         .io_memory(io_memory)
         .on_all_shards(move || {
-            let shared = shared.clone();
-            async move { shard::run(shared).await }
+            let (shared, meshes) = (shared.clone(), meshes.clone());
+            async move { shard::run(shared, meshes).await }
         })
         .map_err(|e| format!("cannot start executors: {e}"))?;
     for _ in 0..cores {

@@ -12,13 +12,14 @@ use super::Shared;
 use crate::deliver::engine::Deliverer;
 use crate::handoff::{Handoff, Owner};
 use crate::ingress::{Ingress, listener};
+use crate::mesh::Meshes;
 use crate::observe::Event;
 use crate::observe::log::{self, Log};
 use crate::route::resolver::Resolver;
 use crate::spool::Spool;
 
-pub async fn run(shared: Arc<Shared>) {
-    match start(&shared).await {
+pub async fn run(shared: Arc<Shared>, meshes: Meshes) {
+    match start(&shared, meshes).await {
         Ok((core, listener, ingress)) => {
             let _ = shared.ready.send(Ok(core));
             listener::accept_loop(listener, ingress).await;
@@ -29,19 +30,15 @@ pub async fn run(shared: Arc<Shared>) {
     }
 }
 
-async fn start(shared: &Shared) -> Result<(usize, TcpListener, Rc<Ingress>), String> {
+async fn start(shared: &Shared, meshes: Meshes) -> Result<(usize, TcpListener, Rc<Ingress>), String> {
     let config = &shared.config;
-    let (senders, receivers) = shared
-        .meshes
+    let (senders, receivers) = meshes
         .handoff
-        .clone()
         .join()
         .await
         .map_err(|_| "cannot join the handoff mesh".to_string())?;
-    let (ack_senders, ack_receivers) = shared
-        .meshes
+    let (ack_senders, ack_receivers) = meshes
         .ack
-        .clone()
         .join()
         .await
         .map_err(|_| "cannot join the ack mesh".to_string())?;

@@ -27,9 +27,8 @@ pub struct LoadOptions {
     pub to: String,
     pub per_connection: usize,
     pub cores: usize,
-    /// Append the ids of acknowledged messages to this file, one per line.
+    /// Write the ids of acknowledged messages to this file, one per line.
     pub ack_log: Option<PathBuf>,
-    pub json: bool,
 }
 
 /// What one connection task measured.

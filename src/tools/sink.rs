@@ -13,6 +13,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+use futures_lite::AsyncWriteExt;
 use glommio::{LocalExecutorPoolBuilder, PoolPlacement};
 
 use crate::ingress::connection::{ReadTimeouts, drive};

@@ -64,6 +64,7 @@ impl Running {
                 }
                 Err(_) => {
                     let _ = child.kill();
+                    let _ = child.wait();
                     panic!(
                         "corerelay {args:?} did not print `{marker}`; it printed:\n{}",
                         seen.join("\n")
