@@ -67,15 +67,44 @@ pub fn serve(config: Config) -> Result<(), String> {
         match ready_rx.recv() {
             Ok(Ok(_core)) => {}
             Ok(Err(e)) => return Err(e),
-            Err(_) => return Err("a core stopped during start-up".into()),
+            // Every core is gone without a word: an executor failed to start (io_uring
+            // unavailable, or not enough locked memory for `server.io_memory_bytes`).
+            Err(_) => {
+                let why: Vec<String> = handles
+                    .join_all()
+                    .into_iter()
+                    .filter_map(|r| r.err())
+                    .map(|e| e.to_string())
+                    .collect();
+                return Err(format!(
+                    "the executors stopped during start-up: {}",
+                    why.join("; ")
+                ));
+            }
         }
     }
+    ignore_sighup()?;
     println!("corerelay: listening on {listen} with {cores} cores");
     for result in handles.join_all() {
         if let Err(e) = result {
             return Err(format!("a core stopped: {e}"));
         }
     }
+    Ok(())
+}
+
+/// Live reload is not built yet: until it is, SIGHUP (a `systemctl reload`, a terminal
+/// hang-up) must not stop the relay, so it is caught and answered with a note on stderr.
+fn ignore_sighup() -> Result<(), String> {
+    let mut signals = signal_hook::iterator::Signals::new([signal_hook::consts::SIGHUP])
+        .map_err(|e| format!("cannot install the SIGHUP handler: {e}"))?;
+    std::thread::spawn(move || {
+        for _ in signals.forever() {
+            eprintln!(
+                "corerelay: SIGHUP ignored: live reload is not supported yet; restart to apply a new configuration"
+            );
+        }
+    });
     Ok(())
 }
 
