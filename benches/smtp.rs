@@ -1,0 +1,129 @@
+//! Hot paths of the SMTP wire, without sockets: receiving DATA (bytes/s, the cost per
+//! message body a core pays before the spool write), parsing command lines, a whole
+//! pipelined server transaction, and parsing remote replies.
+
+use std::hint::black_box;
+use std::rc::Rc;
+
+use bytes::{Bytes, BytesMut};
+use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use corerelay::smtp::data::{DataProgress, DataReceiver};
+use corerelay::smtp::reply::{Reply, parse as parse_reply};
+use corerelay::smtp::server::{Policy, Session, SessionConfig, Step};
+use corerelay::smtp::command;
+
+/// A dot-stuffed body of `size` bytes in 78-byte lines, one in 20 starting with a dot,
+/// terminated by CRLF.CRLF.
+fn data_stream(size: usize) -> Vec<u8> {
+    let mut out = Vec::with_capacity(size + 100);
+    let mut i = 0;
+    while out.len() < size {
+        if i % 20 == 0 {
+            out.extend_from_slice(b"..");
+        }
+        out.extend_from_slice(b"The quick brown fox jumps over the lazy dog; pack my box with five dozen jugs\r\n");
+        i += 1;
+    }
+    out.extend_from_slice(b".\r\n");
+    out
+}
+
+fn receive(stream: &[u8], read_bytes: usize) -> usize {
+    let mut rx = DataReceiver::new(64 << 20, 1000);
+    let mut body = Vec::new();
+    let mut buf = BytesMut::with_capacity(read_bytes);
+    for piece in stream.chunks(read_bytes) {
+        buf.extend_from_slice(piece);
+        if let DataProgress::Done(r) = rx.feed(&mut buf, &mut body) {
+            return r.unwrap_or(0);
+        }
+    }
+    0
+}
+
+fn bench_data(c: &mut Criterion) {
+    let mut g = c.benchmark_group("data_receive");
+    for size in [2 << 10, 20 << 10, 100 << 10] {
+        let stream = data_stream(size);
+        g.throughput(Throughput::Bytes(stream.len() as u64));
+        g.bench_function(format!("{}KiB_in_16KiB_reads", size >> 10), |b| b.iter(|| receive(black_box(&stream), 16 << 10)));
+    }
+    g.finish();
+}
+
+fn bench_commands(c: &mut Criterion) {
+    let lines: [&[u8]; 4] = [
+        b"EHLO client.example.com",
+        b"MAIL FROM:<newsletter+bounce-1234@mail.shop.example> SIZE=20480 BODY=8BITMIME",
+        b"RCPT TO:<someone.with.a.long.name@recipient-domain.example>",
+        b"DATA",
+    ];
+    let mut g = c.benchmark_group("command_parse");
+    g.throughput(Throughput::Elements(lines.len() as u64));
+    g.bench_function("ehlo_mail_rcpt_data", |b| {
+        b.iter(|| {
+            for l in lines {
+                let _ = black_box(command::parse(black_box(l)));
+            }
+        })
+    });
+    g.finish();
+}
+
+struct AcceptAll;
+
+impl Policy for AcceptAll {
+    type Account = ();
+    fn identify(&self, _: std::net::IpAddr, _: &str) -> Result<(), Reply> {
+        Ok(())
+    }
+}
+
+/// One pipelined transaction through the server session: MAIL, RCPT, DATA and a 20 KiB body.
+fn bench_session(c: &mut Criterion) {
+    let config = Rc::new(SessionConfig {
+        hostname: "bench.example".into(),
+        message_max_bytes: 64 << 20,
+        recipients_max_count: 100,
+        command_line_max_bytes: 512,
+        text_line_max_bytes: 1000,
+        errors_max_count: 10,
+        messages_per_connection_max_count: usize::MAX,
+    });
+    let mut input = b"EHLO c.example\r\n".to_vec();
+    let mut txn = b"MAIL FROM:<a@shop.example>\r\nRCPT TO:<b@dest.example>\r\nDATA\r\n".to_vec();
+    txn.extend_from_slice(&data_stream(20 << 10));
+    input.extend_from_slice(&txn);
+    let mut g = c.benchmark_group("server_session");
+    g.throughput(Throughput::Bytes(txn.len() as u64));
+    g.bench_function("pipelined_20KiB_transaction", |b| {
+        b.iter(|| {
+            let mut s = Session::new(config.clone(), AcceptAll, [127, 0, 0, 1].into());
+            let mut buf = BytesMut::from(&input[..]);
+            loop {
+                match s.step(&mut buf) {
+                    Step::Message(t) => {
+                        black_box(s.message_done(Ok(())));
+                        return t.body_bytes;
+                    }
+                    Step::NeedMore | Step::Close(_) => return 0,
+                    Step::Reply(r) => {
+                        black_box(r);
+                    }
+                }
+            }
+        })
+    });
+    g.finish();
+}
+
+fn bench_replies(c: &mut Criterion) {
+    let ehlo = Bytes::from_static(b"250-mx.example.net at your service\r\n250-SIZE 157286400\r\n250-8BITMIME\r\n250-ENHANCEDSTATUSCODES\r\n250-PIPELINING\r\n250-CHUNKING\r\n250 SMTPUTF8\r\n");
+    let mut g = c.benchmark_group("reply_parse");
+    g.throughput(Throughput::Elements(1));
+    g.bench_function("ehlo_7_lines", |b| b.iter(|| parse_reply(black_box(&ehlo))));
+    g.finish();
+}
+
+criterion_group!(benches, bench_data, bench_commands, bench_session, bench_replies);
+criterion_main!(benches);
