@@ -185,6 +185,7 @@ impl Spool {
                 commits: 0,
                 records: 0,
                 relocation_paused: false,
+                free: rec.free,
                 _locks: rec.locks,
             }),
         });

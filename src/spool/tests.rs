@@ -10,8 +10,9 @@ use bytes::Bytes;
 use glommio::LocalExecutorBuilder;
 use rand::{Rng, SeedableRng, rngs::SmallRng};
 
+use super::commit::FREE_MAX_COUNT;
 use super::payload::tests::sample;
-use super::segment::{core_dir, list_segments, segment_path};
+use super::segment::{core_dir, list_free, list_segments, segment_path};
 use super::*;
 
 fn run<F: Future<Output = ()>>(f: impl FnOnce() -> F) {
@@ -599,6 +600,59 @@ fn kill_9_loses_no_acknowledged_message() {
             assert!(!found.contains_key(i), "completed message {i} came back");
         }
         assert!(report.corrupt_records <= 1, "{report:?}");
+        spool.close().await;
+    });
+}
+
+#[test]
+fn reclaimed_segments_are_reused_and_their_old_records_stay_dead() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg = config(tmp.path(), 4096);
+    let dir = tmp.path().to_path_buf();
+    run(|| async move {
+        let (spool, _, _) = Spool::open(&cfg, 0, 1).await.unwrap();
+        // Messages come and go; every batch rotates, so without reuse this would create 81
+        // files. One message stays live, and relocation keeps it from pinning old segments.
+        let keep = sample(1_000, 1, &[b"small enough to relocate"]);
+        spool.append(&keep).await.unwrap();
+        let mut reused = 0;
+        let inode = |p: &Path| std::os::unix::fs::MetadataExt::ino(&std::fs::metadata(p).unwrap());
+        for i in 0..40u128 {
+            let free_inodes: Vec<u64> = spool
+                .shared
+                .state
+                .borrow()
+                .free
+                .iter()
+                .map(|p| inode(p))
+                .collect();
+            let m = sample(i, 1, &[&[i as u8; 1500]]);
+            spool.append(&m).await.unwrap();
+            {
+                let st = spool.shared.state.borrow();
+                if free_inodes.contains(&inode(&st.segments[&st.active.unwrap()].path)) {
+                    reused += 1;
+                }
+                assert!(st.free.len() <= FREE_MAX_COUNT);
+            }
+            spool.complete(m.envelope.id).await.unwrap();
+        }
+        assert!(reused > 10, "only {reused} of 40 appends went to a reused file");
+        let d = dir.clone();
+        wait_for("reclaiming", move || {
+            segment_files(&d, 0).len() + list_free(&core_dir(&d, 0)).unwrap().len() <= 6
+        })
+        .await;
+        spool.close().await;
+
+        let (spool, recovered, report) = Spool::open(&cfg, 0, 1).await.unwrap();
+        assert_eq!(report.corrupt_records, 0, "{report:?}");
+        let ids: Vec<MessageId> = recovered.iter().map(|r| r.message.envelope.id).collect();
+        assert_eq!(
+            ids,
+            vec![keep.envelope.id],
+            "a finished message came back from a reused file"
+        );
         spool.close().await;
     });
 }
