@@ -111,8 +111,9 @@ impl Shared {
         }
     }
 
-    /// Reads the Message record of a live message, checksums verified; returns the payload.
-    pub async fn read_message_record(&self, id: MessageId) -> Result<Vec<u8>, SpoolError> {
+    /// Reads the Message record of a live message, checksums verified; returns the payload
+    /// (copied once out of the DMA buffer).
+    pub async fn read_message_record(&self, id: MessageId) -> Result<Bytes, SpoolError> {
         let (loc, file) = {
             let st = self.state.borrow();
             let loc = st.index.location(id).ok_or(SpoolError::Unknown(id))?;
@@ -124,7 +125,7 @@ impl Shared {
             .await
             .map_err(io_error)?;
         match record::decode_one(&bytes, loc.seg.seq) {
-            Some((h, payload)) if h.kind == RecordKind::Message as u8 => Ok(payload.to_vec()),
+            Some((h, payload)) if h.kind == RecordKind::Message as u8 => Ok(Bytes::copy_from_slice(payload)),
             _ => Err(SpoolError::Io(io::Error::new(
                 io::ErrorKind::InvalidData,
                 format!(
@@ -425,7 +426,7 @@ async fn relocations(shared: &Shared, batch: &mut Batch) {
     };
     for id in ids {
         let payload = match shared.read_message_record(id).await {
-            Ok(p) => Bytes::from(p),
+            Ok(p) => p,
             Err(_) => {
                 shared.state.borrow_mut().relocation_paused = true;
                 return;
