@@ -351,7 +351,10 @@ fn a_long_deferred_message_is_relocated_and_its_segment_freed() {
     run(|| async move {
         let msgs: Vec<Message> = (0..5).map(|i| sample(i, 2, &[b"short\r\n"])).collect();
         let (spool, _, _) = Spool::open(&cfg, 0, 1).await.unwrap();
-        append_each(&spool, &msgs).await;
+        spool.append(&msgs[0]).await.unwrap();
+        let seg1 = segment_path(&core_dir(&dir, 0), 1);
+        let seg1_image = std::fs::read(&seg1).unwrap();
+        append_each(&spool, &msgs[1..]).await;
         let deferred = msgs[0].envelope.id;
         let u = Update {
             rcpt_states: vec![(0, RcptState::Failed)],
@@ -381,6 +384,25 @@ fn a_long_deferred_message_is_relocated_and_its_segment_freed() {
             vec![RcptState::Failed, RcptState::Pending]
         );
         assert_eq!((recovered[0].attempts, recovered[0].next_attempt_ms), (7, 1234));
+        spool.close().await;
+
+        // A crash between the relocation and the deletion leaves both copies: one message
+        // comes back, with its state, and the old segment goes again.
+        std::fs::write(&seg1, &seg1_image).unwrap();
+        let (spool, recovered, report) = Spool::open(&cfg, 0, 1).await.unwrap();
+        assert_eq!(report.corrupt_records, 0);
+        assert_eq!(recovered.len(), 1);
+        assert_eq!(
+            recovered[0].rcpt_states,
+            vec![RcptState::Failed, RcptState::Pending]
+        );
+        assert_eq!(recovered[0].attempts, 7);
+        spool.complete(deferred).await.unwrap();
+        let d = dir.clone();
+        wait_for("the restored segment to go", move || {
+            !segment_files(&d, 0).contains(&1)
+        })
+        .await;
         spool.close().await;
     });
 }
