@@ -1,27 +1,33 @@
 //! The per-core durable spool: every accepted message is appended to this core's segment
 //! files and the client's `250` waits for the fdatasync that covers its record; delivery
 //! progress and completion are appended the same way, and segments whose messages are all
-//! finished are deleted. A crash, `kill -9` or a full disk never loses an acknowledged
+//! finished are reclaimed. A crash, `kill -9` or a full disk never loses an acknowledged
 //! message and never corrupts the spool: damage is found by checksum and skipped.
 //!
 //! One [`Spool`] per core, used only on that core's executor. Its parts:
-//! - [`record`]: the pure on-disk framing (header, CRCs, padding, the scanner).
-//! - [`payload`]: the pure Message / Update / Done payloads.
-//! - [`index`]: the pure in-memory index: live messages, their state, which segments can go
+//! - `record`: the pure on-disk framing (header, CRCs, padding, End marker, the scanner).
+//! - `payload`: the pure Message / Update / Done payloads.
+//! - `index`: the pure in-memory index: live messages, their state, which segments can go
 //!   (and why oldest-first is correct), relocation candidates.
-//! - [`segment`]: files and directories: naming, adoption, locking, create/read/delete.
-//! - [`commit`]: the group committer task.
-//! - [`recover`]: the scan and fold at open.
+//! - `segment`: files and directories: naming, adoption, locking, create/read/delete.
+//! - `commit`: the group committer task, segment rotation and reuse, reclaiming,
+//!   relocation.
+//! - `recover`: the scan and fold at open.
 //!
-//! Directory layout: `<dir>/core-<N>/seg-<seq:016x>.log`. Core `i` of `n` adopts every
-//! `core-<j>` with `j % n == i` (the core count may change between runs), and writes only
-//! to fresh segments in its own `core-<i>`. Messages found in another core's directory are
-//! relocated (copied with their state) into this core's directory in the background, after
-//! which the foreign segments are reclaimed like any other.
+//! Directory layout: `<dir>/core-<N>/seg-<seq:016x>.log` (plus up to two `free-*.log`
+//! files kept for reuse, and `lock`). Core `i` of `n` adopts every `core-<j>` with
+//! `j % n == i` (the core count may change between runs), and writes only to new segments
+//! in its own `core-<i>`. Messages found in another core's directory are relocated (copied
+//! with their state) into this core's directory in the background, after which the foreign
+//! segments are reclaimed like any other, so each directory again holds everything about
+//! its messages.
 //!
 //! Errors: an I/O failure answers the waiting calls with [`SpoolError::Io`] (the client then
 //! gets `452 4.3.1`), seals the segment, and the next batch starts a new one; nothing
 //! panics and the core stays up.
+//!
+//! Open the spool before any other `DmaFile` on the executor: see
+//! `segment::prime_iopoll_probe` for the glommio trap this avoids.
 
 mod commit;
 mod index;
@@ -185,6 +191,7 @@ impl Spool {
                 commits: 0,
                 records: 0,
                 relocation_paused: false,
+                free: rec.free,
                 _locks: rec.locks,
             }),
         });
@@ -246,7 +253,12 @@ impl Spool {
     pub async fn load(&self, id: MessageId) -> Result<Message, SpoolError> {
         let bytes = self.shared.read_message_record(id).await?;
         match payload::decode_message(&bytes) {
-            Some(view) if view.envelope.id == id => Ok(view.to_message()),
+            // The trace and body are slices of the one buffer read from disk.
+            Some(view) if view.envelope.id == id => Ok(Message {
+                trace: bytes.slice_ref(view.trace),
+                body: vec![bytes.slice_ref(view.body)],
+                envelope: view.envelope,
+            }),
             _ => Err(SpoolError::Io(io::Error::new(
                 io::ErrorKind::InvalidData,
                 format!("spool record of {id} does not decode"),
@@ -283,6 +295,9 @@ impl Spool {
         payload_len: usize,
         effect: Effect,
     ) -> Result<(), SpoolError> {
+        if payload_len > record::PAYLOAD_MAX_BYTES {
+            return Err(SpoolError::TooLarge);
+        }
         let (reply, done) = oneshot::channel();
         let tx = self.handle.tx.borrow().clone().ok_or_else(closed)?;
         let submission = Submission {

@@ -1,13 +1,15 @@
 //! The spool's on-disk record framing, pure: bytes in, records out, no files and no executor.
 //!
 //! A segment file is a sequence of group-commit batches. Each batch starts at a multiple of
-//! [`BLOCK_BYTES`], holds records back to back, and is padded with zeros to the next block
-//! boundary (O_DIRECT writes whole blocks). A record is a fixed 32-byte header and a payload:
+//! [`BLOCK_BYTES`], holds records back to back, is padded with zeros to the next block
+//! boundary (O_DIRECT writes whole blocks), and is followed by one block holding an End
+//! marker, which the next batch overwrites. A record is a fixed 32-byte header and a
+//! payload:
 //!
 //! ```text
 //!  0..4   magic "CRSP"          identifies the header layout (fixed for every version)
 //!  4      version (1)           governs the payload encodings; a later issue bumps it
-//!  5      kind                  1 Message, 2 Update, 3 Done
+//!  5      kind                  1 Message, 2 Update, 3 Done, 4 End
 //!  6..8   flags (0)             reserved
 //!  8..12  payload length        little endian, at most PAYLOAD_MAX_BYTES
 //! 12..16  payload CRC32C
@@ -19,14 +21,20 @@
 //! Two checksums instead of one: the header CRC makes the length trustworthy before any
 //! payload is read, so a record whose payload is damaged can be skipped exactly and the
 //! acknowledged records after it in the same batch are still recovered. Together the two
-//! CRCs cover every header field and every payload byte. The segment sequence in the header
-//! rejects a record that does not belong to the file it is read from (a misplaced or, if
-//! segments are ever recycled, stale record).
+//! CRCs cover every header field and every payload byte.
 //!
-//! [`Scanner`] walks a whole segment image: a zero header is padding (skip to the next
-//! block), a bad header is corruption (count it once, then resync block by block until a
-//! valid header appears), a valid header with a bad payload is corruption skipped by its
-//! length. It never panics and never allocates from a length read off disk.
+//! Segment files are recycled (overwriting blocks that were already written makes each
+//! fdatasync much cheaper than growing a file), so beyond the end of the log a file may
+//! hold records of its previous lives. The segment sequence in every header tells them
+//! apart: a valid header of another segment is stale and ends the scan, as does the End
+//! marker. Without the End marker, the stale bytes right after the log (often the middle of
+//! an old record) would look like damage.
+//!
+//! [`Scanner`] walks a whole segment image: zeros are padding (skip to the next block); a
+//! bad header is damage (count it once, then resync block by block until a valid header
+//! appears); a valid header with a bad payload is damage skipped by its length; an End
+//! marker or a stale header is the end of the log. It never panics and never allocates
+//! from a length read off disk.
 
 use bytes::Bytes;
 
@@ -51,6 +59,8 @@ pub enum RecordKind {
     Update = 2,
     /// The message is finished.
     Done = 3,
+    /// The end of the log (framing only: never handed to recovery's fold).
+    End = 4,
 }
 
 impl RecordKind {
@@ -59,6 +69,7 @@ impl RecordKind {
             1 => Some(RecordKind::Message),
             2 => Some(RecordKind::Update),
             3 => Some(RecordKind::Done),
+            4 => Some(RecordKind::End),
             _ => None,
         }
     }
@@ -79,8 +90,10 @@ pub struct Header {
 pub enum Head {
     /// Zeros: the padding after a batch, or the end of the log.
     Padding,
-    /// Not a valid header: corruption, a torn write, or a record of another segment.
+    /// Not a valid header: corruption or a torn write.
     Bad,
+    /// A valid header of another segment: what a recycled file held before.
+    Stale,
     Record(Header),
 }
 
@@ -122,6 +135,11 @@ pub fn encode_into(dst: &mut [u8], kind: RecordKind, segment_seq: u64, parts: &[
     at
 }
 
+/// Writes an End marker (a record with kind End and no payload) at the start of `dst`.
+pub fn encode_end(dst: &mut [u8], segment_seq: u64) -> usize {
+    encode_into(dst, RecordKind::End, segment_seq, &[])
+}
+
 /// Decodes the header at the start of `bytes`. `room` is how many bytes remain before the
 /// next block boundary: padding only has to be zero up to there, because the next batch
 /// may start right after it.
@@ -140,7 +158,10 @@ pub fn decode_header(bytes: &[u8], room: usize, expected_seq: u64) -> Head {
     }
     let payload_len = u32_at(bytes, 8) as usize;
     let segment_seq = u64::from_le_bytes(bytes[16..24].try_into().unwrap_or([0; 8]));
-    if payload_len > PAYLOAD_MAX_BYTES || segment_seq != expected_seq {
+    if segment_seq != expected_seq {
+        return Head::Stale;
+    }
+    if payload_len > PAYLOAD_MAX_BYTES {
         return Head::Bad;
     }
     Head::Record(Header {
@@ -226,6 +247,8 @@ impl<'a> Iterator for Scanner<'a> {
                         return Some(item);
                     }
                 }
+                Head::Stale => break,
+                Head::Record(header) if header.kind == RecordKind::End as u8 => break,
                 Head::Record(header) => {
                     let end = at + record_len(header.payload_len);
                     let Some(payload) = self.buf.get(at + HEADER_BYTES..end) else {
@@ -236,15 +259,13 @@ impl<'a> Iterator for Scanner<'a> {
                         }
                         continue;
                     };
+                    self.pos = end;
+                    self.in_garbage = false;
                     if crc32c::crc32c(payload) != header.payload_crc {
                         // The header is intact, so its length is right: skip exactly and
                         // keep the records that follow in the same batch.
-                        self.pos = end;
-                        self.in_garbage = false;
                         return Some(ScanItem::Corrupt { offset: at });
                     }
-                    self.pos = end;
-                    self.in_garbage = false;
                     return Some(ScanItem::Record {
                         offset: at,
                         len: end - at,
@@ -254,6 +275,7 @@ impl<'a> Iterator for Scanner<'a> {
                 }
             }
         }
+        self.pos = self.buf.len();
         None
     }
 }
@@ -261,7 +283,7 @@ impl<'a> Iterator for Scanner<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use rand::{Rng, SeedableRng, rngs::StdRng};
+    use rand::{Rng, SeedableRng, rngs::SmallRng};
 
     fn record(kind: RecordKind, seq: u64, payload: &[u8]) -> Vec<u8> {
         let mut v = vec![0u8; record_len(payload.len())];
@@ -276,6 +298,12 @@ mod tests {
     fn batch(records: &[Vec<u8>]) -> Vec<u8> {
         let mut v: Vec<u8> = records.concat();
         v.resize(align_up(v.len(), BLOCK_BYTES), 0);
+        v
+    }
+
+    fn end_block(seq: u64) -> Vec<u8> {
+        let mut v = vec![0u8; BLOCK_BYTES];
+        encode_end(&mut v, seq);
         v
     }
 
@@ -381,17 +409,50 @@ mod tests {
     }
 
     #[test]
+    fn the_end_marker_and_stale_records_end_the_log() {
+        // A recycled file: this life's batch and End marker over an older life's records,
+        // whose first bytes here are the middle of an old record.
+        let old_life = batch(&[
+            record(RecordKind::Message, 3, &[5u8; 5000]),
+            record(RecordKind::Message, 3, b"old"),
+        ]);
+        let mut img = batch(&[record(RecordKind::Message, 9, b"new")]);
+        img.extend(end_block(9));
+        img.extend_from_slice(&old_life[img.len()..]);
+        img.extend(batch(&[record(RecordKind::Done, 3, b"older")]));
+        let (got, corrupt) = payloads(&img, 9);
+        assert_eq!(got, vec![b"new".to_vec()]);
+        assert_eq!(corrupt, 0, "stale bytes past the end are not damage");
+
+        // Without the End marker, the first stale header ends the log too.
+        let mut img = batch(&[record(RecordKind::Message, 9, b"new")]);
+        img.extend(batch(&[record(RecordKind::Message, 3, b"old")]));
+        assert_eq!(payloads(&img, 9), (vec![b"new".to_vec()], 0));
+
+        // A damaged header followed by stale data: counted once, nothing stale returned.
+        let mut img = batch(&[record(RecordKind::Message, 9, b"new")]);
+        img[0] ^= 1;
+        img.extend(batch(&[record(RecordKind::Message, 3, b"old")]));
+        assert_eq!(payloads(&img, 9), (vec![], 1));
+    }
+
+    #[test]
     fn random_garbage_never_panics() {
-        let mut rng = StdRng::seed_from_u64(0x5eed);
-        let good = batch(&[
+        let mut rng = SmallRng::seed_from_u64(0x5eed);
+        let mut good = batch(&[
             record(RecordKind::Message, 2, &[3u8; 300]),
             record(RecordKind::Done, 2, b"x"),
         ]);
+        good.extend(end_block(2));
         for round in 0..2000 {
             let len = rng.random_range(0..3 * BLOCK_BYTES);
-            let mut buf: Vec<u8> = (0..len).map(|_| rng.random()).collect();
+            let mut buf = vec![0u8; len];
+            rng.fill(&mut buf[..]);
             if round % 2 == 0 {
-                // Plant valid records among the noise so the scanner also resyncs onto them.
+                // Plant a valid batch on a block after the noise, so the scanner resyncs
+                // onto it, then damage one random byte anywhere.
+                let noise = rng.random();
+                buf.resize(align_up(len, BLOCK_BYTES), noise);
                 buf.extend_from_slice(&good);
                 let at = rng.random_range(0..buf.len());
                 buf[at] = rng.random();

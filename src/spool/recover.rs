@@ -31,6 +31,8 @@ pub struct Recovered {
     pub report: RecoveryReport,
     pub next_seq: u64,
     pub locks: Vec<File>,
+    /// Reclaimed segments of this core's own directory, ready for reuse.
+    pub free: Vec<PathBuf>,
 }
 
 pub async fn recover(base: &Path, core: usize, cores: usize) -> Result<Recovered, SpoolError> {
@@ -38,6 +40,7 @@ pub async fn recover(base: &Path, core: usize, cores: usize) -> Result<Recovered
     let mut locks = Vec::with_capacity(adopted.len());
     let mut dirs = HashMap::new();
     let mut found: Vec<(SegKey, PathBuf)> = Vec::new();
+    let mut free_files = Vec::new();
     for (j, path) in &adopted {
         locks.push(segment::lock_dir(path)?);
         if locks.len() == 1 {
@@ -46,6 +49,16 @@ pub async fn recover(base: &Path, core: usize, cores: usize) -> Result<Recovered
         dirs.insert(*j, segment::open_dir(path).await.map_err(SpoolError::Io)?);
         for seq in segment::list_segments(path).map_err(SpoolError::Io)? {
             found.push((SegKey { seq, dir: *j }, segment::segment_path(path, seq)));
+        }
+        for seq in segment::list_free(path).map_err(SpoolError::Io)? {
+            let free = segment::free_path(path, seq);
+            if *j == core {
+                free_files.push(free);
+            } else {
+                // Reuse happens only in the own directory; another core's spares are just
+                // disk space. Failing to delete one is harmless.
+                let _ = std::fs::remove_file(free);
+            }
         }
     }
     found.sort_by_key(|(k, _)| *k);
@@ -62,6 +75,7 @@ pub async fn recover(base: &Path, core: usize, cores: usize) -> Result<Recovered
             file: Rc::new(file),
             size_bytes: image.len() as u64,
             sealed: true,
+            failed: false,
         });
     }
     let next_seq = segments.iter().map(|s| s.key.seq + 1).max().unwrap_or(1);
@@ -74,6 +88,7 @@ pub async fn recover(base: &Path, core: usize, cores: usize) -> Result<Recovered
         report,
         next_seq,
         locks,
+        free: free_files,
     })
 }
 
@@ -140,6 +155,8 @@ impl Fold {
                 self.index.apply_done(d.id);
                 self.messages.remove(&d.id);
             }
+            // The scanner stops at End markers; one here would be a scanner bug.
+            RecordKind::End => return false,
         }
         true
     }

@@ -2,8 +2,10 @@
 //! that keeps a second relay out, and the DmaFile operations on whole segments (create,
 //! read back, delete).
 //!
-//! Layout: `<dir>/core-<N>/seg-<seq:016x>.log` plus `<dir>/core-<N>/lock`. Files with other
-//! names are left alone, so an operator's notes or a stray temp file never confuse recovery.
+//! Layout: `<dir>/core-<N>/seg-<seq:016x>.log`, `<dir>/core-<N>/free-<seq:016x>.log` (a
+//! reclaimed segment kept for reuse: its blocks are already written, so writing over them
+//! needs no metadata change at fdatasync) and `<dir>/core-<N>/lock`. Files with other names
+//! are left alone, so an operator's notes or a stray temp file never confuse recovery.
 
 use std::fs::{File, TryLockError};
 use std::io::{self, Write};
@@ -35,8 +37,13 @@ fn parse_core_dir(name: &str) -> Option<usize> {
     n.parse().ok()
 }
 
-fn parse_segment_name(name: &str) -> Option<u64> {
-    let hex = name.strip_prefix("seg-")?.strip_suffix(".log")?;
+/// Where a reclaimed segment waits for reuse; named after the segment it was.
+pub fn free_path(dir: &Path, seq: u64) -> PathBuf {
+    dir.join(format!("free-{seq:016x}.log"))
+}
+
+fn parse_seq_name(name: &str, prefix: &str) -> Option<u64> {
+    let hex = name.strip_prefix(prefix)?.strip_suffix(".log")?;
     if hex.len() != 16 {
         return None;
     }
@@ -105,9 +112,22 @@ pub async fn prime_iopoll_probe(dir: &Path) -> io::Result<()> {
 
 /// The segment sequence numbers in a directory, ascending.
 pub fn list_segments(dir: &Path) -> io::Result<Vec<u64>> {
+    list_seq_names(dir, "seg-")
+}
+
+/// The free (reusable) files in a directory, by the sequence they had, ascending.
+pub fn list_free(dir: &Path) -> io::Result<Vec<u64>> {
+    list_seq_names(dir, "free-")
+}
+
+fn list_seq_names(dir: &Path, prefix: &str) -> io::Result<Vec<u64>> {
     let mut seqs = Vec::new();
     for entry in std::fs::read_dir(dir)? {
-        if let Some(seq) = entry?.file_name().to_str().and_then(parse_segment_name) {
+        if let Some(seq) = entry?
+            .file_name()
+            .to_str()
+            .and_then(|n| parse_seq_name(n, prefix))
+        {
             seqs.push(seq);
         }
     }
@@ -125,6 +145,8 @@ pub struct SegmentFile {
     /// Never written again: recovered from a previous run, rotated away from, or a write or
     /// sync on it failed (its tail is then unknown).
     pub sealed: bool,
+    /// A write or sync on it failed: it is deleted rather than reused.
+    pub failed: bool,
 }
 
 /// Opens a recovered segment for reading.
@@ -141,6 +163,17 @@ pub async fn create(path: &Path) -> io::Result<DmaFile> {
         .create_new(true)
         .dma_open(path)
         .await?)
+}
+
+/// Opens a free file for reuse as a segment, read-write.
+pub async fn open_for_reuse(path: &Path) -> io::Result<DmaFile> {
+    Ok(OpenOptions::new().read(true).write(true).dma_open(path).await?)
+}
+
+/// Renames a file within its directory and makes the rename durable.
+pub async fn rename(dir: &Directory, from: &Path, to: &Path) -> io::Result<()> {
+    glommio::io::rename(from, to).await?;
+    Ok(dir.sync().await?)
 }
 
 /// Reads a whole segment into memory (bounded by the segment size plus one batch).
@@ -187,9 +220,15 @@ mod tests {
         let p = segment_path(Path::new("/s/core-1"), 0x2a);
         let name = p.file_name().unwrap().to_str().unwrap();
         assert_eq!(name, "seg-000000000000002a.log");
-        assert_eq!(parse_segment_name(name), Some(0x2a));
-        assert_eq!(parse_segment_name("seg-2a.log"), None);
-        assert_eq!(parse_segment_name("seg-000000000000002a.log.tmp"), None);
+        assert_eq!(parse_seq_name(name, "seg-"), Some(0x2a));
+        assert_eq!(parse_seq_name("seg-2a.log", "seg-"), None);
+        assert_eq!(parse_seq_name("seg-000000000000002a.log.tmp", "seg-"), None);
+        let f = free_path(Path::new("/s"), 7);
+        assert_eq!(
+            parse_seq_name(f.file_name().unwrap().to_str().unwrap(), "free-"),
+            Some(7)
+        );
+        assert_eq!(parse_seq_name("free-0000000000000007.log", "seg-"), None);
         assert_eq!(parse_core_dir("core-12"), Some(12));
         assert_eq!(parse_core_dir("core-+1"), None);
         assert_eq!(parse_core_dir("core-"), None);

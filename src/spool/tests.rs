@@ -8,10 +8,11 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use glommio::LocalExecutorBuilder;
-use rand::{Rng, SeedableRng, rngs::StdRng};
+use rand::{Rng, SeedableRng, rngs::SmallRng};
 
+use super::commit::FREE_MAX_COUNT;
 use super::payload::tests::sample;
-use super::segment::{core_dir, list_segments, segment_path};
+use super::segment::{core_dir, list_free, list_segments, segment_path};
 use super::*;
 
 fn run<F: Future<Output = ()>>(f: impl FnOnce() -> F) {
@@ -33,9 +34,13 @@ fn config(dir: &Path, segment_max_bytes: u64) -> SpoolConfig {
 }
 
 /// A message with a few random chunks (sometimes empty ones, sometimes none).
-fn random_message(rng: &mut StdRng, id: u128) -> Message {
+fn random_message(rng: &mut SmallRng, id: u128) -> Message {
     let chunks: Vec<Vec<u8>> = (0..rng.random_range(0..4))
-        .map(|_| (0..rng.random_range(0..6000)).map(|_| rng.random()).collect())
+        .map(|_| {
+            let mut chunk = vec![0u8; rng.random_range(0..6000)];
+            rng.fill(&mut chunk[..]);
+            chunk
+        })
         .collect();
     let refs: Vec<&[u8]> = chunks.iter().map(Vec::as_slice).collect();
     sample(id, rng.random_range(1..4), &refs)
@@ -78,7 +83,7 @@ fn concurrent_appends_share_fdatasyncs_and_recover_byte_identical() {
     let tmp = tempfile::tempdir().unwrap();
     let cfg = config(tmp.path(), 64 << 20);
     run(|| async move {
-        let mut rng = StdRng::seed_from_u64(1);
+        let mut rng = SmallRng::seed_from_u64(1);
         let msgs: Vec<Message> = (0..100).map(|i| random_message(&mut rng, 1000 + i)).collect();
         let (spool, recovered, report) = Spool::open(&cfg, 0, 1).await.unwrap();
         assert!(recovered.is_empty());
@@ -346,7 +351,10 @@ fn a_long_deferred_message_is_relocated_and_its_segment_freed() {
     run(|| async move {
         let msgs: Vec<Message> = (0..5).map(|i| sample(i, 2, &[b"short\r\n"])).collect();
         let (spool, _, _) = Spool::open(&cfg, 0, 1).await.unwrap();
-        append_each(&spool, &msgs).await;
+        spool.append(&msgs[0]).await.unwrap();
+        let seg1 = segment_path(&core_dir(&dir, 0), 1);
+        let seg1_image = std::fs::read(&seg1).unwrap();
+        append_each(&spool, &msgs[1..]).await;
         let deferred = msgs[0].envelope.id;
         let u = Update {
             rcpt_states: vec![(0, RcptState::Failed)],
@@ -376,6 +384,25 @@ fn a_long_deferred_message_is_relocated_and_its_segment_freed() {
             vec![RcptState::Failed, RcptState::Pending]
         );
         assert_eq!((recovered[0].attempts, recovered[0].next_attempt_ms), (7, 1234));
+        spool.close().await;
+
+        // A crash between the relocation and the deletion leaves both copies: one message
+        // comes back, with its state, and the old segment goes again.
+        std::fs::write(&seg1, &seg1_image).unwrap();
+        let (spool, recovered, report) = Spool::open(&cfg, 0, 1).await.unwrap();
+        assert_eq!(report.corrupt_records, 0);
+        assert_eq!(recovered.len(), 1);
+        assert_eq!(
+            recovered[0].rcpt_states,
+            vec![RcptState::Failed, RcptState::Pending]
+        );
+        assert_eq!(recovered[0].attempts, 7);
+        spool.complete(deferred).await.unwrap();
+        let d = dir.clone();
+        wait_for("the restored segment to go", move || {
+            !segment_files(&d, 0).contains(&1)
+        })
+        .await;
         spool.close().await;
     });
 }
@@ -421,6 +448,233 @@ fn oversized_messages_are_refused_before_any_io() {
         m.body = vec![chunk; 65];
         assert!(matches!(spool.append(&m).await, Err(SpoolError::TooLarge)));
         assert_eq!(spool.stats().records, 0);
+        spool.close().await;
+    });
+}
+
+#[test]
+fn a_large_message_is_written_and_read_back_whole() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg = config(tmp.path(), 64 << 20);
+    run(|| async move {
+        // Larger than a commit batch and than the device's largest single request here.
+        let body: Vec<u8> = (0..(9u32 << 20))
+            .map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8)
+            .collect();
+        let chunks: Vec<&[u8]> = body.chunks(64 << 10).collect();
+        let m = sample(77, 2, &chunks);
+        let (spool, _, _) = Spool::open(&cfg, 0, 1).await.unwrap();
+        spool.append(&m).await.unwrap();
+        assert_same(&spool.load(m.envelope.id).await.unwrap(), &m);
+        spool.close().await;
+        let (spool, recovered, _) = Spool::open(&cfg, 0, 1).await.unwrap();
+        assert_same(&recovered[0].message, &m);
+        spool.close().await;
+    });
+}
+
+#[test]
+fn a_refused_write_seals_the_segment_and_the_next_batch_starts_a_new_one() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg = config(tmp.path(), u64::MAX);
+    run(|| async move {
+        let msgs: Vec<Message> = (0..3).map(|i| sample(i, 1, &[b"m\r\n"])).collect();
+        let (spool, _, _) = Spool::open(&cfg, 0, 1).await.unwrap();
+        spool.append(&msgs[0]).await.unwrap();
+        // Point the active segment's end past the largest file ext4 allows: the kernel
+        // refuses the next write (EFBIG), as it would refuse one on a full or failing disk.
+        let active = {
+            let mut st = spool.shared.state.borrow_mut();
+            let key = st.active.unwrap();
+            st.segments.get_mut(&key).unwrap().size_bytes = 1 << 50;
+            key
+        };
+        match spool.append(&msgs[1]).await {
+            Err(SpoolError::Io(e)) => assert_eq!(e.kind(), std::io::ErrorKind::FileTooLarge, "{e}"),
+            other => panic!("expected an I/O error, got {other:?}"),
+        }
+        assert!(spool.shared.state.borrow().segments[&active].sealed);
+        spool.append(&msgs[2]).await.unwrap();
+        assert_ne!(
+            spool.shared.state.borrow().active,
+            Some(active),
+            "a new segment took over"
+        );
+        assert_eq!(spool.stats().live_messages, 2);
+        spool.close().await;
+
+        let (spool, recovered, report) = Spool::open(&cfg, 0, 1).await.unwrap();
+        assert_eq!(report.corrupt_records, 0);
+        let ids: Vec<u128> = recovered.iter().map(|r| r.message.envelope.id.0).collect();
+        assert_eq!(ids, vec![0, 2]);
+        spool.close().await;
+    });
+}
+
+/// The body of message `i` in the kill test, derived from its id so the parent can check it.
+fn kill_test_message(i: u128) -> Message {
+    let body: Vec<u8> = (0..(i as usize * 37) % 9000)
+        .map(|b| (b as u128 ^ i) as u8)
+        .collect();
+    sample(i, 2, &[b"Subject: kill\r\n\r\n", &body])
+}
+
+const KILL_CHILD_ENV: &str = "CORERELAY_SPOOL_KILL_CHILD_DIR";
+
+/// The child side of the kill -9 test: appends without end from many tasks, printing each
+/// id once acknowledged, and completes every third one, printing that too. Without the
+/// environment variable (a normal test run) it does nothing.
+#[test]
+fn kill_child_writer() {
+    let Some(dir) = std::env::var_os(KILL_CHILD_ENV) else {
+        return;
+    };
+    let cfg = config(Path::new(&dir), 64 << 10);
+    run(|| async move {
+        use std::io::Write;
+        let (spool, _, _) = Spool::open(&cfg, 0, 1).await.unwrap();
+        let next = std::rc::Rc::new(std::cell::Cell::new(0u128));
+        let workers: Vec<_> = (0..16)
+            .map(|_| {
+                let (spool, next) = (spool.clone(), next.clone());
+                glommio::spawn_local(async move {
+                    // Bounded so an orphaned child stops by itself.
+                    while next.get() < 100_000 {
+                        let i = next.get();
+                        next.set(i + 1);
+                        spool.append(&kill_test_message(i)).await.unwrap();
+                        println!("acked {i}");
+                        if i % 3 == 0 {
+                            spool.complete(MessageId(i)).await.unwrap();
+                            println!("done {i}");
+                        }
+                        std::io::stdout().flush().unwrap();
+                    }
+                })
+            })
+            .collect();
+        for w in workers {
+            w.await;
+        }
+    });
+}
+
+#[test]
+fn kill_9_loses_no_acknowledged_message() {
+    use std::io::{BufRead, BufReader};
+    use std::process::{Command, Stdio};
+    let tmp = tempfile::tempdir().unwrap();
+    let mut child = Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "spool::tests::kill_child_writer",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(KILL_CHILD_ENV, tmp.path())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let (mut acked, mut done) = (std::collections::HashSet::new(), std::collections::HashSet::new());
+    let mut record = |line: &str| {
+        if let Some(i) = line.strip_prefix("acked ") {
+            acked.insert(i.parse::<u128>().unwrap());
+        } else if let Some(i) = line.strip_prefix("done ") {
+            done.insert(i.parse::<u128>().unwrap());
+        }
+    };
+    for line in lines.by_ref() {
+        let line = line.unwrap();
+        record(&line);
+        if line.starts_with("acked 2000") {
+            break;
+        }
+    }
+    child.kill().unwrap(); // SIGKILL, mid-stream
+    for line in lines {
+        record(&line.unwrap());
+    }
+    child.wait().unwrap();
+    assert!(
+        acked.len() >= 2000,
+        "the child acknowledged {} messages",
+        acked.len()
+    );
+
+    let cfg = config(tmp.path(), 64 << 10);
+    run(|| async move {
+        let (spool, recovered, report) = Spool::open(&cfg, 0, 1).await.unwrap();
+        let found: std::collections::HashMap<u128, &RecoveredMessage> =
+            recovered.iter().map(|r| (r.message.envelope.id.0, r)).collect();
+        for i in acked.iter().filter(|i| *i % 3 != 0) {
+            let r = found
+                .get(i)
+                .unwrap_or_else(|| panic!("acknowledged message {i} lost ({report:?})"));
+            assert_same(&r.message, &kill_test_message(*i));
+        }
+        // A message whose completion was under way at the kill may be either way, but whole.
+        for (i, r) in &found {
+            assert_same(&r.message, &kill_test_message(*i));
+        }
+        for i in &done {
+            assert!(!found.contains_key(i), "completed message {i} came back");
+        }
+        assert!(report.corrupt_records <= 1, "{report:?}");
+        spool.close().await;
+    });
+}
+
+#[test]
+fn reclaimed_segments_are_reused_and_their_old_records_stay_dead() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg = config(tmp.path(), 4096);
+    let dir = tmp.path().to_path_buf();
+    run(|| async move {
+        let (spool, _, _) = Spool::open(&cfg, 0, 1).await.unwrap();
+        // Messages come and go; every batch rotates, so without reuse this would create 81
+        // files. One message stays live, and relocation keeps it from pinning old segments.
+        let keep = sample(1_000, 1, &[b"small enough to relocate"]);
+        spool.append(&keep).await.unwrap();
+        let mut reused = 0;
+        let inode = |p: &Path| std::os::unix::fs::MetadataExt::ino(&std::fs::metadata(p).unwrap());
+        for i in 0..40u128 {
+            let free_inodes: Vec<u64> = spool
+                .shared
+                .state
+                .borrow()
+                .free
+                .iter()
+                .map(|p| inode(p))
+                .collect();
+            let m = sample(i, 1, &[&[i as u8; 1500]]);
+            spool.append(&m).await.unwrap();
+            {
+                let st = spool.shared.state.borrow();
+                if free_inodes.contains(&inode(&st.segments[&st.active.unwrap()].path)) {
+                    reused += 1;
+                }
+                assert!(st.free.len() <= FREE_MAX_COUNT);
+            }
+            spool.complete(m.envelope.id).await.unwrap();
+        }
+        assert!(reused > 10, "only {reused} of 40 appends went to a reused file");
+        let d = dir.clone();
+        wait_for("reclaiming", move || {
+            segment_files(&d, 0).len() + list_free(&core_dir(&d, 0)).unwrap().len() <= 6
+        })
+        .await;
+        spool.close().await;
+
+        let (spool, recovered, report) = Spool::open(&cfg, 0, 1).await.unwrap();
+        assert_eq!(report.corrupt_records, 0, "{report:?}");
+        let ids: Vec<MessageId> = recovered.iter().map(|r| r.message.envelope.id).collect();
+        assert_eq!(
+            ids,
+            vec![keep.envelope.id],
+            "a finished message came back from a reused file"
+        );
         spool.close().await;
     });
 }
