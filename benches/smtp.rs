@@ -6,11 +6,11 @@ use std::hint::black_box;
 use std::rc::Rc;
 
 use bytes::{Bytes, BytesMut};
-use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use corerelay::smtp::command;
 use corerelay::smtp::data::{DataProgress, DataReceiver};
 use corerelay::smtp::reply::{Reply, parse as parse_reply};
 use corerelay::smtp::server::{Policy, Session, SessionConfig, Step};
-use corerelay::smtp::command;
+use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 
 /// A dot-stuffed body of `size` bytes in 78-byte lines, one in 20 starting with a dot,
 /// terminated by CRLF.CRLF.
@@ -21,7 +21,9 @@ fn data_stream(size: usize) -> Vec<u8> {
         if i % 20 == 0 {
             out.extend_from_slice(b"..");
         }
-        out.extend_from_slice(b"The quick brown fox jumps over the lazy dog; pack my box with five dozen jugs\r\n");
+        out.extend_from_slice(
+            b"The quick brown fox jumps over the lazy dog; pack my box with five dozen jugs\r\n",
+        );
         i += 1;
     }
     out.extend_from_slice(b".\r\n");
@@ -46,7 +48,9 @@ fn bench_data(c: &mut Criterion) {
     for size in [2 << 10, 20 << 10, 100 << 10] {
         let stream = data_stream(size);
         g.throughput(Throughput::Bytes(stream.len() as u64));
-        g.bench_function(format!("{}KiB_in_16KiB_reads", size >> 10), |b| b.iter(|| receive(black_box(&stream), 16 << 10)));
+        g.bench_function(format!("{}KiB_in_16KiB_reads", size >> 10), |b| {
+            b.iter(|| receive(black_box(&stream), 16 << 10))
+        });
     }
     g.finish();
 }

@@ -23,7 +23,7 @@ use crate::mesh::{AckMsg, HandoffMsg};
 use crate::message::Message;
 use crate::observe::{Event, Log};
 use crate::smtp::reply::{Reply, catalogue};
-use crate::spool::Spool;
+use crate::spool::{Spool, SpoolError};
 
 /// The owner side of a core: spool the message, then queue it for delivery.
 pub struct Owner {
@@ -48,7 +48,10 @@ impl Owner {
             self.log.emit(Event::Error {
                 what: format!("spool append of {} failed: {e}", message.envelope.id),
             });
-            return Err(catalogue::SPOOL_ERROR);
+            return Err(match e {
+                SpoolError::TooLarge => catalogue::SIZE_EXCEEDED,
+                _ => catalogue::SPOOL_ERROR,
+            });
         }
         self.log.emit(Event::Spooled {
             msg: message.envelope.id,

@@ -17,6 +17,11 @@ use ipnet::IpNet;
 
 use raw::{RawConfig, RawCores};
 
+/// The largest `smtp.message_max_bytes` allowed: a spool record holds the whole message
+/// plus its envelope and trace header, and records are at most
+/// [`crate::spool::record::PAYLOAD_MAX_BYTES`]; 1 MiB is left for the rest.
+pub const MESSAGE_MAX_BYTES_LIMIT: usize = crate::spool::record::PAYLOAD_MAX_BYTES - (1 << 20);
+
 /// The configuration `corerelay serve` runs with when no file is given.
 pub const DEFAULT_TOML: &str = include_str!("default.toml");
 
@@ -263,7 +268,11 @@ impl Config {
             )?,
             command_line_max_bytes: at_least("smtp.command_line_max_bytes", s.command_line_max_bytes, 512)?,
             text_line_max_bytes: at_least("smtp.text_line_max_bytes", s.text_line_max_bytes, 1000)?,
-            message_max_bytes: positive_usize("smtp.message_max_bytes", s.message_max_bytes)?,
+            message_max_bytes: at_most(
+                "smtp.message_max_bytes",
+                positive_usize("smtp.message_max_bytes", s.message_max_bytes)?,
+                MESSAGE_MAX_BYTES_LIMIT,
+            )?,
             recipients_max_count: positive_usize("smtp.recipients_max_count", s.recipients_max_count)?,
             messages_per_connection_max_count: positive_usize(
                 "smtp.messages_per_connection_max_count",
@@ -528,6 +537,17 @@ fn at_least(key: &str, v: usize, min: usize) -> Result<usize, ConfigError> {
         Err(ConfigError::new(
             key,
             format!("{v} is below the minimum of {min}"),
+        ))
+    } else {
+        Ok(v)
+    }
+}
+
+fn at_most(key: &str, v: usize, max: usize) -> Result<usize, ConfigError> {
+    if v > max {
+        Err(ConfigError::new(
+            key,
+            format!("{v} is above the maximum of {max}"),
         ))
     } else {
         Ok(v)

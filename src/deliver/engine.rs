@@ -91,6 +91,9 @@ impl Deliverer {
     pub fn enqueue_recovered(&self, recovered: RecoveredMessage) {
         let id = recovered.message.envelope.id;
         let mut entry = Entry::new(recovered.message);
+        if !recovered.body_loaded {
+            entry.data = None;
+        }
         if recovered.rcpt_states.len() == entry.states.len() {
             entry.states = recovered.rcpt_states;
         }

@@ -32,7 +32,7 @@
 mod commit;
 mod index;
 mod payload;
-mod record;
+pub mod record;
 mod recover;
 mod segment;
 
@@ -66,8 +66,11 @@ pub enum RcptState {
 /// A live message found at open, with its delivery state.
 #[derive(Debug)]
 pub struct RecoveredMessage {
-    /// The message; its body is one chunk.
+    /// The message; its body is one chunk, or empty when `body_loaded` is false.
     pub message: Message,
+    /// False when recovery left the body on disk to stay within `spool.memory_max_bytes`:
+    /// read it with [`Spool::load`] when it is needed.
+    pub body_loaded: bool,
     /// One per envelope recipient, in envelope order.
     pub rcpt_states: Vec<RcptState>,
     pub attempts: u32,
@@ -176,7 +179,7 @@ impl Spool {
             let msg = format!("spool core {core} is not below the core count {cores}");
             return Err(SpoolError::Io(io::Error::new(io::ErrorKind::InvalidInput, msg)));
         }
-        let rec = recover::recover(&config.dir, core, cores).await?;
+        let rec = recover::recover(&config.dir, core, cores, config.memory_max_bytes).await?;
         let segments: BTreeMap<_, _> = rec.segments.into_iter().map(|s| (s.key, s)).collect();
         let shared = Rc::new(Shared {
             limits: limits(config),

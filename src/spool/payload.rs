@@ -57,6 +57,19 @@ impl MessageView<'_> {
             body: vec![Bytes::copy_from_slice(self.body)],
         }
     }
+
+    /// The message without its body (read back with `Spool::load` when needed).
+    pub fn to_message_without_body(&self) -> Message {
+        Message {
+            envelope: self.envelope.clone(),
+            trace: Bytes::copy_from_slice(self.trace),
+            body: Vec::new(),
+        }
+    }
+
+    pub fn body_len(&self) -> usize {
+        self.body.len()
+    }
 }
 
 /// Decodes a Message payload; `None` if it is malformed.

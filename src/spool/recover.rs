@@ -35,7 +35,14 @@ pub struct Recovered {
     pub free: Vec<PathBuf>,
 }
 
-pub async fn recover(base: &Path, core: usize, cores: usize) -> Result<Recovered, SpoolError> {
+/// Bodies of recovered messages are kept in memory up to `memory_max_bytes` in all; the
+/// rest stay on disk, so a large backlog cannot exhaust memory at start.
+pub async fn recover(
+    base: &Path,
+    core: usize,
+    cores: usize,
+    memory_max_bytes: usize,
+) -> Result<Recovered, SpoolError> {
     let adopted = segment::adopted_dirs(base, core, cores).map_err(SpoolError::Io)?;
     let mut locks = Vec::with_capacity(adopted.len());
     let mut dirs = HashMap::new();
@@ -62,7 +69,10 @@ pub async fn recover(base: &Path, core: usize, cores: usize) -> Result<Recovered
         }
     }
     found.sort_by_key(|(k, _)| *k);
-    let mut fold = Fold::default();
+    let mut fold = Fold {
+        body_budget_bytes: memory_max_bytes,
+        ..Fold::default()
+    };
     let mut segments = Vec::with_capacity(found.len());
     for (key, path) in found {
         let file = segment::open_for_read(&path).await.map_err(SpoolError::Io)?;
@@ -96,8 +106,12 @@ pub async fn recover(base: &Path, core: usize, cores: usize) -> Result<Recovered
 #[derive(Default)]
 struct Fold {
     index: Index,
-    messages: HashMap<MessageId, Message>,
+    /// Live messages, and whether their body is held.
+    messages: HashMap<MessageId, (Message, bool)>,
     report: RecoveryReport,
+    /// Bytes of bodies that may still be held / that are held.
+    body_budget_bytes: usize,
+    body_bytes: usize,
 }
 
 impl Fold {
@@ -140,7 +154,16 @@ impl Fold {
                 let id = view.envelope.id;
                 self.index.apply_message(id, view.envelope.rcpts.len(), loc);
                 // The same id twice (a relocated copy) keeps one message.
-                self.messages.entry(id).or_insert_with(|| view.to_message());
+                if !self.messages.contains_key(&id) {
+                    let keep = self.body_bytes + view.body_len() <= self.body_budget_bytes;
+                    let message = if keep {
+                        self.body_bytes += view.body_len();
+                        view.to_message()
+                    } else {
+                        view.to_message_without_body()
+                    };
+                    self.messages.insert(id, (message, keep));
+                }
             }
             RecordKind::Update => {
                 let Some(u) = payload::decode_small::<UpdatePayload>(payload) else {
@@ -153,7 +176,9 @@ impl Fold {
                     return false;
                 };
                 self.index.apply_done(d.id);
-                self.messages.remove(&d.id);
+                if let Some((m, true)) = self.messages.remove(&d.id) {
+                    self.body_bytes -= m.body_len();
+                }
             }
             // The scanner stops at End markers; one here would be a scanner bug.
             RecordKind::End => return false,
@@ -166,13 +191,15 @@ impl Fold {
             index,
             messages,
             mut report,
+            ..
         } = self;
         let mut out: Vec<RecoveredMessage> = messages
             .into_values()
-            .filter_map(|message| {
+            .filter_map(|(message, body_loaded)| {
                 let state = index.state(message.envelope.id)?.clone();
                 Some(RecoveredMessage {
                     message,
+                    body_loaded,
                     rcpt_states: state.rcpt_states,
                     attempts: state.attempts,
                     next_attempt_ms: state.next_attempt_ms,
