@@ -24,6 +24,15 @@ use crate::smtp::server::{Phase, Policy, Session, Step, Transaction};
 /// Bytes asked of the kernel per read; the buffer grows in steps of this size.
 const READ_CHUNK_BYTES: usize = 16 << 10;
 
+/// Who the client said it is, for the trace header.
+#[derive(Debug, Clone)]
+pub struct Hello {
+    /// The EHLO/HELO name.
+    pub name: String,
+    /// `ESMTP` or `SMTP` (RFC 3848).
+    pub protocol: &'static str,
+}
+
 /// How long a client may be silent, by session phase.
 #[derive(Debug, Clone, Copy)]
 pub struct ReadTimeouts {
@@ -33,12 +42,12 @@ pub struct ReadTimeouts {
 
 /// Runs `session` over `stream` until the client quits, a limit closes the session, a read
 /// times out (`421 4.4.2`) or the client goes away. `on_message` decides each finished
-/// transaction; it gets the client's HELO name and the transaction.
+/// transaction; it gets who the client said it is and the transaction.
 pub async fn drive<P: Policy>(
     stream: &mut TcpStream,
     session: &mut Session<P>,
     timeouts: ReadTimeouts,
-    mut on_message: impl AsyncFnMut(&str, Transaction<P::Account>) -> Result<(), Reply>,
+    mut on_message: impl AsyncFnMut(&Hello, Transaction<P::Account>) -> Result<(), Reply>,
 ) -> io::Result<()> {
     let _ = stream.set_nodelay(true);
     let mut input = BytesMut::with_capacity(READ_CHUNK_BYTES);
@@ -64,8 +73,11 @@ pub async fn drive<P: Policy>(
                 }
             }
             Step::Message(txn) => {
-                let helo = session.helo().unwrap_or_default().to_string();
-                let result = on_message(&helo, txn).await;
+                let hello = Hello {
+                    name: session.helo().unwrap_or_default().to_string(),
+                    protocol: session.protocol(),
+                };
+                let result = on_message(&hello, txn).await;
                 session.message_done(result).write_to(&mut output);
             }
             Step::Close(reply) => {
@@ -109,8 +121,8 @@ pub async fn serve(mut stream: TcpStream, ingress: Rc<Ingress>) {
         command: ingress.smtp.command_timeout,
         data: ingress.smtp.data_timeout,
     };
-    let _ = drive(&mut stream, &mut session, timeouts, async |helo, txn| {
-        submit(&ingress, peer, helo, txn).await
+    let _ = drive(&mut stream, &mut session, timeouts, async |hello, txn| {
+        submit(&ingress, peer, hello, txn).await
     })
     .await;
     let _ = stream.close().await;
@@ -122,7 +134,7 @@ pub async fn serve(mut stream: TcpStream, ingress: Rc<Ingress>) {
 async fn submit(
     ingress: &Ingress,
     peer: IpAddr,
-    helo: &str,
+    hello: &Hello,
     txn: Transaction<AccountRef>,
 ) -> Result<(), Reply> {
     let reject = |reply: &Reply| {
@@ -144,13 +156,13 @@ async fn submit(
         account: txn.account.id.clone(),
         received_at_ms: now_us / 1000,
         source: peer,
-        helo: helo.to_string(),
+        helo: hello.name.clone(),
         mail_from: txn.mail_from.clone(),
         body_type: txn.params.body,
         rcpts: txn.rcpts.iter().map(|r| Recipient { addr: r.clone() }).collect(),
     };
     let message = Message {
-        trace: received_header(&ingress.hostname, helo, peer, id, &txn.rcpts, now_us),
+        trace: received_header(&ingress.hostname, hello, peer, id, &txn.rcpts, now_us),
         envelope,
         body: txn.body,
     };
@@ -175,7 +187,7 @@ async fn submit(
 /// other recipients.
 fn received_header(
     hostname: &str,
-    helo: &str,
+    hello: &Hello,
     peer: IpAddr,
     id: MessageId,
     rcpts: &[String],
@@ -184,8 +196,15 @@ fn received_header(
     let date = chrono::DateTime::from_timestamp_micros(now_us as i64)
         .map(|t| t.to_rfc2822())
         .unwrap_or_default();
-    let helo: String = helo.chars().filter(|c| c.is_ascii_graphic()).take(255).collect();
-    let mut h = format!("Received: from {helo} ([{peer}])\r\n\tby {hostname} (corerelay) with ESMTP id {id}");
+    let helo: String = hello
+        .name
+        .chars()
+        .filter(|c| c.is_ascii_graphic())
+        .take(255)
+        .collect();
+    let protocol = hello.protocol;
+    let mut h =
+        format!("Received: from {helo} ([{peer}])\r\n\tby {hostname} (corerelay) with {protocol} id {id}");
     if let [rcpt] = rcpts {
         h.push_str(&format!("\r\n\tfor <{rcpt}>"));
     }
@@ -207,9 +226,13 @@ mod tests {
     #[test]
     fn received_header_is_folded_and_names_a_single_recipient() {
         let id = MessageId::new(1_700_000_000_000_000, 1, 7);
+        let ehlo = Hello {
+            name: "client.example".into(),
+            protocol: "ESMTP",
+        };
         let h = received_header(
             "relay.example",
-            "client.example",
+            &ehlo,
             "127.0.0.1".parse().unwrap(),
             id,
             &["a@b.example".into()],
@@ -224,9 +247,13 @@ mod tests {
             "{h}"
         );
         assert!(h.lines().all(|l| l.len() < 100));
+        let helo = Hello {
+            name: "bad\r\nInjected: x".into(),
+            protocol: "SMTP",
+        };
         let h = received_header(
             "r",
-            "bad\r\nInjected: x",
+            &helo,
             "::1".parse().unwrap(),
             id,
             &["a@x".into(), "b@x".into()],
@@ -235,5 +262,6 @@ mod tests {
         let h = std::str::from_utf8(&h).unwrap();
         assert!(!h.contains("for <"));
         assert!(h.contains("from badInjected:x ([::1])"), "{h}");
+        assert!(h.contains("with SMTP id"), "{h}");
     }
 }

@@ -242,6 +242,11 @@ impl<P: Policy> Session<P> {
         }
     }
 
+    /// The trace-header protocol name (RFC 3848): `ESMTP` after EHLO, `SMTP` after HELO.
+    pub fn protocol(&self) -> &'static str {
+        if self.extended { "ESMTP" } else { "SMTP" }
+    }
+
     pub fn helo(&self) -> Option<&str> {
         self.helo.as_deref()
     }
