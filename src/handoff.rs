@@ -12,6 +12,7 @@
 
 use std::cell::RefCell;
 use std::rc::Rc;
+use std::sync::Arc;
 
 use futures_channel::oneshot;
 use glommio::channels::channel_mesh::{Receivers, Senders};
@@ -19,6 +20,7 @@ use glommio::sync::Semaphore;
 use slab::Slab;
 
 use crate::deliver::engine::Deliverer;
+use crate::http::Health;
 use crate::mesh::{AckMsg, HandoffMsg};
 use crate::message::Message;
 use crate::observe::{Event, Log};
@@ -30,21 +32,33 @@ pub struct Owner {
     spool: Spool,
     deliverer: Rc<Deliverer>,
     log: Log,
+    /// Where `/readyz` learns whether this core's spool takes writes.
+    health: Arc<Health>,
 }
 
 impl Owner {
-    pub fn new(spool: Spool, deliverer: Rc<Deliverer>, log: Log) -> Owner {
+    pub fn new(spool: Spool, deliverer: Rc<Deliverer>, log: Log, health: Arc<Health>) -> Owner {
         Owner {
             spool,
             deliverer,
             log,
+            health,
         }
     }
 
     /// Spools `message` durably and queues it. `Err` is the reply the client gets instead
     /// of `250` (`452 4.3.1` when the spool cannot write).
     pub async fn accept(&self, message: Message) -> Result<(), Reply> {
-        if let Err(e) = self.spool.append(&message).await {
+        let started = std::time::Instant::now();
+        let appended = self.spool.append(&message).await;
+        self.log
+            .metrics()
+            .core
+            .spool_append_seconds
+            .record(started.elapsed().as_secs_f64());
+        self.health
+            .set_spool_ok(self.log.core(), !matches!(appended, Err(SpoolError::Io(_))));
+        if let Err(e) = appended {
             self.log.emit(Event::Error {
                 what: format!("spool append of {} failed: {e}", message.envelope.id),
             });

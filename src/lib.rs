@@ -62,7 +62,8 @@
 //! - [`rewrite`]: MIME walk, transfer codecs, HTML link and pixel rewrite, tracking tokens.
 //! - [`dkim`]: DKIM keys and the streaming signer over chunk lists.
 //! - [`deliver`]: per-core delivery queue, outbound connections, outcome classifier, retries.
-//! - [`observe`]: per-core log ring and its file.
+//! - [`observe`]: per-core log ring and its file; the metrics table and per-core handles.
+//! - [`http`]: the HTTP listener on every core: `/metrics`, `/healthz`, `/readyz`.
 //! - [`tools`]: `corerelay sink` and `corerelay load`, the test and benchmark peers.
 
 pub mod account;
@@ -70,6 +71,7 @@ pub mod config;
 pub mod deliver;
 pub mod dkim;
 pub mod handoff;
+pub mod http;
 pub mod ingress;
 pub mod mesh;
 pub mod message;

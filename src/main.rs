@@ -28,6 +28,8 @@ enum Command {
     Sink(SinkArgs),
     /// Send a load of messages to an SMTP server and report throughput and latency.
     Load(LoadArgs),
+    /// Print the table of every metric corerelay exports (Markdown).
+    Metrics,
     /// Validate a configuration file and print the effective settings.
     CheckConfig {
         /// The TOML file (the embedded default when omitted).
@@ -56,6 +58,9 @@ struct ServeArgs {
     /// Send everything to HOST:PORT instead of looking up MX records.
     #[arg(long)]
     smarthost: Option<String>,
+    /// HTTP listen address for /metrics, /healthz, /readyz (and tracking).
+    #[arg(long)]
+    http_listen: Option<String>,
 }
 
 #[derive(Args)]
@@ -116,6 +121,10 @@ fn main() -> ExitCode {
         }),
         Command::Load(a) => run_load(a),
         Command::CheckConfig { file } => check_config(file),
+        Command::Metrics => {
+            print!("{}", corerelay::observe::metrics::markdown());
+            Ok(())
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -145,6 +154,7 @@ fn serve(args: ServeArgs) -> Result<(), String> {
         log_dir: args.log_dir,
         dns: args.dns,
         smarthost: args.smarthost,
+        http_listen: args.http_listen,
     };
     let config = load_config(args.config.as_ref(), &overrides)?;
     rustls::crypto::ring::default_provider()

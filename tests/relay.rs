@@ -28,6 +28,9 @@ segment_max_bytes = 1048576
 [log]
 dir = "{log}"
 
+[http]
+listen = "127.0.0.1:0"
+
 [delivery]
 mx_port = {mx_port}
 dns_servers = ["{dns}"]

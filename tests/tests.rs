@@ -2,8 +2,10 @@
 //! or the library's real servers over sockets on 127.0.0.1.
 //!
 //! - `dns`: the per-core resolver against a real DNS server started by the test.
+//! - `observe`: `/metrics`, `/healthz`, `/readyz` while traffic flows.
 //! - `relay`: issue 2's end-to-end path: client → relay → MX (via DNS) → sink.
 
 mod dns;
+mod observe;
 mod relay;
 mod support;

@@ -157,6 +157,13 @@ pub struct DeliveryConfig {
     pub messages_per_connection_max_count: usize,
 }
 
+/// The HTTP listener: metrics, health, tracking.
+#[derive(Debug, Clone)]
+pub struct HttpConfig {
+    pub listen: SocketAddr,
+    pub limits: crate::http::HttpLimits,
+}
+
 /// Which sender domains an account may use.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SenderDomains {
@@ -191,6 +198,7 @@ pub struct Config {
     pub spool: SpoolConfig,
     pub log: LogConfig,
     pub delivery: DeliveryConfig,
+    pub http: HttpConfig,
     pub accounts: Vec<AccountConfig>,
 }
 
@@ -203,6 +211,7 @@ pub struct Overrides {
     pub log_dir: Option<String>,
     pub dns: Option<String>,
     pub smarthost: Option<String>,
+    pub http_listen: Option<String>,
 }
 
 impl Config {
@@ -353,6 +362,19 @@ impl Config {
                 d.messages_per_connection_max_count,
             )?,
         };
+        let h = raw.http;
+        let http = HttpConfig {
+            listen: socket_addr("http.listen", &h.listen, None)?,
+            limits: crate::http::HttpLimits {
+                header_max_bytes: at_least("http.header_max_bytes", h.header_max_bytes, 1024)?,
+                body_max_bytes: h.body_max_bytes,
+                request_timeout: millis("http.request_timeout_ms", h.request_timeout_ms)?,
+                requests_per_connection_max_count: positive_usize(
+                    "http.requests_per_connection_max_count",
+                    h.requests_per_connection_max_count,
+                )?,
+            },
+        };
         let accounts = raw
             .accounts
             .into_iter()
@@ -373,6 +395,7 @@ impl Config {
             spool,
             log,
             delivery,
+            http,
             accounts,
         };
         config.check_pinned_cores()?;
@@ -436,6 +459,9 @@ fn apply_overrides(raw: &mut RawConfig, o: &Overrides) -> Result<(), ConfigError
     }
     if let Some(v) = &o.smarthost {
         raw.delivery.smarthost = Some(v.clone());
+    }
+    if let Some(v) = &o.http_listen {
+        raw.http.listen = v.clone();
     }
     Ok(())
 }
@@ -617,6 +643,7 @@ mod tests {
         assert_eq!(format!("{:?}", file.spool), format!("{:?}", empty.spool));
         assert_eq!(format!("{:?}", file.log), format!("{:?}", empty.log));
         assert_eq!(format!("{:?}", file.delivery), format!("{:?}", empty.delivery));
+        assert_eq!(format!("{:?}", file.http), format!("{:?}", empty.http));
     }
 
     #[test]
@@ -664,6 +691,7 @@ mod tests {
             log_dir: Some("/tmp/l".into()),
             dns: Some("127.0.0.1:5353".into()),
             smarthost: Some("127.0.0.1:2526".into()),
+            http_listen: Some("127.0.0.1:0".into()),
         };
         let c = Config::embedded(&o).unwrap();
         assert_eq!(c.smtp.listen.port(), 0);
@@ -671,6 +699,7 @@ mod tests {
         assert_eq!(c.spool.dir, PathBuf::from("/tmp/s"));
         assert_eq!(c.delivery.dns_servers, vec!["127.0.0.1:5353".parse().unwrap()]);
         assert_eq!(c.delivery.smarthost, Some(("127.0.0.1".into(), 2526)));
+        assert_eq!(c.http.listen.port(), 0);
         let c = Config::embedded(&Overrides {
             dns: Some("10.0.0.53".into()),
             ..Default::default()

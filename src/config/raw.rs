@@ -17,6 +17,8 @@ pub struct RawConfig {
     #[serde(default)]
     pub delivery: RawDelivery,
     #[serde(default)]
+    pub http: RawHttp,
+    #[serde(default)]
     pub accounts: Vec<RawAccount>,
 }
 
@@ -169,6 +171,28 @@ impl Default for RawDelivery {
             data_timeout_ms: 600_000,
             idle_connection_ms: 5_000,
             messages_per_connection_max_count: 100,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawHttp {
+    pub listen: String,
+    pub header_max_bytes: usize,
+    pub body_max_bytes: usize,
+    pub request_timeout_ms: u64,
+    pub requests_per_connection_max_count: usize,
+}
+
+impl Default for RawHttp {
+    fn default() -> Self {
+        RawHttp {
+            listen: "127.0.0.1:8025".into(),
+            header_max_bytes: 8192,
+            body_max_bytes: 4096,
+            request_timeout_ms: 10_000,
+            requests_per_connection_max_count: 1000,
         }
     }
 }

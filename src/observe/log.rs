@@ -17,6 +17,7 @@ use glommio::channels::local_channel::{self, LocalReceiver, LocalSender};
 use glommio::io::{BufferedFile, OpenOptions};
 use serde::Serialize;
 
+use super::metrics::CoreMetrics;
 use crate::message::MessageId;
 
 /// What happened. Field names are the JSON keys; `event` is the record's kind.
@@ -106,11 +107,14 @@ pub struct LogDrops {
 }
 
 /// A core's handle to its log ring. Cheap to clone; every task on the core holds one.
+/// Every event it records is also counted in the core's metrics, so logs and counters
+/// share one vocabulary.
 #[derive(Clone)]
 pub struct Log {
     core: usize,
     tx: Rc<LocalSender<(u64, Event)>>,
     drops: Rc<LogDrops>,
+    metrics: Rc<CoreMetrics>,
 }
 
 /// The receiving end, consumed by [`run_drain`].
@@ -118,26 +122,49 @@ pub struct LogDrain {
     core: usize,
     rx: LocalReceiver<(u64, Event)>,
     drops: Rc<LogDrops>,
+    metrics: Rc<CoreMetrics>,
 }
 
 impl Log {
-    /// A ring of `capacity` records for `core`.
+    /// A ring of `capacity` records for `core`, counting into metrics without accounts.
     pub fn new(core: usize, capacity: usize) -> (Log, LogDrain) {
+        Self::with_metrics(core, capacity, Rc::new(CoreMetrics::new(core, [])))
+    }
+
+    /// A ring of `capacity` records for `core` that also counts every event in `metrics`.
+    pub fn with_metrics(core: usize, capacity: usize, metrics: Rc<CoreMetrics>) -> (Log, LogDrain) {
         let (tx, rx) = local_channel::new_bounded(capacity);
         let drops = Rc::new(LogDrops::default());
         let log = Log {
             core,
             tx: Rc::new(tx),
             drops: drops.clone(),
+            metrics: metrics.clone(),
         };
-        (log, LogDrain { core, rx, drops })
+        (
+            log,
+            LogDrain {
+                core,
+                rx,
+                drops,
+                metrics,
+            },
+        )
     }
 
-    /// Records an event. Never blocks: when the ring is full the event is dropped and counted.
+    /// Records an event. Never blocks: when the ring is full the event is dropped and
+    /// counted (it is still counted in the metrics).
     pub fn emit(&self, event: Event) {
+        self.metrics.record(&event);
         if self.tx.try_send((now_ms(), event)).is_err() {
             self.drops.ring_full.set(self.drops.ring_full.get() + 1);
+            self.metrics.core.log_dropped_total.increment(1);
         }
+    }
+
+    /// The core's metric handles.
+    pub fn metrics(&self) -> &CoreMetrics {
+        &self.metrics
     }
 
     pub fn core(&self) -> usize {
@@ -194,6 +221,7 @@ pub async fn run_drain(drain: LogDrain, path: PathBuf) {
                 .drops
                 .write_failed
                 .set(drain.drops.write_failed.get() + count as u64);
+            drain.metrics.core.log_write_failed_total.increment(count as u64);
             glommio::timer::sleep(Duration::from_millis(100)).await;
         }
     }

@@ -2,5 +2,6 @@
 //! metrics join it (one event vocabulary for logs and counters).
 
 pub mod log;
+pub mod metrics;
 
 pub use log::{Event, Log};

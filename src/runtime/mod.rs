@@ -13,17 +13,24 @@ use std::sync::{Arc, mpsc};
 
 use glommio::{CpuSet, LocalExecutorPoolBuilder, PoolPlacement};
 
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+
 use crate::account::Directory;
 use crate::config::{Config, Cores};
+use crate::http::Health;
 use crate::ingress::listener;
 use crate::mesh::Meshes;
+use crate::observe::metrics::{LATENCY_BUCKETS_SECONDS, describe_all};
 
 /// What every core is started with (read-only after start).
 pub struct Shared {
     pub config: Config,
     pub directory: Arc<Directory>,
     pub listen: SocketAddr,
+    pub http_listen: SocketAddr,
     pub cores: usize,
+    pub prometheus: PrometheusHandle,
+    pub health: Arc<Health>,
     ready: mpsc::Sender<Result<usize, String>>,
 }
 
@@ -37,9 +44,12 @@ pub fn serve(config: Config) -> Result<(), String> {
     std::fs::create_dir_all(&config.log.dir)
         .map_err(|e| format!("cannot create log dir {}: {e}", config.log.dir.display()))?;
     let directory = Arc::new(Directory::new(&config.accounts, cores));
-    // Held for the life of the process so the port stays ours even with port 0.
+    // Held for the life of the process so the ports stay ours even with port 0.
     let (_reserved, listen) = listener::reserve(config.smtp.listen)
         .map_err(|e| format!("cannot bind {}: {e}", config.smtp.listen))?;
+    let (_reserved_http, http_listen) = listener::reserve(config.http.listen)
+        .map_err(|e| format!("cannot bind {}: {e}", config.http.listen))?;
+    let prometheus = install_metrics()?;
     for account in directory.accounts() {
         println!("corerelay: account {} on core {}", account.id, account.owner);
     }
@@ -52,7 +62,10 @@ pub fn serve(config: Config) -> Result<(), String> {
         config,
         directory,
         listen,
+        http_listen,
         cores,
+        prometheus: prometheus.clone(),
+        health: Arc::new(Health::new(cores)),
         ready: ready_tx,
     });
     let handles = LocalExecutorPoolBuilder::new(placement)
@@ -85,12 +98,36 @@ pub fn serve(config: Config) -> Result<(), String> {
     }
     ignore_sighup()?;
     println!("corerelay: listening on {listen} with {cores} cores");
+    println!("corerelay: metrics and health on http://{http_listen}/metrics");
+    spawn_metrics_upkeep(prometheus);
     for result in handles.join_all() {
         if let Err(e) = result {
             return Err(format!("a core stopped: {e}"));
         }
     }
     Ok(())
+}
+
+/// Installs the process's Prometheus recorder (no HTTP server of its own: corerelay serves
+/// `/metrics` from its own listener) and registers every metric's help text.
+fn install_metrics() -> Result<PrometheusHandle, String> {
+    let handle = PrometheusBuilder::new()
+        .set_buckets(LATENCY_BUCKETS_SECONDS)
+        .and_then(|b| b.install_recorder())
+        .map_err(|e| format!("cannot install the metrics recorder: {e}"))?;
+    describe_all();
+    Ok(handle)
+}
+
+/// The recorder needs `run_upkeep` regularly to drain histogram buckets; a plain thread
+/// does it so no core's executor carries the work.
+fn spawn_metrics_upkeep(handle: PrometheusHandle) {
+    std::thread::spawn(move || {
+        loop {
+            std::thread::sleep(std::time::Duration::from_secs(5));
+            handle.run_upkeep();
+        }
+    });
 }
 
 /// Live reload is not built yet: until it is, SIGHUP (a `systemctl reload`, a terminal

@@ -11,10 +11,12 @@ use glommio::net::TcpListener;
 use super::Shared;
 use crate::deliver::engine::Deliverer;
 use crate::handoff::{Handoff, Owner};
+use crate::http;
 use crate::ingress::{Ingress, listener};
 use crate::mesh::Meshes;
 use crate::observe::Event;
 use crate::observe::log::{self, Log};
+use crate::observe::metrics::CoreMetrics;
 use crate::route::resolver::Resolver;
 use crate::spool::Spool;
 
@@ -45,7 +47,9 @@ async fn start(shared: &Shared, meshes: Meshes) -> Result<(usize, TcpListener, R
     let core = senders.peer_id();
     let fail = |what: &str, e: &dyn std::fmt::Display| format!("core {core}: {what}: {e}");
 
-    let (log, drain) = Log::new(core, config.log.ring_max_count);
+    let accounts = shared.directory.accounts().iter().map(|a| a.id.as_str());
+    let metrics = Rc::new(CoreMetrics::new(core, accounts));
+    let (log, drain) = Log::with_metrics(core, config.log.ring_max_count, metrics);
     glommio::spawn_local(log::run_drain(drain, log::log_path(&config.log.dir, core))).detach();
 
     let (spool, recovered, report) = Spool::open(&config.spool, core, shared.cores)
@@ -69,8 +73,9 @@ async fn start(shared: &Shared, meshes: Meshes) -> Result<(usize, TcpListener, R
         deliverer.enqueue_recovered(message);
     }
     deliverer.start();
+    let deliverer_gauge = deliverer.clone();
 
-    let owner = Rc::new(Owner::new(spool, deliverer, log.clone()));
+    let owner = Rc::new(Owner::new(spool, deliverer, log.clone(), shared.health.clone()));
     let handoff = Handoff::start(
         owner,
         senders,
@@ -88,11 +93,30 @@ async fn start(shared: &Shared, meshes: Meshes) -> Result<(usize, TcpListener, R
     );
     let listener = listener::bind(shared.listen, config.smtp.backlog_count)
         .map_err(|e| fail(&format!("cannot listen on {}", shared.listen), &e))?;
+    let http_listener = listener::bind(shared.http_listen, config.smtp.backlog_count)
+        .map_err(|e| fail(&format!("cannot listen on {}", shared.http_listen), &e))?;
+    let app = Rc::new(http::App {
+        core,
+        limits: config.http.limits.clone(),
+        prometheus: Some(shared.prometheus.clone()),
+        health: shared.health.clone(),
+    });
+    glommio::spawn_local(http::accept_loop(http_listener, app)).detach();
+    glommio::spawn_local(gauges(deliverer_gauge, log.clone())).detach();
+    shared.health.set_running(core);
     log.emit(Event::Start {
         listen: shared.listen.to_string(),
         accounts: shared.directory.accounts().len(),
     });
     Ok((core, listener, ingress))
+}
+
+/// Sets the core's gauges once a second.
+async fn gauges(deliverer: Rc<Deliverer>, log: Log) {
+    loop {
+        log.metrics().core.queue_messages.set(deliverer.queued() as f64);
+        glommio::timer::sleep(std::time::Duration::from_secs(1)).await;
+    }
 }
 
 /// The core's own resolver: the configured nameservers, or those of /etc/resolv.conf.

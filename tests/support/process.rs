@@ -74,6 +74,22 @@ impl Running {
         }
     }
 
+    /// Waits for a later line containing `marker` and returns what follows it.
+    pub fn line_after(&self, marker: &str) -> String {
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) => {
+                    if let Some(rest) = line.split(marker).nth(1) {
+                        return rest.to_string();
+                    }
+                }
+                Err(_) => panic!("no line with `{marker}`"),
+            }
+        }
+    }
+
     /// Stops the process like a crash (SIGKILL).
     pub fn kill(&mut self) {
         if let Some(mut c) = self.child.take() {

@@ -1,0 +1,341 @@
+//! Metrics: one table declares every metric corerelay exports — name, kind, unit, help —
+//! and each core resolves its handles once at start, labelled with its core number, so
+//! the hot path only bumps an atomic (about 10 ns) and never looks a metric up by name.
+//!
+//! The table ([`METRICS`]) is also the documentation: `corerelay metrics` prints it, and
+//! README's metrics section is generated from it. The families that follow the log's
+//! event vocabulary are counted in [`CoreMetrics::record`], called for every log event,
+//! so logs and counters can never disagree about what happened.
+
+use std::collections::HashMap;
+
+use metrics::{Counter, Gauge, Histogram, Unit};
+
+use super::log::Event;
+
+/// What kind of metric a table row declares.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Counter,
+    Gauge,
+    Histogram,
+}
+
+/// One row of the table.
+#[derive(Debug, Clone, Copy)]
+pub struct MetricDef {
+    pub name: &'static str,
+    pub kind: Kind,
+    pub unit: Unit,
+    /// Labels besides `core`, which every corerelay metric has.
+    pub labels: &'static [&'static str],
+    pub help: &'static str,
+}
+
+/// Declares the table and the per-core handle struct from one list, so they cannot drift:
+/// `per_core` rows become fields of [`Core`] (labelled `core` only); `labelled` rows carry
+/// more labels and are resolved by their owners (e.g. [`AccountCounters`]).
+macro_rules! metrics_table {
+    (
+        per_core { $( $field:ident : $kind:ident, $name:literal, $unit:ident, $help:literal; )* }
+        labelled { $( $lkind:ident, $lname:literal, $lunit:ident, [$($label:literal),*], $lhelp:literal; )* }
+    ) => {
+        /// Every metric corerelay exports.
+        pub const METRICS: &[MetricDef] = &[
+            $( MetricDef { name: $name, kind: Kind::$kind, unit: Unit::$unit, labels: &[], help: $help }, )*
+            $( MetricDef { name: $lname, kind: Kind::$lkind, unit: Unit::$lunit, labels: &[$($label),*], help: $lhelp }, )*
+        ];
+
+        /// The handles of one core that carry no label but `core`.
+        pub struct Core {
+            $( pub $field: handle_type!($kind), )*
+        }
+
+        impl Core {
+            fn new(core: &str) -> Core {
+                Core {
+                    $( $field: handle!($kind, $name, core), )*
+                }
+            }
+        }
+    };
+}
+
+macro_rules! handle_type {
+    (Counter) => {
+        Counter
+    };
+    (Gauge) => {
+        Gauge
+    };
+    (Histogram) => {
+        Histogram
+    };
+}
+
+macro_rules! handle {
+    (Counter, $name:literal, $core:expr) => { metrics::counter!($name, "core" => $core.to_string()) };
+    (Gauge, $name:literal, $core:expr) => { metrics::gauge!($name, "core" => $core.to_string()) };
+    (Histogram, $name:literal, $core:expr) => { metrics::histogram!($name, "core" => $core.to_string()) };
+}
+
+metrics_table! {
+    per_core {
+        connections_total: Counter, "corerelay_connections_total", Count,
+            "SMTP connections accepted.";
+        connections_open: Gauge, "corerelay_connections_open", Count,
+            "SMTP connections open now.";
+        messages_accepted_total: Counter, "corerelay_messages_accepted_total", Count,
+            "Messages acknowledged with 250 on this core (as acceptor).";
+        messages_accepted_bytes_total: Counter, "corerelay_messages_accepted_bytes_total", Bytes,
+            "Bytes of messages acknowledged with 250 on this core.";
+        messages_rejected_total: Counter, "corerelay_messages_rejected_total", Count,
+            "MAIL commands and messages refused (account identification, header From, spool).";
+        messages_spooled_total: Counter, "corerelay_messages_spooled_total", Count,
+            "Messages written to this core's spool (as owner).";
+        delivery_attempts_total: Counter, "corerelay_delivery_attempts_total", Count,
+            "Delivery transactions started towards a remote host.";
+        log_dropped_total: Counter, "corerelay_log_dropped_total", Count,
+            "Log records dropped because the core's log ring was full.";
+        log_write_failed_total: Counter, "corerelay_log_write_failed_total", Count,
+            "Log records lost because the core's log file could not be written.";
+        spool_recovered_messages: Gauge, "corerelay_spool_recovered_messages", Count,
+            "Live messages this core recovered from its spool at start.";
+        spool_recovery_corrupt_total: Counter, "corerelay_spool_recovery_corrupt_total", Count,
+            "Damaged spool records detected and skipped at start.";
+        queue_messages: Gauge, "corerelay_queue_messages", Count,
+            "Messages queued for delivery on this core (ready, scheduled or in flight).";
+        spool_append_seconds: Histogram, "corerelay_spool_append_seconds", Seconds,
+            "Time from handing a message to the owner's spool to its durable acknowledgement (group commit wait, write and fdatasync).";
+    }
+    labelled {
+        Counter, "corerelay_account_accepted_total", Count, ["account"],
+            "Messages of an account acknowledged with 250.";
+        Counter, "corerelay_account_rejected_total", Count, ["account"],
+            "Messages of an account refused after identification (header From, spool).";
+        Counter, "corerelay_account_delivered_total", Count, ["account"],
+            "Recipients of an account's messages delivered (2xx from the remote).";
+        Counter, "corerelay_account_deferred_total", Count, ["account"],
+            "Recipients of an account's messages deferred for a retry.";
+        Counter, "corerelay_account_failed_total", Count, ["account"],
+            "Recipients of an account's messages failed permanently (5xx or expiry).";
+    }
+}
+
+/// Histogram bucket bounds for the latency histograms, in seconds.
+pub const LATENCY_BUCKETS_SECONDS: &[f64] = &[
+    0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+    5.0,
+];
+
+/// The per-account counters of one core.
+pub struct AccountCounters {
+    pub accepted: Counter,
+    pub rejected: Counter,
+    pub delivered: Counter,
+    pub deferred: Counter,
+    pub failed: Counter,
+}
+
+/// Everything one core counts: the plain handles and the per-account ones, resolved for
+/// every account at start.
+pub struct CoreMetrics {
+    pub core: Core,
+    accounts: HashMap<String, AccountCounters>,
+}
+
+impl CoreMetrics {
+    /// Resolves the handles of `core` for the given accounts. Works with any recorder (or
+    /// none installed, when every handle is a no-op).
+    pub fn new<'a>(core: usize, accounts: impl IntoIterator<Item = &'a str>) -> CoreMetrics {
+        let core_label = core.to_string();
+        let accounts = accounts
+            .into_iter()
+            .map(|id| {
+                let labels = [("core", core_label.clone()), ("account", id.to_string())];
+                let counters = AccountCounters {
+                    accepted: metrics::counter!("corerelay_account_accepted_total", &labels),
+                    rejected: metrics::counter!("corerelay_account_rejected_total", &labels),
+                    delivered: metrics::counter!("corerelay_account_delivered_total", &labels),
+                    deferred: metrics::counter!("corerelay_account_deferred_total", &labels),
+                    failed: metrics::counter!("corerelay_account_failed_total", &labels),
+                };
+                (id.to_string(), counters)
+            })
+            .collect();
+        CoreMetrics {
+            core: Core::new(&core_label),
+            accounts,
+        }
+    }
+
+    /// Counts what a log event says happened.
+    pub fn record(&self, event: &Event) {
+        let c = &self.core;
+        match event {
+            Event::Connect { .. } => {
+                c.connections_total.increment(1);
+            }
+            Event::Reject { account, .. } => {
+                c.messages_rejected_total.increment(1);
+                if let Some(a) = account.as_deref().and_then(|a| self.accounts.get(a)) {
+                    a.rejected.increment(1);
+                }
+            }
+            Event::Accept { account, size, .. } => {
+                c.messages_accepted_total.increment(1);
+                c.messages_accepted_bytes_total.increment(*size as u64);
+                if let Some(a) = self.accounts.get(account) {
+                    a.accepted.increment(1);
+                }
+            }
+            Event::Spooled { .. } => c.messages_spooled_total.increment(1),
+            Event::Attempt { .. } => c.delivery_attempts_total.increment(1),
+            Event::Delivered { account, .. } => self.account(account, |a| a.delivered.increment(1)),
+            Event::Deferred { account, .. } => self.account(account, |a| a.deferred.increment(1)),
+            Event::Failed { account, .. } => self.account(account, |a| a.failed.increment(1)),
+            Event::Recovered {
+                messages,
+                corrupt_records,
+                ..
+            } => {
+                c.spool_recovered_messages.set(*messages as f64);
+                c.spool_recovery_corrupt_total.increment(*corrupt_records as u64);
+            }
+            Event::Start { .. } | Event::Error { .. } => {}
+        }
+    }
+
+    fn account(&self, id: &str, f: impl FnOnce(&AccountCounters)) {
+        if let Some(a) = self.accounts.get(id) {
+            f(a);
+        }
+    }
+}
+
+/// Registers the help text and unit of every metric with the installed recorder.
+pub fn describe_all() {
+    for m in METRICS {
+        match m.kind {
+            Kind::Counter => metrics::describe_counter!(m.name, m.unit, m.help),
+            Kind::Gauge => metrics::describe_gauge!(m.name, m.unit, m.help),
+            Kind::Histogram => metrics::describe_histogram!(m.name, m.unit, m.help),
+        }
+    }
+}
+
+/// The table as a Markdown list, for the README.
+pub fn markdown() -> String {
+    let mut out = String::from("| metric | kind | unit | labels | what it counts |\n|---|---|---|---|---|\n");
+    for m in METRICS {
+        let mut labels = vec!["core"];
+        labels.extend_from_slice(m.labels);
+        out.push_str(&format!(
+            "| `{}` | {:?} | {} | {} | {} |\n",
+            m.name,
+            m.kind,
+            m.unit.as_str(),
+            labels.join(", "),
+            m.help
+        ));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use metrics_exporter_prometheus::PrometheusBuilder;
+
+    #[test]
+    fn events_move_the_counters_they_name() {
+        let recorder = PrometheusBuilder::new().build_recorder();
+        let handle = recorder.handle();
+        metrics::with_local_recorder(&recorder, || {
+            describe_all();
+            let m = CoreMetrics::new(1, ["shop"]);
+            let msg = crate::message::MessageId::new(1, 1, 1);
+            m.record(&Event::Connect {
+                peer: "127.0.0.1".parse().unwrap(),
+            });
+            m.record(&Event::Accept {
+                msg,
+                account: "shop".into(),
+                peer: "127.0.0.1".parse().unwrap(),
+                from: "a@shop.example".into(),
+                rcpts: 1,
+                size: 2048,
+            });
+            m.record(&Event::Delivered {
+                msg,
+                account: "shop".into(),
+                rcpt: "r@x".into(),
+                host: String::new(),
+                reply: "250".into(),
+            });
+            m.record(&Event::Delivered {
+                msg,
+                account: "unknown-account".into(),
+                rcpt: "r@x".into(),
+                host: String::new(),
+                reply: "250".into(),
+            });
+        });
+        let text = handle.render();
+        assert!(
+            text.contains("corerelay_connections_total{core=\"1\"} 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains("corerelay_messages_accepted_bytes_total{core=\"1\"} 2048"),
+            "{text}"
+        );
+        assert!(
+            text.contains("corerelay_account_accepted_total{core=\"1\",account=\"shop\"} 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains("corerelay_account_delivered_total{core=\"1\",account=\"shop\"} 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains("# HELP corerelay_connections_total SMTP connections accepted."),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn the_table_has_unique_names_and_documents_each_metric() {
+        let mut names: Vec<&str> = METRICS.iter().map(|m| m.name).collect();
+        names.sort_unstable();
+        names.dedup();
+        assert_eq!(names.len(), METRICS.len());
+        for m in METRICS {
+            assert!(m.name.starts_with("corerelay_"), "{}", m.name);
+            assert!(m.help.ends_with('.'), "{}", m.name);
+            if m.kind == Kind::Counter {
+                assert!(m.name.ends_with("_total"), "{}", m.name);
+            }
+        }
+        assert!(markdown().contains("`corerelay_connections_total`"));
+    }
+}
+
+#[cfg(test)]
+mod readme {
+    /// README.md carries the generated table; regenerate it with `corerelay metrics`.
+    #[test]
+    fn readme_lists_every_metric() {
+        let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+        let start = readme
+            .find("<!-- metrics:begin -->\n")
+            .expect("metrics:begin marker")
+            + 23;
+        let end = readme.find("<!-- metrics:end -->").expect("metrics:end marker");
+        assert_eq!(
+            &readme[start..end],
+            super::markdown(),
+            "README's metrics table is stale: paste `corerelay metrics`"
+        );
+    }
+}

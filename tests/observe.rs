@@ -1,0 +1,110 @@
+//! Metrics and health through the real binary: scrape `/metrics` while traffic flows and
+//! check the counters move as the traffic says; `/healthz` and `/readyz` answer.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+
+use crate::support::dns::TestDns;
+use crate::support::process::{self, maildir_messages, wait_for};
+use crate::support::smtp::Client;
+
+/// One HTTP/1.1 GET with `Connection: close`; returns (status, body).
+fn get(addr: SocketAddr, path: &str) -> (u16, String) {
+    let mut s = TcpStream::connect(addr).unwrap();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut text = String::new();
+    s.read_to_string(&mut text).unwrap();
+    let status = text[9..12].parse().unwrap();
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    (status, body)
+}
+
+/// The sum over cores of a metric's samples whose labels include `labels`.
+fn sum(metrics: &str, name: &str, labels: &str) -> f64 {
+    metrics
+        .lines()
+        .filter(|l| l.starts_with(&format!("{name}{{")) && l.contains(labels))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+#[test]
+fn counters_follow_the_traffic_and_health_answers() {
+    let dir = tempfile::tempdir().unwrap();
+    let maildir = dir.path().join("maildir");
+    let sink = process::sink(&maildir, &[]);
+    let dns = TestDns::start();
+    let config = format!(
+        r#"
+[server]
+cores = 2
+pin = false
+io_memory_bytes = 524288
+[smtp]
+listen = "127.0.0.1:0"
+[http]
+listen = "127.0.0.1:0"
+[spool]
+dir = "{dir}/spool"
+[log]
+dir = "{dir}/log"
+[delivery]
+smarthost = "{sink}"
+dns_servers = ["{dns}"]
+[[accounts]]
+id = "shop"
+networks = ["127.0.0.0/8"]
+sender_domains = ["shop.example"]
+"#,
+        dir = dir.path().display(),
+        sink = sink.addr,
+        dns = dns.addr,
+    );
+    let relay = process::relay(dir.path(), &config);
+    let http: SocketAddr = relay
+        .line_after("on http://")
+        .trim_end_matches("/metrics")
+        .parse()
+        .unwrap();
+
+    assert_eq!(get(http, "/healthz"), (200, "ok\n".into()));
+    wait_for("readiness", || (get(http, "/readyz").0 == 200).then_some(()));
+    let before = get(http, "/metrics").1;
+    assert_eq!(
+        sum(&before, "corerelay_account_accepted_total", "account=\"shop\""),
+        0.0
+    );
+
+    let (mut c, _) = Client::connect(relay.addr);
+    c.cmd("EHLO client.test");
+    let body = "From: <a@shop.example>\r\nSubject: metrics\r\n\r\nhello\r\n";
+    assert!(
+        c.send_mail("a@shop.example", &["r@dest.example"], body)
+            .starts_with("250")
+    );
+    assert!(c.cmd("MAIL FROM:<a@bank.example>").starts_with("550"));
+    c.cmd("QUIT");
+    wait_for("delivery", || maildir_messages(&maildir).pop());
+
+    let after = wait_for("the delivered counter", || {
+        let m = get(http, "/metrics").1;
+        (sum(&m, "corerelay_account_delivered_total", "account=\"shop\"") == 1.0).then_some(m)
+    });
+    assert_eq!(
+        sum(&after, "corerelay_account_accepted_total", "account=\"shop\""),
+        1.0
+    );
+    assert_eq!(sum(&after, "corerelay_messages_rejected_total", ""), 1.0);
+    assert_eq!(sum(&after, "corerelay_connections_total", ""), 1.0);
+    assert_eq!(sum(&after, "corerelay_messages_spooled_total", ""), 1.0);
+    assert!(after.contains("# HELP corerelay_spool_append_seconds"), "{after}");
+    assert!(sum(&after, "corerelay_spool_append_seconds_count", "") >= 1.0);
+    assert_eq!(get(http, "/nope").0, 404);
+}
