@@ -64,12 +64,14 @@
 //! - [`deliver`]: per-core delivery queue, outbound connections, outcome classifier, retries.
 //! - [`observe`]: per-core log ring and its file; the metrics table and per-core handles.
 //! - [`http`]: the HTTP listener on every core: `/metrics`, `/healthz`, `/readyz`.
+//! - [`doctor`]: `corerelay doctor`, the host checked against `tuning/`.
 //! - [`tools`]: `corerelay sink` and `corerelay load`, the test and benchmark peers.
 
 pub mod account;
 pub mod config;
 pub mod deliver;
 pub mod dkim;
+pub mod doctor;
 pub mod handoff;
 pub mod http;
 pub mod ingress;

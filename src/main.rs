@@ -28,6 +28,12 @@ enum Command {
     Sink(SinkArgs),
     /// Send a load of messages to an SMTP server and report throughput and latency.
     Load(LoadArgs),
+    /// Check this host against tuning/ for a configuration and print each finding with its fix.
+    Doctor {
+        /// The TOML file (the embedded default when omitted).
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
     /// Print the table of every metric corerelay exports (Markdown).
     Metrics,
     /// Validate a configuration file and print the effective settings.
@@ -121,6 +127,7 @@ fn main() -> ExitCode {
         }),
         Command::Load(a) => run_load(a),
         Command::CheckConfig { file } => check_config(file),
+        Command::Doctor { config } => doctor(config),
         Command::Metrics => {
             print!("{}", corerelay::observe::metrics::markdown());
             Ok(())
@@ -187,9 +194,39 @@ fn run_load(a: LoadArgs) -> Result<(), String> {
     Ok(())
 }
 
+/// Prints every finding; fails when one says corerelay cannot run safely here.
+fn doctor(file: Option<PathBuf>) -> Result<(), String> {
+    let config = load_config(file.as_ref(), &Overrides::default())?;
+    let findings = corerelay::doctor::run(&config);
+    for f in &findings {
+        println!("{f}");
+    }
+    let fails = findings
+        .iter()
+        .filter(|f| f.level == corerelay::doctor::Level::Fail)
+        .count();
+    let warns = findings
+        .iter()
+        .filter(|f| f.level == corerelay::doctor::Level::Warn)
+        .count();
+    println!("corerelay doctor: {fails} failing, {warns} warnings");
+    if fails > 0 {
+        Err(format!("{fails} checks failed"))
+    } else {
+        Ok(())
+    }
+}
+
 fn check_config(file: Option<PathBuf>) -> Result<(), String> {
     let config = load_config(file.as_ref(), &Overrides::default())?;
     println!("{config:#?}");
+    let online = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    let cores = config.core_count(online);
+    config.check_pinned_against(cores).map_err(|e| e.to_string())?;
+    println!("\n# placement on this machine ({cores} cores)");
+    for account in corerelay::account::Directory::new(&config.accounts, cores).accounts() {
+        println!("account {} -> core {}", account.id, account.owner);
+    }
     if file.is_none() {
         println!("\n# embedded default file:\n{}", config::DEFAULT_TOML);
     }

@@ -108,3 +108,30 @@ sender_domains = ["shop.example"]
     assert!(sum(&after, "corerelay_spool_append_seconds_count", "") >= 1.0);
     assert_eq!(get(http, "/nope").0, 404);
 }
+
+#[test]
+fn doctor_reports_a_lowered_limit() {
+    use std::os::unix::process::CommandExt;
+    let mut cmd = std::process::Command::new(process::BIN);
+    cmd.arg("doctor");
+    // SAFETY: between fork and exec the child only calls setrlimit, a plain system call
+    // that takes no locks and allocates nothing; it lowers the child's own limit.
+    unsafe {
+        cmd.pre_exec(|| {
+            let lim = libc::rlimit {
+                rlim_cur: 256,
+                rlim_max: 256,
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) == 0 {
+                Ok(())
+            } else {
+                Err(std::io::Error::last_os_error())
+            }
+        });
+    }
+    let out = cmd.output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("WARN open files: limit 256 is below"), "{text}");
+    assert!(text.contains("fix: LimitNOFILE="), "{text}");
+    assert!(text.contains("corerelay doctor: "), "{text}");
+}

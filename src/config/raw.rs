@@ -53,7 +53,7 @@ impl Default for RawServer {
             cores: RawCores::default(),
             pin: true,
             hostname: "corerelay.localhost".into(),
-            io_memory_bytes: 2 << 20,
+            io_memory_bytes: 1 << 20,
             handoff_window_max_count: 256,
         }
     }
