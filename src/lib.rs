@@ -57,6 +57,7 @@
 //! - [`account`]: the account directory: identification and owner core.
 //! - [`message`]: the unit that flows: id, envelope, chunk list.
 //! - [`mesh`], [`handoff`]: acceptor → owner transfer and the spool acknowledgement back.
+//! - [`schedule`]: deficit round robin over per-account queues (fairness on a core).
 //! - [`spool`]: per-core durable segments, group commit, recovery.
 //! - [`route`]: DNS (hickory on glommio) and MX selection.
 //! - [`rewrite`]: MIME walk, transfer codecs, HTML link and pixel rewrite, tracking tokens.
@@ -81,6 +82,7 @@ pub mod observe;
 pub mod rewrite;
 pub mod route;
 pub mod runtime;
+pub mod schedule;
 pub mod smtp;
 pub mod spool;
 pub mod tools;
