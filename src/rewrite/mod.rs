@@ -42,6 +42,9 @@ pub mod text;
 pub mod token;
 pub mod transfer;
 
+#[cfg(test)]
+mod fixtures;
+
 use std::fmt;
 
 use bytes::Bytes;
