@@ -119,11 +119,15 @@ const CASES: &[Case] = &[
     },
     Case {
         file: "malformed-mime.eml",
-        tracked: &["https://ok.example.com/still-tracked"],
-        // The first HTML body part that can be rewritten takes the pixel.
+        // mail-parser decodes the bare `=ZZ` leniently (as itself, like mail clients do), so
+        // that part is rewritten; the unknown charset is passed through.
+        tracked: &[
+            "https://bad.example.com/qp",
+            "https://ok.example.com/still-tracked",
+        ],
         pixel: true,
-        reason: Some(PassReason::MalformedTransferEncoding),
-        untouched: 2,
+        reason: Some(PassReason::UnknownCharset),
+        untouched: 1,
     },
     Case {
         file: "plain-only.eml",
@@ -183,6 +187,8 @@ struct Leaf {
     encoding: Encoding,
     charset: Option<String>,
     html: bool,
+    /// mail-parser's (lenient) decoding, for bodies the strict decoder refuses.
+    text: Option<Vec<u8>>,
 }
 
 fn leaves(raw: &[u8]) -> Vec<Leaf> {
@@ -198,6 +204,10 @@ fn collect(parts: &[MessagePart<'_>], out: &mut Vec<Leaf>) {
             PartType::Multipart(_) => {}
             PartType::Message(m) if p.encoding == Encoding::None => collect(&m.parts, out),
             body => out.push(Leaf {
+                text: match body {
+                    PartType::Html(t) | PartType::Text(t) => Some(t.as_bytes().to_vec()),
+                    _ => None,
+                },
                 header: p.offset_header as usize..p.offset_body as usize,
                 body: p.offset_body as usize..p.offset_end as usize,
                 encoding: p.encoding,
@@ -212,10 +222,14 @@ fn collect(parts: &[MessagePart<'_>], out: &mut Vec<Leaf>) {
     }
 }
 
-/// The part's content; its raw body when that does not decode (a malformed fixture).
+/// The part's content; mail-parser's lenient decoding when the strict one refuses it (a
+/// malformed fixture).
 fn decoded(raw: &[u8], leaf: &Leaf) -> Vec<u8> {
     let body = &raw[leaf.body.clone()];
-    transfer::decode(leaf.encoding, body).map_or_else(|| body.to_vec(), |d| d.into_owned())
+    match transfer::decode(leaf.encoding, body) {
+        Some(d) => d.into_owned(),
+        None => leaf.text.clone().unwrap_or_else(|| body.to_vec()),
+    }
 }
 
 /// Every `<base>/<kind>/<token>` in `html`, verified, with its byte range.
@@ -685,4 +699,18 @@ fn garbage_is_passed_through() {
         assert_eq!(out.to_vec(), junk, "{junk:?}");
         assert_eq!(out.links, 0);
     }
+}
+
+#[test]
+fn a_body_that_does_not_decode_strictly_passes_through() {
+    let keyring = keyring();
+    let options = options();
+    let ctx = context(&options, &keyring, &[]);
+    // Not UTF-8, so the part is decoded here, strictly, and `=ZZ` is refused.
+    let message = "From: a@example.com\r\nContent-Type: text/html; charset=iso-8859-1\r\n\
+                   Content-Transfer-Encoding: quoted-printable\r\n\r\n<a href=3D\"https://a.example/\">caf=E9 =ZZ</a>\r\n";
+    let out = rewrite(&[Bytes::from_static(message.as_bytes())], &ctx);
+    assert_eq!(out.untouched_reason, Some(PassReason::MalformedTransferEncoding));
+    assert_eq!((out.links, out.parts_untouched), (0, 1));
+    assert_eq!(out.to_vec(), message.as_bytes());
 }

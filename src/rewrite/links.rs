@@ -41,13 +41,6 @@ impl TokenScope<'_> {
     }
 }
 
-/// One tracked link: its index in the message and the URL its token carries.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct TrackedLink {
-    pub index: u32,
-    pub url: String,
-}
-
 /// Decides and mints for one message.
 pub(crate) struct Tracker<'a> {
     pub scope: TokenScope<'a>,
@@ -57,8 +50,8 @@ pub(crate) struct Tracker<'a> {
     /// `List-Unsubscribe` targets of the message: never tracked (RFC 8058 clients post to
     /// them, and a redirect would break that).
     pub unsubscribe_targets: Vec<String>,
+    /// The index the next tracked link gets (links are numbered in document order).
     pub next_index: u32,
-    pub tracked: Vec<TrackedLink>,
 }
 
 impl Tracker<'_> {
@@ -74,27 +67,23 @@ impl Tracker<'_> {
         if !self.should_track(&url) || self.next_index >= MAX_TRACKED_LINKS_COUNT {
             return None;
         }
-        let token = self
-            .scope
-            .keyring
-            .mint(&self.scope.claims(TokenKind::Click, self.next_index, &url))
-            .ok()?;
-        self.tracked.push(TrackedLink {
-            index: self.next_index,
-            url: url.into_owned(),
-        });
+        let tracking =
+            self.tracking_url("/c/", &self.scope.claims(TokenKind::Click, self.next_index, &url))?;
         self.next_index += 1;
-        Some(format!("{}/c/{token}", self.base))
+        Some(tracking)
     }
 
     /// The tracking pixel's URL.
     pub fn open_url(&self) -> Option<String> {
-        let token = self
-            .scope
-            .keyring
-            .mint(&self.scope.claims(TokenKind::Open, 0, ""))
-            .ok()?;
-        Some(format!("{}/o/{token}", self.base))
+        self.tracking_url("/o/", &self.scope.claims(TokenKind::Open, 0, ""))
+    }
+
+    fn tracking_url(&self, path: &str, claims: &Claims<'_>) -> Option<String> {
+        let mut url = String::with_capacity(self.base.len() + path.len() + 96 + claims.url.len() * 4 / 3);
+        url.push_str(self.base);
+        url.push_str(path);
+        self.scope.keyring.mint_into(claims, &mut url).ok()?;
+        Some(url)
     }
 
     fn should_track(&self, url: &str) -> bool {
@@ -109,7 +98,7 @@ impl Tracker<'_> {
         {
             return false;
         }
-        if self.exclude_domains.iter().any(|d| host_in_domain(&host, d)) {
+        if self.exclude_domains.iter().any(|d| host_in_domain(host, d)) {
             return false;
         }
         !self.unsubscribe_targets.iter().any(|t| t == url)
@@ -147,9 +136,10 @@ pub(crate) fn clean_url(url: &str) -> Cow<'_, str> {
     }
 }
 
-/// The lowercase host of an `http:` or `https:` URL (any letter case in the scheme), or
-/// `None` for every other scheme and for relative references.
-pub(crate) fn http_host(url: &str) -> Option<String> {
+/// The host of an `http:` or `https:` URL (any letter case in the scheme; the host as
+/// written, without trailing dots), or `None` for every other scheme and for relative
+/// references.
+pub(crate) fn http_host(url: &str) -> Option<&str> {
     let scheme_len = url.find(':')?;
     let scheme = &url[..scheme_len];
     if !(scheme.eq_ignore_ascii_case("http") || scheme.eq_ignore_ascii_case("https")) {
@@ -163,7 +153,7 @@ pub(crate) fn http_host(url: &str) -> Option<String> {
     } else {
         host_port.split(':').next().unwrap_or(host_port)
     };
-    let host = host.trim_end_matches('.').to_ascii_lowercase();
+    let host = host.trim_end_matches('.');
     (!host.is_empty()).then_some(host)
 }
 
@@ -251,7 +241,7 @@ fn decode_reference(s: &str) -> Option<(char, usize)> {
 
 /// Escapes a value for an HTML attribute or text, so no `&` is ever emitted unescaped.
 pub(crate) fn escape_html(s: &str) -> Cow<'_, str> {
-    if !s.contains(['&', '"', '<', '>']) {
+    if !s.bytes().any(|b| matches!(b, b'&' | b'"' | b'<' | b'>')) {
         return Cow::Borrowed(s);
     }
     let mut out = String::with_capacity(s.len() + 16);
@@ -292,19 +282,10 @@ mod tests {
 
     #[test]
     fn only_http_and_https_have_a_host() {
-        assert_eq!(
-            http_host("https://Shop.Example.COM./a").as_deref(),
-            Some("shop.example.com")
-        );
-        assert_eq!(
-            http_host("HTTP://user:pw@a.example:8080/x").as_deref(),
-            Some("a.example")
-        );
-        assert_eq!(
-            http_host("hTTpS://[2001:db8::1]:443/").as_deref(),
-            Some("[2001:db8::1]")
-        );
-        assert_eq!(http_host("https://a.example?q=1").as_deref(), Some("a.example"));
+        assert_eq!(http_host("https://Shop.Example.COM./a"), Some("Shop.Example.COM"));
+        assert_eq!(http_host("HTTP://user:pw@a.example:8080/x"), Some("a.example"));
+        assert_eq!(http_host("hTTpS://[2001:db8::1]:443/"), Some("[2001:db8::1]"));
+        assert_eq!(http_host("https://a.example?q=1"), Some("a.example"));
         for not_http in [
             "mailto:a@b.example",
             "tel:+15551234",
@@ -324,6 +305,7 @@ mod tests {
         assert!(host_in_domain("example.com", "example.com"));
         assert!(host_in_domain("www.example.com", "example.com"));
         assert!(host_in_domain("www.example.com", "Example.com."));
+        assert!(host_in_domain("WWW.EXAMPLE.COM", "example.com"));
         assert!(!host_in_domain("badexample.com", "example.com"));
         assert!(!host_in_domain("example.com.evil", "example.com"));
     }

@@ -134,7 +134,6 @@ impl<'a, 'c> Walk<'a, 'c> {
             exclude_domains: &ctx.options.exclude_domains,
             unsubscribe_targets,
             next_index: 0,
-            tracked: Vec::new(),
         };
         let pixel_url = if ctx.options.opens {
             tracker.open_url()
@@ -209,19 +208,36 @@ impl<'a, 'c> Walk<'a, 'c> {
         }
     }
 
-    fn prepare(
+    /// The part's content with its transfer encoding undone, and its charset.
+    ///
+    /// mail-parser already decoded the part while parsing, into UTF-8. When the part is
+    /// UTF-8 (or unlabelled) and that decoding replaced nothing, its text is the content, and
+    /// decoding the body a second time is skipped. Otherwise the body is decoded here,
+    /// strictly, and kept in its own charset.
+    fn prepare<'p>(
         &self,
-        part: &MessagePart<'_>,
-    ) -> Result<(Cow<'a, [u8]>, &'static encoding_rs::Encoding), PassReason> {
+        part: &'p MessagePart<'_>,
+    ) -> Result<(Cow<'p, [u8]>, &'static encoding_rs::Encoding), PassReason>
+    where
+        'a: 'p,
+    {
         if part.is_encoding_problem {
             return Err(PassReason::EncodingProblem);
+        }
+        let label = part.content_type().and_then(|ct| ct.attribute("charset"));
+        let utf8_label = label.is_none_or(|l| {
+            encoding_rs::Encoding::for_label(l.trim().as_bytes()) == Some(encoding_rs::UTF_8)
+        });
+        if let (true, PartType::Html(text) | PartType::Text(text)) = (utf8_label, &part.body)
+            && !text.contains('\u{FFFD}')
+        {
+            return Ok((Cow::Borrowed(text.as_bytes()), encoding_rs::UTF_8));
         }
         let body = self
             .raw
             .get(part.offset_body as usize..part.offset_end as usize)
             .ok_or(PassReason::EncodingProblem)?;
         let decoded = transfer::decode(part.encoding, body).ok_or(PassReason::MalformedTransferEncoding)?;
-        let label = part.content_type().and_then(|ct| ct.attribute("charset"));
         let encoding = charset::resolve(label, &decoded).map_err(|e| match e {
             CharsetProblem::Unknown => PassReason::UnknownCharset,
             CharsetProblem::NotAsciiCompatible => PassReason::UnsupportedCharset,

@@ -49,7 +49,7 @@ use std::fmt;
 
 use bytes::Bytes;
 
-pub use links::{MAX_TRACKED_LINKS_COUNT, TrackedLink};
+pub use links::MAX_TRACKED_LINKS_COUNT;
 pub use mime::{MAX_MESSAGE_NESTING_DEPTH, MAX_MIME_PARTS_COUNT, rewrite};
 pub use options::TrackingOptions;
 pub use token::{Claims, Keyring, KeyringError, Token, TokenError, TokenKind};

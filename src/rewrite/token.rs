@@ -205,17 +205,25 @@ impl Keyring {
     /// Mints a token with the signing key. Fails only with [`TokenError::Oversized`], when
     /// the claims (usually a very long URL) would not fit in [`MAX_TOKEN_LEN_BYTES`].
     pub fn mint(&self, claims: &Claims<'_>) -> Result<String, TokenError> {
+        let mut out = String::new();
+        self.mint_into(claims, &mut out)?;
+        Ok(out)
+    }
+
+    /// [`Keyring::mint`], appending the token to `out` (e.g. after the tracking base URL,
+    /// so a tracking URL is built in one allocation). `out` is unchanged on error.
+    pub fn mint_into(&self, claims: &Claims<'_>, out: &mut String) -> Result<(), TokenError> {
         let payload = encode_payload(self.signing, claims);
         if token_len(payload.len()) > MAX_TOKEN_LEN_BYTES {
             return Err(TokenError::Oversized);
         }
         let key = self.key(self.signing).ok_or(TokenError::UnknownKey)?;
         let tag = hmac::sign(key, &payload);
-        let mut out = String::with_capacity(token_len(payload.len()));
-        URL_SAFE_NO_PAD.encode_string(&payload, &mut out);
+        out.reserve(token_len(payload.len()));
+        URL_SAFE_NO_PAD.encode_string(&payload, out);
         out.push('.');
-        URL_SAFE_NO_PAD.encode_string(tag.as_ref(), &mut out);
-        Ok(out)
+        URL_SAFE_NO_PAD.encode_string(tag.as_ref(), out);
+        Ok(())
     }
 
     /// Verifies a token's MAC (in constant time) and expiry, and returns what it says.

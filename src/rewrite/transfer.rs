@@ -1,8 +1,9 @@
 //! Content-Transfer-Encoding codecs for the parts the rewrite changes (RFC 2045).
 //!
-//! Decoding uses mail-parser's decoders (the same ones that parsed the message) in their
-//! strict form, so a part they cannot decode is passed through instead of being re-encoded
-//! from a lossy guess. Base64 encoding uses mail-builder's encoder (already in the tree
+//! Decoding uses mail-parser's decoders in their strict form, for the parts whose text
+//! mail-parser's parse (which decodes leniently, like mail clients) cannot give exactly:
+//! those in a charset other than UTF-8. A body that does not decode strictly is passed
+//! through instead of being re-encoded from a guess. Base64 encoding uses mail-builder's encoder (already in the tree
 //! through mail-auth) in 76-column lines; the quoted-printable encoder is here: 76-column
 //! soft breaks, CRLF hard breaks, `=`, control bytes and trailing whitespace escaped.
 
@@ -37,49 +38,74 @@ const HEX_UPPER: &[u8; 16] = b"0123456789ABCDEF";
 /// valid on the wire and does not survive decoding.
 pub fn encode_quoted_printable(data: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(data.len() + data.len() / 16 + 16);
-    let mut lines = data.split(|&b| b == b'\n').peekable();
-    while let Some(line) = lines.next() {
-        let has_break = lines.peek().is_some();
-        let content = if has_break {
-            line.strip_suffix(b"\r").unwrap_or(line)
-        } else {
-            line
-        };
-        encode_qp_line(content, &mut out);
-        if has_break {
-            out.extend_from_slice(b"\r\n");
-        }
+    let mut start = 0;
+    for newline in memchr::memchr_iter(b'\n', data) {
+        let line = &data[start..newline];
+        encode_qp_line(line.strip_suffix(b"\r").unwrap_or(line), &mut out);
+        out.extend_from_slice(b"\r\n");
+        start = newline + 1;
     }
+    encode_qp_line(&data[start..], &mut out);
     out
 }
 
-/// One line without its break, with soft breaks where it exceeds the line length.
+/// Bytes kept as they are inside a line: printable ASCII but `=`, and space and tab (which
+/// are escaped instead when they end the line).
+const QP_LITERAL: [bool; 256] = {
+    let mut table = [false; 256];
+    let mut b = 0;
+    while b < 256 {
+        table[b] = matches!(b as u8, b'!'..=b'<' | b'>'..=b'~' | b' ' | b'\t');
+        b += 1;
+    }
+    table
+};
+
+/// One line without its break, with soft breaks where it exceeds the line length. Runs of
+/// literal bytes are copied whole; only escapes go byte by byte.
 fn encode_qp_line(line: &[u8], out: &mut Vec<u8>) {
+    let n = line.len();
+    // Every line but the last of a soft-broken sequence keeps a column for its `=`.
+    let soft_room = QP_LINE_LEN_BYTES - 1;
     let mut column = 0;
-    for (i, &b) in line.iter().enumerate() {
-        let is_last = i + 1 == line.len();
-        let literal = matches!(b, b'!'..=b'<' | b'>'..=b'~') || (matches!(b, b' ' | b'\t') && !is_last);
-        let width = if literal { 1 } else { 3 };
-        // Leave room for the soft break's `=`, except after the line's last byte.
-        let room = if is_last {
-            QP_LINE_LEN_BYTES
-        } else {
-            QP_LINE_LEN_BYTES - 1
-        };
-        if column + width > room {
-            out.extend_from_slice(b"=\r\n");
-            column = 0;
+    let mut i = 0;
+    while i < n {
+        let mut run_end = i + line[i..]
+            .iter()
+            .position(|&b| !QP_LITERAL[usize::from(b)])
+            .unwrap_or(n - i);
+        if run_end == n && matches!(line[n - 1], b' ' | b'\t') {
+            run_end -= 1; // trailing whitespace is escaped below
         }
-        if literal {
-            out.push(b);
-        } else {
+        while i < run_end {
+            let len = run_end - i;
+            if len <= soft_room - column || (run_end == n && len <= QP_LINE_LEN_BYTES - column) {
+                out.extend_from_slice(&line[i..run_end]);
+                column += len;
+                i = run_end;
+            } else {
+                let take = soft_room - column;
+                out.extend_from_slice(&line[i..i + take]);
+                out.extend_from_slice(b"=\r\n");
+                column = 0;
+                i += take;
+            }
+        }
+        if i < n {
+            let b = line[i];
+            let room = if i + 1 == n { QP_LINE_LEN_BYTES } else { soft_room };
+            if column + 3 > room {
+                out.extend_from_slice(b"=\r\n");
+                column = 0;
+            }
             out.extend_from_slice(&[
                 b'=',
                 HEX_UPPER[usize::from(b >> 4)],
                 HEX_UPPER[usize::from(b & 0x0f)],
             ]);
+            column += 3;
+            i += 1;
         }
-        column += width;
     }
 }
 
