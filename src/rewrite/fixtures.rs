@@ -512,6 +512,13 @@ fn dkim_signatures_over_the_output_chunks_verify() {
         let signed = [rsa_field.as_ref(), ed_field.as_ref(), &out.to_vec()].concat();
         let results = testkit::verify(&signed, &[(&rsa, &rsa_record), (&ed, &ed_record)]);
         assert_eq!(results, vec![true, true], "{}", case.file);
+        // For the independent check with dkimpy (tests/dkim_crosscheck.py).
+        if let Some(dir) = std::env::var_os("CORERELAY_DKIM_EXPORT_DIR") {
+            let dir = std::path::Path::new(&dir);
+            std::fs::write(dir.join(format!("{}.signed", case.file)), &signed).unwrap();
+            let keys = format!("rsa._domainkey.example.com {rsa_record}\ned._domainkey.example.com {ed_record}\n");
+            std::fs::write(dir.join("keys.txt"), keys).unwrap();
+        }
     }
 }
 
