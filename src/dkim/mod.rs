@@ -11,7 +11,9 @@
 //!   private keys, and render the DNS record of their public half.
 //! - [`signer`]: the signer, with a default signed-header list that over-signs `From`.
 //! - [`keygen`]: new keys for `corerelay dkim keygen`.
+//! - [`domain`]: the header `From` domain, to pick the signing domain that aligns (DMARC).
 
+pub mod domain;
 pub mod keygen;
 pub mod keys;
 pub mod signer;
@@ -21,6 +23,7 @@ pub(crate) mod testkit;
 
 use std::fmt;
 
+pub use domain::header_from_domain;
 pub use keygen::{GeneratedKey, KeygenAlgorithm, generate};
 pub use keys::{KeyAlgorithm, PrivateKey};
 pub use signer::{DEFAULT_SIGNED_HEADERS, Signer};

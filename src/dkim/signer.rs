@@ -62,9 +62,9 @@ impl std::fmt::Debug for Signer {
 impl Signer {
     /// A signer for `domain` and `selector` signing `headers` (`From` is added when the
     /// list lacks it, since RFC 6376 requires it to be signed).
-    pub fn new(domain: &str, selector: &str, key: PrivateKey, headers: &[&str]) -> Signer {
+    pub fn new<H: AsRef<str>>(domain: &str, selector: &str, key: PrivateKey, headers: &[H]) -> Signer {
         let algorithm = key.algorithm();
-        let mut fields: Vec<String> = headers.iter().map(|h| h.trim().to_string()).collect();
+        let mut fields: Vec<String> = headers.iter().map(|h| h.as_ref().trim().to_string()).collect();
         if !fields.iter().any(|h| h.eq_ignore_ascii_case("From")) {
             fields.insert(0, "From".to_string());
         }

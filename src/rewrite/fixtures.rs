@@ -516,7 +516,8 @@ fn dkim_signatures_over_the_output_chunks_verify() {
         if let Some(dir) = std::env::var_os("CORERELAY_DKIM_EXPORT_DIR") {
             let dir = std::path::Path::new(&dir);
             std::fs::write(dir.join(format!("{}.signed", case.file)), &signed).unwrap();
-            let keys = format!("rsa._domainkey.example.com {rsa_record}\ned._domainkey.example.com {ed_record}\n");
+            let keys =
+                format!("rsa._domainkey.example.com {rsa_record}\ned._domainkey.example.com {ed_record}\n");
             std::fs::write(dir.join("keys.txt"), keys).unwrap();
         }
     }

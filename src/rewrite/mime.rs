@@ -199,7 +199,7 @@ impl<'a, 'c> Walk<'a, 'c> {
             .prepare(part)
             .and_then(|(decoded, encoding)| rewrite(self, &decoded, encoding))
         {
-            Ok(Some(content)) => match self.splice(part, &content) {
+            Ok(Some(content)) => match self.splice(part, content) {
                 Ok(()) => self.parts_rewritten += 1,
                 Err(reason) => self.untouched(reason),
             },
@@ -275,21 +275,21 @@ impl<'a, 'c> Walk<'a, 'c> {
     }
 
     /// Re-encodes `content` in the part's transfer encoding and records the edits.
-    fn splice(&mut self, part: &MessagePart<'_>, content: &[u8]) -> Result<(), PassReason> {
+    fn splice(&mut self, part: &MessagePart<'_>, content: Vec<u8>) -> Result<(), PassReason> {
         let (body_start, body_end) = (part.offset_body as usize, part.offset_end as usize);
         let encoded = match part.encoding {
-            Encoding::QuotedPrintable => transfer::encode_quoted_printable(content),
+            Encoding::QuotedPrintable => transfer::encode_quoted_printable(&content),
             Encoding::Base64 => {
                 let trailing_crlf = self.raw[body_start..body_end].ends_with(b"\r\n");
-                transfer::encode_base64(content, trailing_crlf)
+                transfer::encode_base64(&content, trailing_crlf)
             }
-            Encoding::None if transfer::longest_line_len(content) <= MAX_LINE_LEN_BYTES => content.to_vec(),
+            Encoding::None if transfer::longest_line_len(&content) <= MAX_LINE_LEN_BYTES => content,
             Encoding::None => {
                 let header = self
                     .switch_to_quoted_printable(part)
                     .ok_or(PassReason::LineTooLong)?;
                 self.edits.push(header);
-                transfer::encode_quoted_printable(content)
+                transfer::encode_quoted_printable(&content)
             }
         };
         self.edits.push(Edit {
