@@ -722,3 +722,55 @@ fn a_body_that_does_not_decode_strictly_passes_through() {
     assert_eq!((out.links, out.parts_untouched), (0, 1));
     assert_eq!(out.to_vec(), message.as_bytes());
 }
+
+#[test]
+fn damaged_messages_never_panic_and_are_never_lost() {
+    let keyring = keyring();
+    let options = TrackingOptions {
+        plain_text_clicks: true,
+        ..options()
+    };
+    let ctx = context(&options, &keyring, &[]);
+    let mut rng = Lcg(99);
+    for case in CASES {
+        let input = fixture(case.file);
+        for round in 0..40 {
+            let mut damaged = input.clone();
+            match round % 4 {
+                0 => damaged.truncate(rng.below(input.len())),
+                1 => {
+                    for _ in 0..1 + rng.below(8) {
+                        let at = rng.below(damaged.len());
+                        damaged[at] = b"\r\n-=<>\"&\x00\xff"[rng.below(10)];
+                    }
+                }
+                2 => {
+                    let at = rng.below(damaged.len());
+                    let len = rng.below(200).min(damaged.len() - at);
+                    damaged.drain(at..at + len);
+                }
+                _ => {
+                    let at = rng.below(damaged.len());
+                    damaged.splice(
+                        at..at,
+                        b"\r\n--alt-b1\r\nContent-Type: text/html\r\n\r\n<a href=\"https://x.example/\">"
+                            .iter()
+                            .copied(),
+                    );
+                }
+            }
+            let damaged = Bytes::from(damaged);
+            let out = rewrite(&rng.split(&damaged), &ctx);
+            if out.links == 0 && !out.pixel {
+                assert_eq!(
+                    out.to_vec(),
+                    damaged,
+                    "{} round {round}: untouched means byte for byte",
+                    case.file
+                );
+            } else {
+                assert!(out.len() > damaged.len(), "{} round {round}", case.file);
+            }
+        }
+    }
+}

@@ -221,7 +221,12 @@ impl<'a, 'c> Walk<'a, 'c> {
     where
         'a: 'p,
     {
-        if part.is_encoding_problem {
+        let (header, body, end) = (
+            part.offset_header as usize,
+            part.offset_body as usize,
+            part.offset_end as usize,
+        );
+        if part.is_encoding_problem || !(header <= body && body <= end && end <= self.raw.len()) {
             return Err(PassReason::EncodingProblem);
         }
         let label = part.content_type().and_then(|ct| ct.attribute("charset"));
@@ -233,11 +238,8 @@ impl<'a, 'c> Walk<'a, 'c> {
         {
             return Ok((Cow::Borrowed(text.as_bytes()), encoding_rs::UTF_8));
         }
-        let body = self
-            .raw
-            .get(part.offset_body as usize..part.offset_end as usize)
-            .ok_or(PassReason::EncodingProblem)?;
-        let decoded = transfer::decode(part.encoding, body).ok_or(PassReason::MalformedTransferEncoding)?;
+        let decoded = transfer::decode(part.encoding, &self.raw[body..end])
+            .ok_or(PassReason::MalformedTransferEncoding)?;
         let encoding = charset::resolve(label, &decoded).map_err(|e| match e {
             CharsetProblem::Unknown => PassReason::UnknownCharset,
             CharsetProblem::NotAsciiCompatible => PassReason::UnsupportedCharset,
@@ -280,7 +282,10 @@ impl<'a, 'c> Walk<'a, 'c> {
         let encoded = match part.encoding {
             Encoding::QuotedPrintable => transfer::encode_quoted_printable(&content),
             Encoding::Base64 => {
-                let trailing_crlf = self.raw[body_start..body_end].ends_with(b"\r\n");
+                let trailing_crlf = self
+                    .raw
+                    .get(body_start..body_end)
+                    .is_some_and(|b| b.ends_with(b"\r\n"));
                 transfer::encode_base64(&content, trailing_crlf)
             }
             Encoding::None if transfer::longest_line_len(&content) <= MAX_LINE_LEN_BYTES => content,
@@ -347,13 +352,20 @@ impl<'a, 'c> Walk<'a, 'c> {
     }
 
     fn finish(self, out: &mut Rewritten) -> Vec<Edit> {
+        let mut edits = self.edits;
+        edits.sort_by_key(|e| (e.start, e.end));
+        // Leaf parts never overlap in a message mail-parser understood; if offsets ever did,
+        // splicing would garble the message, so it is passed through whole instead.
+        if edits.windows(2).any(|w| w[0].end > w[1].start) {
+            out.parts_untouched = self.parts_rewritten + self.parts_untouched;
+            out.untouched_reason = Some(PassReason::EncodingProblem);
+            return Vec::new();
+        }
         out.links = self.links;
         out.pixel = self.pixel;
         out.parts_rewritten = self.parts_rewritten;
         out.parts_untouched = self.parts_untouched;
         out.untouched_reason = self.first_reason;
-        let mut edits = self.edits;
-        edits.sort_by_key(|e| (e.start, e.end));
         edits
     }
 }
