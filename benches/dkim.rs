@@ -8,6 +8,7 @@ use std::hint::black_box;
 use corerelay::dkim::{PrivateKey, Signer};
 use corerelay::rewrite::rewrite;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use support::Links;
 
 const RSA_PEM: &[u8] = include_bytes!("../src/dkim/testdata/rsa2048-pkcs8.pem");
 const ED25519_PEM: &[u8] = include_bytes!("../src/dkim/testdata/ed25519-pkcs8.pem");
@@ -27,7 +28,7 @@ fn signers() -> [(&'static str, Signer); 2] {
 }
 
 fn sign(c: &mut Criterion) {
-    let message = support::html_message(20 << 10);
+    let message = support::html_message(20 << 10, Links::Dense);
     let mut group = c.benchmark_group("dkim/sign-20KB");
     group.throughput(Throughput::Elements(1));
     for (name, signer) in signers() {
@@ -44,14 +45,16 @@ fn pipeline(c: &mut Criterion) {
     let mut group = c.benchmark_group("pipeline/rewrite+sign");
     group.throughput(Throughput::Elements(1));
     for size_kb in [2, 20, 100] {
-        let message = support::html_message(size_kb << 10);
-        for (name, signer) in signers() {
-            group.bench_function(format!("{size_kb}KB-{name}"), |b| {
-                b.iter(|| {
-                    let out = rewrite(std::slice::from_ref(black_box(&message)), &ctx);
-                    signer.sign(&out.chunks)
-                })
-            });
+        for (density, links) in [("", Links::Dense), ("-sparse-links", Links::Sparse)] {
+            let message = support::html_message(size_kb << 10, links);
+            for (name, signer) in signers() {
+                group.bench_function(format!("{size_kb}KB{density}-{name}"), |b| {
+                    b.iter(|| {
+                        let out = rewrite(std::slice::from_ref(black_box(&message)), &ctx);
+                        signer.sign(&out.chunks)
+                    })
+                });
+            }
         }
     }
     group.finish();

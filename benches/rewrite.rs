@@ -9,6 +9,7 @@ use bytes::Bytes;
 use corerelay::message::MessageId;
 use corerelay::rewrite::{Claims, TokenKind, rewrite};
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use support::Links;
 
 fn fixtures(c: &mut Criterion) {
     let (keyring, options) = (support::keyring(), support::options());
@@ -29,7 +30,12 @@ fn sizes(c: &mut Criterion) {
     let ctx = support::context(&options, &keyring);
     let mut group = c.benchmark_group("rewrite/html-size");
     for size_kb in [2, 20, 100] {
-        let message = support::html_message(size_kb << 10);
+        let sparse = support::html_message(size_kb << 10, Links::Sparse);
+        group.throughput(Throughput::Bytes(sparse.len() as u64));
+        group.bench_function(format!("{size_kb}KB-sparse-links"), |b| {
+            b.iter(|| rewrite(std::slice::from_ref(black_box(&sparse)), &ctx))
+        });
+        let message = support::html_message(size_kb << 10, Links::Dense);
         group.throughput(Throughput::Bytes(message.len() as u64));
         group.bench_function(format!("{size_kb}KB"), |b| {
             b.iter(|| rewrite(std::slice::from_ref(black_box(&message)), &ctx))
@@ -49,7 +55,7 @@ fn sizes(c: &mut Criterion) {
 /// lol_html with no handlers, then with an `a[href]` handler that rewrites nothing: the
 /// floor the rewrite's HTML stage cannot beat on this machine.
 fn lol_html_baseline(c: &mut Criterion) {
-    let html = support::html_document(100 << 10);
+    let html = support::html_document(100 << 10, Links::Dense);
     let mut group = c.benchmark_group("rewrite/lol_html-baseline");
     group.throughput(Throughput::Bytes(html.len() as u64));
     group.bench_function("100KB-no-handlers", |b| {

@@ -47,8 +47,21 @@ pub fn context<'a>(options: &'a TrackingOptions, keyring: &'a Keyring) -> Rewrit
     }
 }
 
-/// A newsletter-like HTML document of about `size_bytes`, with a link every ~400 bytes.
-pub fn html_document(size_bytes: usize) -> String {
+/// Link density of the synthetic documents: one link per this many ~330-byte items.
+#[derive(Clone, Copy, Debug)]
+pub enum Links {
+    /// A link in every item (~1 per 330 bytes): the worst case.
+    Dense,
+    /// A link in every sixth item (~1 per 2 KB): closer to a typical newsletter.
+    Sparse,
+}
+
+/// A newsletter-like HTML document of about `size_bytes`.
+pub fn html_document(size_bytes: usize, links: Links) -> String {
+    let every = match links {
+        Links::Dense => 1,
+        Links::Sparse => 6,
+    };
     let mut html = String::from(
         "<!DOCTYPE html><html><head><meta charset=\"utf-8\"><title>News</title></head>\r\n<body>\r\n",
     );
@@ -56,18 +69,25 @@ pub fn html_document(size_bytes: usize) -> String {
     while html.len() < size_bytes {
         html.push_str(&format!(
             "<tr><td style=\"padding:8px;font-family:Arial\"><p>Item {n}: caf\u{e9} lorem ipsum dolor sit amet, \
-             consectetur adipiscing elit, sed do eiusmod tempor incididunt ut labore.</p>\r\n\
-             <a href=\"https://shop.example.com/items/{n}?utm_source=mail&amp;utm_medium=email\">Item {n}</a></td></tr>\r\n"
+             consectetur adipiscing elit, sed do eiusmod tempor incididunt ut labore.</p>\r\n"
         ));
+        if n % every == 0 {
+            html.push_str(&format!(
+                "<a href=\"https://shop.example.com/items/{n}?utm_source=mail&amp;utm_medium=email\">Item {n}</a>"
+            ));
+        } else {
+            html.push_str(&format!("<b>Item {n}</b> is in stock in all sizes."));
+        }
+        html.push_str("</td></tr>\r\n");
         n += 1;
     }
     html.push_str("</body></html>\r\n");
     html
 }
 
-/// A multipart/alternative message whose quoted-printable HTML part is `html_bytes` long.
-pub fn html_message(html_bytes: usize) -> Bytes {
-    let html = html_document(html_bytes);
+/// A multipart/alternative message whose quoted-printable HTML part is about `html_bytes`.
+pub fn html_message(html_bytes: usize, links: Links) -> Bytes {
+    let html = html_document(html_bytes, links);
     let qp = transfer::encode_quoted_printable(html.as_bytes());
     let mut m = Vec::with_capacity(qp.len() + 1024);
     m.extend_from_slice(
