@@ -155,6 +155,12 @@ mod tests {
     }
 
     #[test]
+    fn signers_are_shared_by_every_core() {
+        fn shareable<T: Send + Sync>() {}
+        shareable::<Signer>();
+    }
+
+    #[test]
     fn from_is_over_signed_by_default() {
         let (signer, _) = testkit::ed25519_signer();
         let field = signer.sign(&[Bytes::from_static(MESSAGE.as_bytes())]).unwrap();

@@ -392,6 +392,12 @@ mod tests {
     }
 
     #[test]
+    fn keyrings_are_shared_by_every_core() {
+        fn shareable<T: Send + Sync>() {}
+        shareable::<Keyring>();
+    }
+
+    #[test]
     fn expiry_is_enforced_and_none_means_forever() {
         let k = ring2();
         let t = k.mint(&click("https://a.example/")).unwrap();
