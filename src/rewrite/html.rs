@@ -4,7 +4,7 @@
 //! lol_html emits every byte it does not change exactly as it read it, so the rest of the
 //! document (including its charset-encoded text) is untouched. Two traps it sets are handled
 //! here: `get_attribute` returns the value with its character references still encoded (the
-//! [`Tracker`] decodes them before minting), and `set_attribute` escapes only `"` (the new
+//! `Tracker` decodes them before minting), and `set_attribute` escapes only `"` (the new
 //! value is escaped here, so no `&` is emitted bare and none is escaped twice). The pixel is
 //! inserted by an end-tag handler on `<body>`, with a document-end fallback for documents
 //! whose `</body>` is missing (appending to `<body>` would silently drop it there).

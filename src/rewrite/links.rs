@@ -1,6 +1,6 @@
 //! Which links are tracked, and the tracking URLs that replace them.
 //!
-//! The HTML and plain-text rewriters both ask a [`Tracker`] for each candidate link. It
+//! The HTML and plain-text rewriters both ask a `Tracker` for each candidate link. It
 //! decides whether the link is trackable (http or https, not excluded, not an unsubscribe
 //! target, not already ours), numbers it in document order, and mints its token. The URL
 //! that goes into a token is what a browser would follow: entities decoded, surrounding
