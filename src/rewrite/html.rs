@@ -1,0 +1,284 @@
+//! The streaming rewrite of one decoded HTML part with lol_html: link `href`s of `<a>` and
+//! `<area>` become tracking URLs, and the open pixel goes before `</body>`.
+//!
+//! lol_html emits every byte it does not change exactly as it read it, so the rest of the
+//! document (including its charset-encoded text) is untouched. Two traps it sets are handled
+//! here: `get_attribute` returns the value with its character references still encoded (the
+//! `Tracker` decodes them before minting), and `set_attribute` escapes only `"` (the new
+//! value is escaped here, so no `&` is emitted bare and none is escaped twice). The pixel is
+//! inserted by an end-tag handler on `<body>`, with a document-end fallback for documents
+//! whose `</body>` is missing (appending to `<body>` would silently drop it there).
+
+use std::borrow::Cow;
+use std::cell::{Cell, RefCell};
+use std::rc::Rc;
+
+use encoding_rs::Encoding;
+use lol_html::errors::RewritingError;
+use lol_html::html_content::ContentType;
+use lol_html::{
+    AsciiCompatibleEncoding, EndTagHandler, HtmlRewriter, MemorySettings, Settings, element, end,
+};
+
+use super::links::{Tracker, escape_html};
+
+/// lol_html buffers a tag split across writes, and a huge tag would grow that buffer; past
+/// this the part is passed through instead.
+pub const MAX_HTML_REWRITER_MEMORY_BYTES: usize = 4 << 20;
+
+/// What the HTML rewrite should do to one part.
+pub(crate) struct HtmlJob<'a> {
+    /// Rewrite links (click tracking).
+    pub clicks: bool,
+    /// The pixel to insert (only the message's first HTML body part gets one).
+    pub pixel_url: Option<&'a str>,
+    /// Elements with this attribute keep their link.
+    pub exclude_attribute: &'a str,
+    /// The part's encoding, which must be ASCII-compatible.
+    pub encoding: &'static Encoding,
+}
+
+/// The rewritten part.
+pub(crate) struct HtmlOutput {
+    pub html: Vec<u8>,
+    pub links: usize,
+    pub pixel: bool,
+}
+
+/// Rewrites `input`. On error the tracker is left as it was, so the part can be passed
+/// through without leaving gaps in the link numbering.
+pub(crate) fn rewrite_html(
+    input: &[u8],
+    job: &HtmlJob<'_>,
+    tracker: &mut Tracker<'_>,
+) -> Result<HtmlOutput, RewritingError> {
+    let index_before = tracker.next_index;
+    let result = run(input, job, tracker);
+    if result.is_err() {
+        tracker.next_index = index_before;
+    }
+    result
+}
+
+fn run(input: &[u8], job: &HtmlJob<'_>, tracker: &mut Tracker<'_>) -> Result<HtmlOutput, RewritingError> {
+    let encoding = AsciiCompatibleEncoding::new(job.encoding)
+        .ok_or_else(|| RewritingError::ContentHandlerError("encoding is not ASCII-compatible".into()))?;
+    // Tracking URLs are the base URL and base64url: they need escaping only if the base
+    // does (configuration validation refuses such bases, but the rewrite does not rely on it).
+    let escape = matches!(escape_html(tracker.base), Cow::Owned(_));
+    let tracker = RefCell::new(tracker);
+    let links = Cell::new(0usize);
+    let pixel_html: Option<Rc<str>> = job.pixel_url.map(|url| pixel_tag(url).into());
+    let placed = Rc::new(Cell::new(false));
+    let mut out = Vec::with_capacity(input.len() + input.len() / 8 + 512);
+
+    let mut settings = Settings::new().with_encoding(encoding).with_memory_settings(
+        MemorySettings::new().with_max_allowed_memory_usage(MAX_HTML_REWRITER_MEMORY_BYTES),
+    );
+    if job.clicks {
+        settings = settings.append_element_content_handler(element!("a[href], area[href]", |el| {
+            if el.has_attribute(job.exclude_attribute) {
+                return Ok(());
+            }
+            let Some(href) = el.get_attribute("href") else {
+                return Ok(());
+            };
+            if let Some(url) = tracker.borrow_mut().click_url(&href, true) {
+                let value = if escape {
+                    escape_html(&url)
+                } else {
+                    Cow::Borrowed(url.as_str())
+                };
+                el.set_attribute("href", &value)?;
+                links.set(links.get() + 1);
+            }
+            Ok(())
+        }));
+    }
+    if let Some(pixel) = &pixel_html {
+        settings = settings
+            .append_element_content_handler(element!("body", |el| {
+                if let Some(handlers) = el.end_tag_handlers() {
+                    handlers.push(pixel_before_end_tag(pixel.clone(), placed.clone()));
+                }
+                Ok(())
+            }))
+            .append_document_content_handler(end!(|end| {
+                if !placed.replace(true) {
+                    end.append(pixel, ContentType::Html);
+                }
+                Ok(())
+            }));
+    }
+    let mut rewriter = HtmlRewriter::new(settings, |chunk: &[u8]| out.extend_from_slice(chunk));
+    rewriter.write(input)?;
+    rewriter.end()?;
+    Ok(HtmlOutput {
+        html: out,
+        links: links.get(),
+        pixel: placed.get(),
+    })
+}
+
+/// The end-tag handler lol_html requires to be `'static`, hence the shared ownership.
+fn pixel_before_end_tag(pixel: Rc<str>, placed: Rc<Cell<bool>>) -> EndTagHandler<'static> {
+    Box::new(move |end| {
+        if !placed.replace(true) {
+            end.before(&pixel, ContentType::Html);
+        }
+        Ok(())
+    })
+}
+
+/// The 1×1 open pixel; styled so it takes no room and shows no border in any client.
+fn pixel_tag(url: &str) -> String {
+    format!(
+        "<img src=\"{}\" width=\"1\" height=\"1\" alt=\"\" style=\"display:block;width:1px;height:1px;border:0;margin:0;padding:0\">",
+        escape_html(url)
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::message::MessageId;
+    use crate::rewrite::links::TokenScope;
+    use crate::rewrite::token::{Keyring, TokenKind};
+
+    fn keyring() -> Keyring {
+        Keyring::new(vec![(1, vec![3u8; 32])], 1).unwrap()
+    }
+
+    fn tracker(keyring: &Keyring) -> Tracker<'_> {
+        Tracker {
+            scope: TokenScope {
+                keyring,
+                account: "acme",
+                message_id: MessageId(5),
+                recipient: "r@example.net",
+                issued_at_unix_s: 100,
+                expires_at_unix_s: None,
+            },
+            base: "https://t.example",
+            exclude_domains: &[],
+            unsubscribe_targets: vec!["https://a.example/unsub".to_string()],
+            next_index: 0,
+        }
+    }
+
+    fn job(pixel: Option<&str>) -> HtmlJob<'_> {
+        HtmlJob {
+            clicks: true,
+            pixel_url: pixel,
+            exclude_attribute: "data-notrack",
+            encoding: encoding_rs::UTF_8,
+        }
+    }
+
+    /// Rewrites and returns the output with each token replaced by the URL it verifies to.
+    fn rewrite(input: &str, pixel: Option<&str>) -> (String, Vec<String>, bool) {
+        let k = keyring();
+        let mut t = tracker(&k);
+        let out = rewrite_html(input.as_bytes(), &job(pixel), &mut t).unwrap();
+        let html = String::from_utf8(out.html).unwrap();
+        let mut urls = Vec::new();
+        for piece in html.split("https://t.example/c/").skip(1) {
+            let token: String = piece
+                .chars()
+                .take_while(|c| c.is_ascii_alphanumeric() || "-_.".contains(*c))
+                .collect();
+            let v = k.verify(&token, 0).unwrap();
+            assert_eq!(v.kind, TokenKind::Click);
+            assert_eq!(v.link_index as usize, urls.len());
+            urls.push(v.url);
+        }
+        assert_eq!(out.links, urls.len());
+        (html, urls, out.pixel)
+    }
+
+    #[test]
+    fn links_are_rewritten_with_entities_decoded_into_the_token() {
+        let (html, urls, _) = rewrite(
+            "<a href=\"https://a.example/r?x=1&amp;y=2\">a</a><AREA HREF='HTTPS://B.example/#f'><a href=\"http://c.example/?q=&#34;\">c</a>",
+            None,
+        );
+        assert_eq!(
+            urls,
+            [
+                "https://a.example/r?x=1&y=2",
+                "HTTPS://B.example/#f",
+                "http://c.example/?q=\""
+            ]
+        );
+        assert!(!html.contains("&amp;amp;"), "{html}");
+        assert!(html.contains(">a</a>"));
+    }
+
+    #[test]
+    fn non_http_excluded_and_unsubscribe_links_stay() {
+        let input = "<a href=\"mailto:x@a.example\">m</a><a href=\"tel:+1555\">t</a><a href=\"#top\">h</a>\
+                     <a href=\"/rel\">r</a><a data-notrack href=\"https://a.example/keep\">k</a>\
+                     <a href=\"https://a.example/unsub\">u</a><a href=\"HTTPS://T.EXAMPLE/c/old\">o</a><a>no href</a>";
+        let (html, urls, _) = rewrite(input, None);
+        assert!(urls.is_empty(), "{urls:?}");
+        assert_eq!(html, input);
+    }
+
+    #[test]
+    fn pixel_goes_before_body_end_once() {
+        let (html, _, pixel) = rewrite(
+            "<html><body><p>x</p></body></html>",
+            Some("https://t.example/o/T"),
+        );
+        assert!(pixel);
+        assert!(
+            html.ends_with("height:1px;border:0;margin:0;padding:0\"></body></html>"),
+            "{html}"
+        );
+        assert_eq!(html.matches("<img").count(), 1);
+        assert!(html.contains("<img src=\"https://t.example/o/T\" width=\"1\" height=\"1\" alt=\"\""));
+    }
+
+    #[test]
+    fn pixel_goes_at_the_end_without_body_end() {
+        for input in ["<html><body><p>truncated", "<p>fragment</p>"] {
+            let (html, _, pixel) = rewrite(input, Some("https://t.example/o/T"));
+            assert!(
+                pixel && html.starts_with(input) && html.ends_with("padding:0\">"),
+                "{html}"
+            );
+            assert_eq!(html.matches("<img").count(), 1);
+        }
+    }
+
+    #[test]
+    fn non_utf8_documents_keep_their_bytes() {
+        let k = keyring();
+        let mut t = tracker(&k);
+        let input = b"<p>caf\xe9 \x80</p><a href=\"https://a.example/\xe9\">x</a></body>";
+        let job = HtmlJob {
+            encoding: encoding_rs::WINDOWS_1252,
+            ..job(Some("https://t.example/o/T"))
+        };
+        let out = rewrite_html(input, &job, &mut t).unwrap();
+        let prefix = b"<p>caf\xe9 \x80</p><a href=\"https://t.example/c/";
+        assert!(out.html.starts_with(prefix));
+        let token: Vec<u8> = out.html[prefix.len()..]
+            .iter()
+            .copied()
+            .take_while(|&b| b != b'"')
+            .collect();
+        let token = String::from_utf8(token).unwrap();
+        assert_eq!(k.verify(&token, 0).unwrap().url, "https://a.example/\u{e9}");
+    }
+
+    #[test]
+    fn a_failed_rewrite_leaves_the_numbering_alone() {
+        let k = keyring();
+        let mut t = tracker(&k);
+        // In strict mode lol_html refuses input whose parsing is ambiguous.
+        let ambiguous = b"<a href=\"https://a.example/\">a</a><select><xmp><script>x</script></select>";
+        assert!(rewrite_html(ambiguous, &job(None), &mut t).is_err());
+        assert_eq!(t.next_index, 0);
+    }
+}
