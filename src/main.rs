@@ -109,6 +109,10 @@ struct LoadArgs {
     /// Write the ids of acknowledged messages to this file.
     #[arg(long)]
     ack_log: Option<PathBuf>,
+    /// Send a message again (same id) after its connection failed, for up to this many
+    /// milliseconds after its first try: what a sending service does when its relay restarts.
+    #[arg(long, default_value_t = 0)]
+    retry_ms: u64,
     /// Print the report as JSON.
     #[arg(long)]
     json: bool,
@@ -182,6 +186,7 @@ fn run_load(a: LoadArgs) -> Result<(), String> {
         per_connection: a.per_connection.max(1),
         cores: a.cores,
         ack_log: a.ack_log,
+        retry_for: std::time::Duration::from_millis(a.retry_ms),
     })?;
     if json {
         println!("{}", serde_json::to_string(&report).map_err(|e| e.to_string())?);
