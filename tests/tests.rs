@@ -2,11 +2,14 @@
 //! or the library's real servers over sockets on 127.0.0.1.
 //!
 //! - `crash`: issue 9: `kill -9` of the relay under load loses no acknowledged message.
+//! - `diskfull`: issue 9: a full spool disk answers 452 and recovers; an unwritable log
+//!   directory never stops mail (mounts a loop ext4 image: needs root).
 //! - `dns`: the per-core resolver against a real DNS server started by the test.
 //! - `observe`: `/metrics`, `/healthz`, `/readyz` while traffic flows.
 //! - `relay`: issue 2's end-to-end path: client → relay → MX (via DNS) → sink.
 
 mod crash;
+mod diskfull;
 mod dns;
 mod observe;
 mod relay;
