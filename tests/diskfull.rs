@@ -64,8 +64,9 @@ fn run(cmd: &str, args: &[&str]) {
     );
 }
 
-/// Fills the file system holding `path` with one file until the kernel says ENOSPC.
-fn fill(path: &Path) -> u64 {
+/// Fills the file system holding `path` with one file until the kernel says ENOSPC, then
+/// gives back `leave_bytes`, so the spool runs out in the middle of the messages that follow.
+fn fill(path: &Path, leave_bytes: u64) -> u64 {
     use std::io::Write;
     let mut f = std::fs::File::create(path).unwrap();
     let mut written = 0u64;
@@ -75,6 +76,7 @@ fn fill(path: &Path) -> u64 {
             written += chunk_bytes as u64;
         }
     }
+    f.set_len(written.saturating_sub(leave_bytes)).unwrap();
     let _ = f.sync_all();
     written
 }
@@ -105,10 +107,10 @@ fn a_full_disk_answers_452_and_acceptance_resumes_when_space_returns() {
     }
 
     let filler = mount.point.join("filler");
-    assert!(fill(&filler) > 0);
-    // Blocks already allocated (the active segment's tail, free segment files kept for
-    // reuse) still take records, and each of those is durable; after them the spool must
-    // refuse every message. Each message is 30 KB: 300 of them exceed any preallocation.
+    assert!(fill(&filler, 1536 << 10) > 0);
+    // The space left, blocks already allocated (the active segment's tail, free segment
+    // files kept for reuse) still take records, and each of those is durable; after them
+    // the spool must refuse every message. Each message is 30 KB: 300 of them exceed any preallocation.
     let (mut refused, mut in_a_row) = (0, 0);
     for i in 5..305 {
         let r = c.send_mail("a@shop.example", &["b@dest.example"], &body(i));
@@ -128,6 +130,7 @@ fn a_full_disk_answers_452_and_acceptance_resumes_when_space_returns() {
         }
     }
     assert_eq!(in_a_row, 5, "no run of 452s with the disk full");
+    assert!(acked.len() > 6, "some messages fit in the space left: {}", acked.len());
     // The relay stays up: this connection goes on, and new ones are served (and refused
     // with the same temporary reply).
     assert!(c.cmd("NOOP").starts_with("250"));
