@@ -5,12 +5,15 @@
 //! - `diskfull`: issue 9: a full spool disk answers 452 and recovers; an unwritable log
 //!   directory never stops mail (mounts a loop ext4 image: needs root).
 //! - `dns`: the per-core resolver against a real DNS server started by the test.
+//! - `hostile`: issue 9: idle connections, slowloris, floods, huge headers, MIME bombs,
+//!   invalid UTF-8, trickled bodies.
 //! - `observe`: `/metrics`, `/healthz`, `/readyz` while traffic flows.
 //! - `relay`: issue 2's end-to-end path: client → relay → MX (via DNS) → sink.
 
 mod crash;
 mod diskfull;
 mod dns;
+mod hostile;
 mod observe;
 mod relay;
 mod support;
