@@ -6,7 +6,7 @@
 //! `scripts/hostile-idle.sh` runs the idle-connection test with 10,000 connections
 //! (`CORERELAY_IDLE_CONNECTIONS`); CI uses 2,000.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::support::load::{self, rss_kib_and_fds};
 use crate::support::process::{self, Running, maildir_messages, wait_for};
@@ -101,6 +101,33 @@ fn raise_nofile_limit() -> u64 {
         libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
     }
     lim.rlim_cur
+}
+
+#[test]
+fn slowloris_is_closed_by_the_command_timeout() {
+    let rig = rig();
+    let (mut c, _) = Client::connect(rig.relay.addr);
+    let started = Instant::now();
+    // One byte every 300 ms: each read is well within the 1 s timeout, the command never.
+    let mut reply = None;
+    while started.elapsed() < Duration::from_secs(5) {
+        if !c.try_send_bytes(b"N") {
+            break;
+        }
+        reply = c.reply_within(Duration::from_millis(300));
+        if reply.is_some() {
+            break;
+        }
+    }
+    let held = started.elapsed();
+    let reply = reply.unwrap_or_default();
+    assert!(
+        reply.starts_with("421 4.4.2"),
+        "a client trickling one byte at a time held its connection for {held:?} (reply {reply:?})"
+    );
+    assert!(held < Duration::from_millis(2500), "closed only after {held:?}");
+    assert!(c.is_closed());
+    rig.assert_alive();
 }
 
 #[test]
