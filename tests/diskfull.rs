@@ -130,7 +130,11 @@ fn a_full_disk_answers_452_and_acceptance_resumes_when_space_returns() {
         }
     }
     assert_eq!(in_a_row, 5, "no run of 452s with the disk full");
-    assert!(acked.len() > 6, "some messages fit in the space left: {}", acked.len());
+    assert!(
+        acked.len() > 6,
+        "some messages fit in the space left: {}",
+        acked.len()
+    );
     // The relay stays up: this connection goes on, and new ones are served (and refused
     // with the same temporary reply).
     assert!(c.cmd("NOOP").starts_with("250"));
