@@ -5,6 +5,8 @@
 //! - `diskfull`: issue 9: a full spool disk answers 452 and recovers; an unwritable log
 //!   directory never stops mail (mounts a loop ext4 image: needs root).
 //! - `dns`: the per-core resolver against a real DNS server started by the test.
+//! - `faults`: issue 9: the test tools' fault injection (sink --random-fail, load --rate).
+//! - `fuzz_replay`: issue 9: the fuzz corpora through the fuzz targets' checks, on stable.
 //! - `hostile`: issue 9: idle connections, slowloris, floods, huge headers, MIME bombs,
 //!   invalid UTF-8, trickled bodies.
 //! - `observe`: `/metrics`, `/healthz`, `/readyz` while traffic flows.
@@ -13,6 +15,8 @@
 mod crash;
 mod diskfull;
 mod dns;
+mod faults;
+mod fuzz_replay;
 mod hostile;
 mod observe;
 mod relay;

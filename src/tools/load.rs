@@ -37,6 +37,8 @@ pub struct LoadOptions {
     pub ack_log: Option<PathBuf>,
     /// How long one message is retried after connection failures (zero: not retried).
     pub retry_for: Duration,
+    /// Messages started per second over all connections (zero: as fast as they go).
+    pub rate_per_second: f64,
 }
 
 /// What one connection task measured.
@@ -117,7 +119,7 @@ pub fn run(options: LoadOptions) -> Result<LoadReport, String> {
                 let (options, next, body, run_id) =
                     (options.clone(), next.clone(), body.clone(), run_id.clone());
                 let shard = shard_ids.fetch_add(1, Ordering::Relaxed);
-                async move { core_main(options, next, body, run_id, shard, cores).await }
+                async move { core_main(options, next, body, run_id, shard, cores, started).await }
             }
         })
         .map_err(|e| format!("cannot start executors: {e}"))?;
@@ -160,6 +162,7 @@ async fn core_main(
     run_id: String,
     shard: usize,
     cores: usize,
+    started: Instant,
 ) -> TaskResult {
     // Spread the connections over the cores: this core runs every `cores`-th one.
     let mine = (0..options.concurrency)
@@ -168,7 +171,9 @@ async fn core_main(
     let tasks: Vec<_> = (0..mine)
         .map(|_| {
             let (options, next, body, run_id) = (options.clone(), next.clone(), body.clone(), run_id.clone());
-            glommio::spawn_local(async move { connection_task(&options, &next, &body, &run_id).await })
+            glommio::spawn_local(
+                async move { connection_task(&options, &next, &body, &run_id, started).await },
+            )
         })
         .collect();
     let mut total = TaskResult::default();
@@ -178,15 +183,27 @@ async fn core_main(
     total
 }
 
-/// One connection's loop: take message numbers until N are taken, reconnecting every
-/// `per_connection` messages or after an error.
-async fn connection_task(options: &LoadOptions, next: &AtomicU64, body: &Bytes, run_id: &str) -> TaskResult {
+/// One connection's loop: take message numbers until N are taken (each no earlier than
+/// its due time when a rate is set), reconnecting every `per_connection` messages or after
+/// an error.
+async fn connection_task(
+    options: &LoadOptions,
+    next: &AtomicU64,
+    body: &Bytes,
+    run_id: &str,
+    started: Instant,
+) -> TaskResult {
     let mut result = TaskResult::default();
     let mut conn: Option<Connection> = None;
     loop {
         let seq = next.fetch_add(1, Ordering::Relaxed);
         if seq >= options.messages {
             break;
+        }
+        if options.rate_per_second > 0.0 {
+            // Message `seq` is due `seq / rate` seconds after the start.
+            let due = started + Duration::from_secs_f64(seq as f64 / options.rate_per_second);
+            glommio::timer::sleep(due.saturating_duration_since(Instant::now())).await;
         }
         let id = format!("{run_id}.{seq}");
         let give_up_at = Instant::now() + options.retry_for;

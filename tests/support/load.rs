@@ -61,6 +61,11 @@ pub struct LoadRun<'a> {
 
 /// Starts `corerelay load` in the background; its JSON report is its stdout.
 pub fn spawn_load(run: &LoadRun) -> Child {
+    spawn_load_with(run, &[])
+}
+
+/// [`spawn_load`] with more arguments.
+pub fn spawn_load_with(run: &LoadRun, extra: &[&str]) -> Child {
     Command::new(BIN)
         .args([
             "load",
@@ -80,6 +85,7 @@ pub fn spawn_load(run: &LoadRun) -> Child {
             &run.retry_ms.to_string(),
             "--json",
         ])
+        .args(extra)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
