@@ -14,7 +14,7 @@ use crate::support::load::{self, rss_kib_and_fds};
 use crate::support::process::{self, Running, maildir_messages, wait_for};
 use crate::support::smtp::Client;
 
-/// A relay (2 cores) and its sink, with a 1 s command timeout.
+/// A relay (2 cores) and its sink, with a 1 s command timeout unless said otherwise.
 struct Rig {
     _dir: tempfile::TempDir,
     maildir: std::path::PathBuf,
@@ -23,6 +23,10 @@ struct Rig {
 }
 
 fn rig() -> Rig {
+    rig_with_command_timeout_ms(1000)
+}
+
+fn rig_with_command_timeout_ms(timeout_ms: u64) -> Rig {
     let dir = tempfile::tempdir().unwrap();
     let maildir = dir.path().join("maildir");
     let sink = process::sink(&maildir, &[]);
@@ -31,7 +35,7 @@ fn rig() -> Rig {
         "127.0.0.1:0",
         2,
         sink.addr.port(),
-        "command_timeout_ms = 1000",
+        &format!("command_timeout_ms = {timeout_ms}"),
     );
     let relay = process::relay(dir.path(), &cfg);
     Rig {
@@ -116,7 +120,8 @@ fn thousands_of_idle_connections_cost_bounded_memory() {
         limit as usize > count + 200,
         "RLIMIT_NOFILE hard limit {limit} is too low for {count} connections"
     );
-    let rig = rig();
+    // Idle for as long as the test takes: a command timeout that does not close them.
+    let rig = rig_with_command_timeout_ms(120_000);
     rig.assert_alive();
     let (rss_before, fds_before) = rss_kib_and_fds(rig.pid());
     let mut idle = Vec::with_capacity(count);
@@ -136,8 +141,10 @@ fn thousands_of_idle_connections_cost_bounded_memory() {
     eprintln!(
         "hostile: {count} idle connections: relay RSS {rss_before} KiB → {rss_open} KiB ({per_connection_bytes} bytes each), fds {fds_before} → {fds_open}"
     );
+    // A few descriptors of `fds_before` were the outbound connection of `assert_alive`'s
+    // message, which the relay closes when it has been idle a while.
     assert!(
-        fds_open >= fds_before + count,
+        fds_open + 8 >= fds_before + count,
         "each connection is open at the relay"
     );
     assert!(
