@@ -10,8 +10,10 @@
 # The check: every message acknowledged with 250 (the load tool's ack logs) ended as
 # delivered (in the sink's maildir) or failed (refused with 5xx, noted by the sink); none
 # is missing. Copies beyond one (at-least-once across the kill) are counted. The relay's
-# RSS and open descriptors are sampled every 5 s from /proc; after the warm-up they must
-# stay flat (fds within +32, RSS within 1.5x + 32 MiB of the first sample of each run).
+# RSS and open descriptors are sampled every 5 s from /proc. Flat means: at the last sample
+# of each run of the relay (drained, for the final run) fds are within +32 and RSS within
+# 1.5x + 32 MiB of the first sample after a 30 s warm-up, and fds never exceed that first
+# sample plus the configured bound on outbound connections (256 per core) plus 64.
 #
 # Usage: scripts/soak.sh [--minutes 10] [--rate 200] [--fail 10] [--cores 2]
 #                        [--drain-minutes 5] [--bin path/to/corerelay] [--keep]
@@ -81,8 +83,8 @@ EOF
 # listen.
 start() {
     local name=$1; shift
-    "$@" > "$work/$name.out" 2>&1 &
-    echo $! > "$work/$name.pid"
+    # In a subshell, so the server is not a job of this shell (no "Killed" notices).
+    ( "$@" > "$work/$name.out" 2>&1 & echo $! > "$work/$name.pid" )
     for _ in $(seq 100); do
         grep -q "listening on" "$work/$name.out" 2>/dev/null && return 0
         sleep 0.1
@@ -109,6 +111,7 @@ echo "soak: relay 127.0.0.1:$relay_port ($cores cores) → sink 127.0.0.1:$sink_
     done
 ) &
 pids+=($!)
+disown $!
 
 # The load: 30-second batches until the time is up; each batch writes its own ack log.
 end=$(( $(date +%s) + minutes * 60 ))
@@ -144,9 +147,9 @@ echo "soak: load done; sink back without random failures; draining"
 kill "$(cat "$work/sink.pid")"; sleep 1; start_sink 0
 
 analyse() {
-    python3 - "$work" "$1" <<'PY'
+    python3 - "$work" "$1" "$cores" <<'PY'
 import glob, json, os, sys
-work, final = sys.argv[1], sys.argv[2] == "final"
+work, final, cores = sys.argv[1], sys.argv[2] == "final", int(sys.argv[3])
 acked = []
 for f in glob.glob(f"{work}/acked.*"):
     acked += [l.strip() for l in open(f) if l.strip()]
@@ -185,7 +188,9 @@ for n, (pid, s) in enumerate(sorted(runs.items(), key=lambda kv: kv[1][0][0])):
     warm = [x for x in s if x[0] >= s[0][0] + 30] or s
     rss0, fds0 = warm[0][1], warm[0][2]
     rss_max, fds_max = max(x[1] for x in warm), max(x[2] for x in warm)
-    flat = fds_max <= fds0 + 32 and rss_max <= rss0 * 1.5 + 32 * 1024
+    rss_last, fds_last = s[-1][1], s[-1][2]
+    flat = (fds_last <= fds0 + 32 and rss_last <= rss0 * 1.5 + 32 * 1024
+            and fds_max <= fds0 + 256 * cores + 64)
     ok &= flat
     print(f"soak: relay run {n + 1} (pid {pid}, {len(s)} samples over {s[-1][0] - s[0][0]} s): "
           f"RSS after warm-up {rss0} KiB, max {rss_max} KiB, last {s[-1][1]} KiB; fds {fds0}, max {fds_max}, last {s[-1][2]}: "
