@@ -176,6 +176,7 @@ fn slowloris_is_closed_by_the_command_timeout() {
         }
     }
     let held = started.elapsed();
+    eprintln!("hostile: slowloris (a byte every 300 ms, 1 s command timeout) closed after {held:?}");
     let reply = reply.unwrap_or_default();
     assert!(
         reply.starts_with("421 4.4.2"),
