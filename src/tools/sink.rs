@@ -98,17 +98,25 @@ pub fn run(options: SinkOptions) -> Result<(), String> {
     let started = Instant::now();
     let cores = options.cores.max(1);
     let options = Arc::new(options);
+    // Each core reports once its listener is bound, so "listening on" is printed only when a
+    // client can connect (tests connect right after reading it).
+    let (bound_tx, bound_rx) = std::sync::mpsc::channel();
     let handles = LocalExecutorPoolBuilder::new(PoolPlacement::Unbound(cores))
         .name("corerelay-sink")
         .io_memory(512 << 10)
         .on_all_shards({
             let stats = stats.clone();
             move || {
-                let (stats, options) = (stats.clone(), options.clone());
-                async move { serve(listen, options, stats, started).await }
+                let (stats, options, bound) = (stats.clone(), options.clone(), bound_tx.clone());
+                async move { serve(listen, options, stats, started, bound).await }
             }
         })
         .map_err(|e| format!("cannot start executors: {e}"))?;
+    for _ in 0..cores {
+        if bound_rx.recv().is_err() {
+            break;
+        }
+    }
     println!("corerelay sink: listening on {listen}");
     for r in handles.join_all() {
         r.map_err(|e| e.to_string())??;
@@ -134,8 +142,11 @@ async fn serve(
     options: Arc<SinkOptions>,
     stats: Arc<SinkStats>,
     started: Instant,
+    bound: std::sync::mpsc::Sender<()>,
 ) -> Result<(), String> {
     let listener = listener::bind(listen, 1024).map_err(|e| format!("cannot listen on {listen}: {e}"))?;
+    let _ = bound.send(());
+    drop(bound);
     let config = Rc::new(SessionConfig {
         hostname: "sink.corerelay.localhost".into(),
         message_max_bytes: 1 << 30,
