@@ -82,6 +82,9 @@ struct SinkArgs {
     /// Reply code once the --reply list is used up.
     #[arg(long, default_value_t = 250)]
     then: u16,
+    /// Refuse this percentage of messages at random, each with 451 or 550 (fault injection).
+    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u8).range(0..=100))]
+    random_fail: u8,
     #[arg(long, default_value_t = 1)]
     cores: usize,
 }
@@ -109,6 +112,13 @@ struct LoadArgs {
     /// Write the ids of acknowledged messages to this file.
     #[arg(long)]
     ack_log: Option<PathBuf>,
+    /// Send a message again (same id) after its connection failed, for up to this many
+    /// milliseconds after its first try: what a sending service does when its relay restarts.
+    #[arg(long, default_value_t = 0)]
+    retry_ms: u64,
+    /// Messages started per second over all connections (0: as fast as they go).
+    #[arg(long, default_value_t = 0.0)]
+    rate: f64,
     /// Print the report as JSON.
     #[arg(long)]
     json: bool,
@@ -123,6 +133,7 @@ fn main() -> ExitCode {
             maildir: a.maildir,
             replies: a.replies,
             then: a.then,
+            random_fail_percent: a.random_fail,
             cores: a.cores,
         }),
         Command::Load(a) => run_load(a),
@@ -182,6 +193,8 @@ fn run_load(a: LoadArgs) -> Result<(), String> {
         per_connection: a.per_connection.max(1),
         cores: a.cores,
         ack_log: a.ack_log,
+        retry_for: std::time::Duration::from_millis(a.retry_ms),
+        rate_per_second: a.rate.max(0.0),
     })?;
     if json {
         println!("{}", serde_json::to_string(&report).map_err(|e| e.to_string())?);

@@ -1,11 +1,23 @@
 //! corerelay's one integration-test binary: every test drives the real `corerelay` binary
 //! or the library's real servers over sockets on 127.0.0.1.
 //!
+//! - `crash`: issue 9: `kill -9` of the relay under load loses no acknowledged message.
+//! - `diskfull`: issue 9: a full spool disk answers 452 and recovers; an unwritable log
+//!   directory never stops mail (mounts a loop ext4 image: needs root).
 //! - `dns`: the per-core resolver against a real DNS server started by the test.
+//! - `faults`: issue 9: the test tools' fault injection (sink --random-fail, load --rate).
+//! - `fuzz_replay`: issue 9: the fuzz corpora through the fuzz targets' checks, on stable.
+//! - `hostile`: issue 9: idle connections, slowloris, floods, huge headers, MIME bombs,
+//!   invalid UTF-8, trickled bodies.
 //! - `observe`: `/metrics`, `/healthz`, `/readyz` while traffic flows.
 //! - `relay`: issue 2's end-to-end path: client → relay → MX (via DNS) → sink.
 
+mod crash;
+mod diskfull;
 mod dns;
+mod faults;
+mod fuzz_replay;
+mod hostile;
 mod observe;
 mod relay;
 mod support;

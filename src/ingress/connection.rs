@@ -8,7 +8,7 @@
 use std::io;
 use std::net::IpAddr;
 use std::rc::Rc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use futures_lite::{AsyncReadExt, AsyncWriteExt};
@@ -33,10 +33,12 @@ pub struct Hello {
     pub protocol: &'static str,
 }
 
-/// How long a client may be silent, by session phase.
+/// How long a client may take, by session phase.
 #[derive(Debug, Clone, Copy)]
 pub struct ReadTimeouts {
+    /// From the moment the relay waits for a command to the end of its line.
     pub command: Duration,
+    /// For each read while the client sends DATA.
     pub data: Duration,
 }
 
@@ -53,14 +55,28 @@ pub async fn drive<P: Policy>(
     let mut input = BytesMut::with_capacity(READ_CHUNK_BYTES);
     let mut output = BytesMut::with_capacity(1024);
     session.greeting().write_to(&mut output);
+    // When the relay started waiting for the command being read: the command timeout runs
+    // from there to the end of the line, so a client trickling a byte at a time (slowloris)
+    // cannot hold a connection beyond it. In DATA the timeout applies to each read, as
+    // RFC 5321 §4.5.3.2.5 sets it per data block.
+    let mut command_since: Option<Instant> = None;
     loop {
         match session.step(&mut input) {
-            Step::Reply(reply) => reply.write_to(&mut output),
+            Step::Reply(reply) => {
+                command_since = None;
+                reply.write_to(&mut output)
+            }
             Step::NeedMore => {
                 flush(stream, &mut output).await?;
                 let timeout = match session.phase() {
-                    Phase::Data => timeouts.data,
-                    _ => timeouts.command,
+                    Phase::Data => {
+                        command_since = None;
+                        timeouts.data
+                    }
+                    _ => {
+                        let since = *command_since.get_or_insert_with(Instant::now);
+                        timeouts.command.saturating_sub(since.elapsed())
+                    }
                 };
                 match read(stream, &mut input, timeout).await {
                     Ok(0) => return Ok(()),
@@ -73,6 +89,7 @@ pub async fn drive<P: Policy>(
                 }
             }
             Step::Message(txn) => {
+                command_since = None;
                 let hello = Hello {
                     name: session.helo().unwrap_or_default().to_string(),
                     protocol: session.protocol(),
@@ -90,6 +107,9 @@ pub async fn drive<P: Policy>(
 
 /// Reads more input after what `input` holds, waiting at most `timeout`.
 async fn read(stream: &mut TcpStream, input: &mut BytesMut, timeout: Duration) -> io::Result<usize> {
+    if timeout.is_zero() {
+        return Err(io::ErrorKind::TimedOut.into());
+    }
     let start = input.len();
     input.resize(start + READ_CHUNK_BYTES, 0);
     stream.set_read_timeout(Some(timeout))?;

@@ -10,7 +10,8 @@
 //!
 //! Pieces shorter than [`SMALL_PIECE_BYTES`] (the runs between stuffed dots, or what a
 //! client trickling tiny segments sends per read) are gathered by copying into one chunk,
-//! which bounds the bookkeeping per body byte; everything else is never copied.
+//! which bounds the bookkeeping per body byte and the read buffer memory a small slice can
+//! keep alive; everything else is never copied.
 //!
 //! The line state lives in the receiver rather than in held-back input, so every byte
 //! given to [`DataReceiver::feed`] is consumed and nothing is held back between calls. After
@@ -23,8 +24,11 @@ use crate::smtp::reply::{Enhanced, Reply, catalogue};
 
 /// Pieces shorter than this are copied into one staging buffer instead of becoming `Bytes`
 /// of their own. A `Bytes` costs 32 bytes of bookkeeping, so without this a body of
-/// dot-stuffed 4-byte lines (`..\r\n`) would cost eight times its size in memory.
-pub const SMALL_PIECE_BYTES: usize = 256;
+/// dot-stuffed 4-byte lines (`..\r\n`) would cost eight times its size in memory. Worse, a
+/// slice keeps its whole read buffer (16 KiB) alive: at 256 bytes, a client trickling
+/// 300-byte segments made the relay hold 54 times the body in memory (issue 9's
+/// `hostile` test). A quarter of a read buffer bounds that to four times.
+pub const SMALL_PIECE_BYTES: usize = 4096;
 
 /// Why a message body was refused.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -93,6 +93,10 @@ pub struct State {
     /// Set when a relocation or a commit failed; cleared when a new segment is created, so a
     /// broken disk is not hammered with relocation reads.
     pub relocation_paused: bool,
+    /// Finished messages whose Done record could not be written: it goes again with the
+    /// next batch that has work of its own (so a failing disk is not retried in a loop).
+    /// At most one entry per live message.
+    pub done_retry: Vec<MessageId>,
     /// Free files of the own directory, ready to become segments.
     pub free: Vec<PathBuf>,
     /// Held for the spool's lifetime.
@@ -181,6 +185,7 @@ pub async fn run(shared: Rc<Shared>, rx: LocalReceiver<Submission>) {
                 None => break,
             }
         }
+        retry_done(&shared, &mut batch);
         commit(&shared, batch.items).await;
         reclaim(&shared).await;
     }
@@ -243,7 +248,17 @@ async fn commit(shared: &Shared, batch: Vec<Submission>) {
             }
         }
         Err(e) => {
-            shared.state.borrow_mut().relocation_paused = true;
+            let mut st = shared.state.borrow_mut();
+            st.relocation_paused = true;
+            for s in &batch {
+                if let Effect::Done(id) = s.effect
+                    && st.index.contains(id)
+                    && !st.done_retry.contains(&id)
+                {
+                    st.done_retry.push(id);
+                }
+            }
+            drop(st);
             for s in batch {
                 if let Some(reply) = s.reply {
                     let _ = reply.send(Err(copy_error(&e)));
@@ -408,6 +423,35 @@ async fn reclaim(shared: &Shared) {
         st.segments.remove(&key);
         st.index.remove_segment(key);
         st.free.extend(to);
+    }
+}
+
+/// Adds the Done records that failed before to a batch that has work of its own, at most
+/// a quarter of a batch at a time. They go last: each message they finish is already
+/// durable, and nothing else about it is still to come.
+fn retry_done(shared: &Shared, batch: &mut Batch) {
+    if batch.items.is_empty() {
+        return;
+    }
+    let mut st = shared.state.borrow_mut();
+    let take = st
+        .done_retry
+        .len()
+        .min((shared.limits.batch_max_count / 4).max(1));
+    let mut ids: Vec<MessageId> = st.done_retry.drain(..take).collect();
+    ids.retain(|id| st.index.contains(*id));
+    drop(st);
+    for id in ids {
+        let Some(part) = payload::encode_small(&payload::DonePayload { id }) else {
+            continue;
+        };
+        batch.push(Submission {
+            kind: RecordKind::Done,
+            payload_len: part.len(),
+            parts: vec![part],
+            effect: Effect::Done(id),
+            reply: None,
+        });
     }
 }
 

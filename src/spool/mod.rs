@@ -31,7 +31,7 @@
 
 mod commit;
 mod index;
-mod payload;
+pub mod payload;
 pub mod record;
 mod recover;
 mod segment;
@@ -194,6 +194,7 @@ impl Spool {
                 commits: 0,
                 records: 0,
                 relocation_paused: false,
+                done_retry: Vec::new(),
                 free: rec.free,
                 _locks: rec.locks,
             }),
@@ -244,7 +245,9 @@ impl Spool {
     }
 
     /// The message is finished (every recipient delivered or failed): durable Done record;
-    /// segments nothing needs any more are deleted after it.
+    /// segments nothing needs any more are deleted after it. When the record cannot be
+    /// written (`Err`), the spool still writes it with a later batch, so the message's
+    /// segments are freed once the disk is back rather than at the next restart.
     pub async fn complete(&self, id: MessageId) -> Result<(), SpoolError> {
         self.known(id)?;
         let part = payload::encode_small(&DonePayload { id }).ok_or(SpoolError::TooLarge)?;

@@ -542,6 +542,41 @@ fn a_refused_write_seals_the_segment_and_the_next_batch_starts_a_new_one() {
     });
 }
 
+/// Issue 9: a Done record that fails (a full disk) is written with a later batch, so the
+/// finished message stops holding its segment without waiting for a restart.
+#[test]
+fn a_failed_completion_is_written_with_the_next_batch() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg = config(tmp.path(), u64::MAX);
+    run(|| async move {
+        let msgs: Vec<Message> = (0..3).map(|i| sample(i, 1, &[b"m\r\n"])).collect();
+        let (spool, _, _) = Spool::open(&cfg, 0, 1).await.unwrap();
+        append_each(&spool, &msgs[..2]).await;
+        // As in the refused-write test: the kernel refuses the next write (EFBIG).
+        {
+            let mut st = spool.shared.state.borrow_mut();
+            let key = st.active.unwrap();
+            st.segments.get_mut(&key).unwrap().size_bytes = 1 << 50;
+        }
+        assert!(matches!(
+            spool.complete(MessageId(0)).await,
+            Err(SpoolError::Io(_))
+        ));
+        assert_eq!(spool.stats().live_messages, 2, "not durable, so still live");
+        // The next batch (a new segment) carries the Done record too.
+        spool.append(&msgs[2]).await.unwrap();
+        assert_eq!(spool.stats().live_messages, 2, "message 0 is finished now");
+        assert!(spool.shared.state.borrow().done_retry.is_empty());
+        spool.close().await;
+
+        let (spool, recovered, report) = Spool::open(&cfg, 0, 1).await.unwrap();
+        assert_eq!(report.corrupt_records, 0);
+        let ids: Vec<u128> = recovered.iter().map(|r| r.message.envelope.id.0).collect();
+        assert_eq!(ids, vec![1, 2]);
+        spool.close().await;
+    });
+}
+
 /// The body of message `i` in the kill test, derived from its id so the parent can check it.
 fn kill_test_message(i: u128) -> Message {
     let body: Vec<u8> = (0..(i as usize * 37) % 9000)

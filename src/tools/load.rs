@@ -5,6 +5,12 @@
 //!
 //! Every message carries `X-Load-Id` (run id and sequence number) and `X-Load-Sent-Us` (send
 //! time), so a sink can match what arrived against what was acknowledged.
+//!
+//! With `retry_for` set, the load behaves like a sending service whose relay goes away
+//! (a crash, a restart): a message whose connection failed before its reply is sent again,
+//! with the same id, until it is answered or `retry_for` has passed since its first try.
+//! That is how the crash tests drive the relay through `kill -9`s, and why a message the
+//! relay spooled but could not acknowledge before it died may arrive twice (at-least-once).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -29,6 +35,10 @@ pub struct LoadOptions {
     pub cores: usize,
     /// Write the ids of acknowledged messages to this file, one per line.
     pub ack_log: Option<PathBuf>,
+    /// How long one message is retried after connection failures (zero: not retried).
+    pub retry_for: Duration,
+    /// Messages started per second over all connections (zero: as fast as they go).
+    pub rate_per_second: f64,
 }
 
 /// What one connection task measured.
@@ -38,6 +48,17 @@ struct TaskResult {
     acked_ids: Vec<String>,
     refused: u64,
     errors: u64,
+    abandoned: u64,
+}
+
+impl TaskResult {
+    fn add(&mut self, other: TaskResult) {
+        self.latencies_us.extend(other.latencies_us);
+        self.acked_ids.extend(other.acked_ids);
+        self.refused += other.refused;
+        self.errors += other.errors;
+        self.abandoned += other.abandoned;
+    }
 }
 
 /// The outcome of a run.
@@ -46,7 +67,10 @@ pub struct LoadReport {
     pub sent: u64,
     pub acked: u64,
     pub refused: u64,
+    /// Failed attempts (connection refused or lost before the reply).
     pub errors: u64,
+    /// Messages given up after failed attempts (never answered).
+    pub abandoned: u64,
     pub seconds: f64,
     pub messages_per_second: f64,
     pub p50_ms: f64,
@@ -57,10 +81,11 @@ pub struct LoadReport {
 impl LoadReport {
     pub fn human(&self) -> String {
         format!(
-            "corerelay load: {} acked, {} refused, {} errors in {:.2} s: {:.0} msg/s; 250 latency p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
+            "corerelay load: {} acked, {} refused, {} errors, {} abandoned in {:.2} s: {:.0} msg/s; 250 latency p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
             self.acked,
             self.refused,
             self.errors,
+            self.abandoned,
             self.seconds,
             self.messages_per_second,
             self.p50_ms,
@@ -94,17 +119,13 @@ pub fn run(options: LoadOptions) -> Result<LoadReport, String> {
                 let (options, next, body, run_id) =
                     (options.clone(), next.clone(), body.clone(), run_id.clone());
                 let shard = shard_ids.fetch_add(1, Ordering::Relaxed);
-                async move { core_main(options, next, body, run_id, shard, cores).await }
+                async move { core_main(options, next, body, run_id, shard, cores, started).await }
             }
         })
         .map_err(|e| format!("cannot start executors: {e}"))?;
     let mut total = TaskResult::default();
     for r in handles.join_all() {
-        let r = r.map_err(|e| e.to_string())?;
-        total.latencies_us.extend(r.latencies_us);
-        total.acked_ids.extend(r.acked_ids);
-        total.refused += r.refused;
-        total.errors += r.errors;
+        total.add(r.map_err(|e| e.to_string())?);
     }
     let seconds = started.elapsed().as_secs_f64();
     if let Some(path) = &options.ack_log {
@@ -121,10 +142,11 @@ pub fn run(options: LoadOptions) -> Result<LoadReport, String> {
     };
     let acked = total.acked_ids.len() as u64;
     Ok(LoadReport {
-        sent: l.len() as u64 + total.errors,
+        sent: l.len() as u64 + total.abandoned,
         acked,
         refused: total.refused,
         errors: total.errors,
+        abandoned: total.abandoned,
         seconds,
         messages_per_second: acked as f64 / seconds.max(1e-9),
         p50_ms: pct(0.50),
@@ -140,6 +162,7 @@ async fn core_main(
     run_id: String,
     shard: usize,
     cores: usize,
+    started: Instant,
 ) -> TaskResult {
     // Spread the connections over the cores: this core runs every `cores`-th one.
     let mine = (0..options.concurrency)
@@ -148,29 +171,28 @@ async fn core_main(
     let tasks: Vec<_> = (0..mine)
         .map(|_| {
             let (options, next, body, run_id) = (options.clone(), next.clone(), body.clone(), run_id.clone());
-            glommio::spawn_local(async move { connection_task(&options, &next, &body, &run_id).await })
+            glommio::spawn_local(
+                async move { connection_task(&options, &next, &body, &run_id, started).await },
+            )
         })
         .collect();
     let mut total = TaskResult::default();
     for t in tasks {
-        let r = t.await;
-        total.latencies_us.extend(r.latencies_us);
-        total.acked_ids.extend(r.acked_ids);
-        total.refused += r.refused;
-        total.errors += r.errors;
+        total.add(t.await);
     }
     total
 }
 
-/// One connection's loop: take message numbers until N are taken, reconnecting every
-/// `per_connection` messages or after an error.
-async fn connection_task(options: &LoadOptions, next: &AtomicU64, body: &Bytes, run_id: &str) -> TaskResult {
-    let timeouts = Timeouts {
-        connect: Duration::from_secs(10),
-        greeting: Duration::from_secs(30),
-        command: Duration::from_secs(60),
-        data: Duration::from_secs(120),
-    };
+/// One connection's loop: take message numbers until N are taken (each no earlier than
+/// its due time when a rate is set), reconnecting every `per_connection` messages or after
+/// an error.
+async fn connection_task(
+    options: &LoadOptions,
+    next: &AtomicU64,
+    body: &Bytes,
+    run_id: &str,
+    started: Instant,
+) -> TaskResult {
     let mut result = TaskResult::default();
     let mut conn: Option<Connection> = None;
     loop {
@@ -178,41 +200,23 @@ async fn connection_task(options: &LoadOptions, next: &AtomicU64, body: &Bytes, 
         if seq >= options.messages {
             break;
         }
-        if conn.is_none() {
-            match Connection::open(options.target, "load.corerelay.localhost", &timeouts).await {
-                Ok(c) => conn = Some(c),
-                Err(_) => {
-                    result.errors += 1;
-                    glommio::timer::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            }
+        if options.rate_per_second > 0.0 {
+            // Message `seq` is due `seq / rate` seconds after the start.
+            let due = started + Duration::from_secs_f64(seq as f64 / options.rate_per_second);
+            glommio::timer::sleep(due.saturating_duration_since(Instant::now())).await;
         }
-        let Some(c) = conn.as_mut() else { continue };
         let id = format!("{run_id}.{seq}");
-        let chunks = [headers(options, &id), body.clone()];
-        let t0 = Instant::now();
-        match c
-            .send(&options.from, &[options.to.as_str()], &chunks, false)
-            .await
-        {
-            Ok(r) => {
-                result
-                    .latencies_us
-                    .push(t0.elapsed().as_micros().min(u32::MAX as u128) as u32);
-                if r.data.as_ref().is_some_and(|d| d.is_positive()) {
-                    result.acked_ids.push(id);
-                } else {
-                    result.refused += 1;
-                    if c.reset().await.is_err() {
-                        conn = None;
-                    }
-                }
+        let give_up_at = Instant::now() + options.retry_for;
+        let mut backoff = RETRY_BACKOFF_MIN;
+        while !send_one(options, &mut conn, &id, body, &mut result).await {
+            result.errors += 1;
+            conn = None;
+            if Instant::now() >= give_up_at {
+                result.abandoned += 1;
+                break;
             }
-            Err(_) => {
-                result.errors += 1;
-                conn = None;
-            }
+            glommio::timer::sleep(backoff).await;
+            backoff = (backoff * 2).min(RETRY_BACKOFF_MAX);
         }
         if conn
             .as_ref()
@@ -226,6 +230,55 @@ async fn connection_task(options: &LoadOptions, next: &AtomicU64, body: &Bytes, 
         c.quit().await;
     }
     result
+}
+
+/// The pause after a failed attempt, doubling up to the maximum while the target is away.
+const RETRY_BACKOFF_MIN: Duration = Duration::from_millis(20);
+const RETRY_BACKOFF_MAX: Duration = Duration::from_millis(500);
+
+/// Sends message `id` once, opening a connection first if there is none. True when the
+/// server answered the message (250 or a refusal); false when the connection failed before
+/// an answer, so the message may be tried again.
+async fn send_one(
+    options: &LoadOptions,
+    conn: &mut Option<Connection>,
+    id: &str,
+    body: &Bytes,
+    result: &mut TaskResult,
+) -> bool {
+    let timeouts = Timeouts {
+        connect: Duration::from_secs(10),
+        greeting: Duration::from_secs(30),
+        command: Duration::from_secs(60),
+        data: Duration::from_secs(120),
+    };
+    if conn.is_none() {
+        match Connection::open(options.target, "load.corerelay.localhost", &timeouts).await {
+            Ok(c) => *conn = Some(c),
+            Err(_) => return false,
+        }
+    }
+    let Some(c) = conn.as_mut() else { return false };
+    let chunks = [headers(options, id), body.clone()];
+    let t0 = Instant::now();
+    let Ok(r) = c
+        .send(&options.from, &[options.to.as_str()], &chunks, false)
+        .await
+    else {
+        return false;
+    };
+    result
+        .latencies_us
+        .push(t0.elapsed().as_micros().min(u32::MAX as u128) as u32);
+    if r.data.as_ref().is_some_and(|d| d.is_positive()) {
+        result.acked_ids.push(id.to_string());
+    } else {
+        result.refused += 1;
+        if c.reset().await.is_err() {
+            *conn = None;
+        }
+    }
+    true
 }
 
 fn headers(options: &LoadOptions, id: &str) -> Bytes {

@@ -1,7 +1,11 @@
 //! `corerelay sink`: an SMTP server that plays the remote MX in tests and benchmarks. It
-//! accepts every message (or answers with a scripted sequence of codes), counts messages
-//! and bytes, optionally stores each message in a maildir, and prints a summary when it is
-//! stopped with SIGINT or SIGTERM.
+//! accepts every message (or answers with a scripted sequence of codes, or refuses a
+//! random share of them), counts messages and bytes, optionally stores each message in a
+//! maildir, and prints a summary when it is stopped with SIGINT or SIGTERM.
+//!
+//! With a maildir, every refusal of a message that carries `X-Load-Id` is appended to
+//! `<maildir>/refused.log` as `<code> <id>`, so a soak test can tell which acknowledged
+//! messages ended as failures rather than deliveries.
 //!
 //! It runs the relay's own sans-IO session and connection driver, so it speaks exactly the
 //! SMTP corerelay speaks, on one or more glommio executors.
@@ -29,6 +33,9 @@ pub struct SinkOptions {
     /// Replies to successive messages, by code; after the list, `then` for every message.
     pub replies: Vec<u16>,
     pub then: u16,
+    /// Refuse this percentage of the messages that would be accepted, each with 451 or 550
+    /// at even odds (fault injection for soak tests).
+    pub random_fail_percent: u8,
     pub cores: usize,
 }
 
@@ -91,17 +98,25 @@ pub fn run(options: SinkOptions) -> Result<(), String> {
     let started = Instant::now();
     let cores = options.cores.max(1);
     let options = Arc::new(options);
+    // Each core reports once its listener is bound, so "listening on" is printed only when a
+    // client can connect (tests connect right after reading it).
+    let (bound_tx, bound_rx) = std::sync::mpsc::channel();
     let handles = LocalExecutorPoolBuilder::new(PoolPlacement::Unbound(cores))
         .name("corerelay-sink")
         .io_memory(512 << 10)
         .on_all_shards({
             let stats = stats.clone();
             move || {
-                let (stats, options) = (stats.clone(), options.clone());
-                async move { serve(listen, options, stats, started).await }
+                let (stats, options, bound) = (stats.clone(), options.clone(), bound_tx.clone());
+                async move { serve(listen, options, stats, started, bound).await }
             }
         })
         .map_err(|e| format!("cannot start executors: {e}"))?;
+    for _ in 0..cores {
+        if bound_rx.recv().is_err() {
+            break;
+        }
+    }
     println!("corerelay sink: listening on {listen}");
     for r in handles.join_all() {
         r.map_err(|e| e.to_string())??;
@@ -127,8 +142,11 @@ async fn serve(
     options: Arc<SinkOptions>,
     stats: Arc<SinkStats>,
     started: Instant,
+    bound: std::sync::mpsc::Sender<()>,
 ) -> Result<(), String> {
     let listener = listener::bind(listen, 1024).map_err(|e| format!("cannot listen on {listen}: {e}"))?;
+    let _ = bound.send(());
+    drop(bound);
     let config = Rc::new(SessionConfig {
         hostname: "sink.corerelay.localhost".into(),
         message_max_bytes: 1 << 30,
@@ -172,9 +190,15 @@ async fn receive(
     txn: Transaction<()>,
 ) -> Result<(), Reply> {
     let pos = stats.script_pos.fetch_add(1, Ordering::Relaxed);
-    let code = options.replies.get(pos).copied().unwrap_or(options.then);
+    let mut code = options.replies.get(pos).copied().unwrap_or(options.then);
+    if code < 400 && rand::random_range(0..100u8) < options.random_fail_percent {
+        code = if rand::random::<bool>() { 451 } else { 550 };
+    }
     if code >= 400 {
         stats.refused.fetch_add(1, Ordering::Relaxed);
+        if let Some(dir) = &options.maildir {
+            note_refusal(dir, code, &txn);
+        }
         let class = (code / 100) as u8;
         return Err(Reply::new(
             code,
@@ -198,6 +222,30 @@ async fn receive(
     stats.last_us.fetch_max(now_us, Ordering::Relaxed);
     stats.bytes.fetch_add(txn.body_bytes as u64, Ordering::Relaxed);
     Ok(())
+}
+
+/// Appends `<code> <X-Load-Id>` to `<dir>/refused.log` for a message that carries the
+/// header (best effort: the note is for test bookkeeping, the reply is what matters).
+fn note_refusal(dir: &Path, code: u16, txn: &Transaction<()>) {
+    use std::io::Write;
+    let Some(first) = txn.body.first() else { return };
+    let head = &first[..first.len().min(4096)];
+    let Some(at) = head.windows(11).position(|w| w == b"X-Load-Id: ") else {
+        return;
+    };
+    let id: Vec<u8> = head[at + 11..]
+        .iter()
+        .take_while(|b| !b.is_ascii_whitespace())
+        .copied()
+        .collect();
+    let line = format!("{code} {}\n", String::from_utf8_lossy(&id));
+    if let Ok(mut f) = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.join("refused.log"))
+    {
+        let _ = f.write_all(line.as_bytes());
+    }
 }
 
 /// Writes the message to `<dir>/tmp` and renames it into `<dir>/new` (the maildir rule),

@@ -3,5 +3,6 @@
 #![allow(dead_code)]
 
 pub mod dns;
+pub mod load;
 pub mod process;
 pub mod smtp;

@@ -90,6 +90,11 @@ impl Running {
         }
     }
 
+    /// The process id, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(|c| c.id())
+    }
+
     /// Stops the process like a crash (SIGKILL).
     pub fn kill(&mut self) {
         if let Some(mut c) = self.child.take() {

@@ -42,6 +42,35 @@ impl Client {
         self.writer.write_all(bytes.as_bytes()).unwrap();
     }
 
+    /// Writes raw bytes (which need not be UTF-8).
+    pub fn send_bytes(&mut self, bytes: &[u8]) {
+        self.writer.write_all(bytes).unwrap();
+    }
+
+    /// Writes raw bytes; false when the server has closed the connection.
+    pub fn try_send_bytes(&mut self, bytes: &[u8]) -> bool {
+        self.writer.write_all(bytes).is_ok()
+    }
+
+    /// Reads one reply if a whole one arrives within `wait`; `None` otherwise.
+    pub fn reply_within(&mut self, wait: Duration) -> Option<String> {
+        self.writer.set_read_timeout(Some(wait)).unwrap();
+        let mut line = String::new();
+        let got = self.reader.read_line(&mut line);
+        self.writer
+            .set_read_timeout(Some(Duration::from_secs(30)))
+            .unwrap();
+        match got {
+            Ok(n) if n > 0 => Some(line),
+            _ => None,
+        }
+    }
+
+    /// Sends every write at once (no Nagle delay), so small writes become small segments.
+    pub fn set_nodelay(&mut self) {
+        self.writer.set_nodelay(true).unwrap();
+    }
+
     /// Sends one command line (CRLF added) and returns its reply.
     pub fn cmd(&mut self, line: &str) -> String {
         self.send(&format!("{line}\r\n"));
