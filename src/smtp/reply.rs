@@ -180,8 +180,11 @@ pub fn parse(buf: &[u8]) -> Result<(Reply, usize), ParseError> {
         if nl > REPLY_LINE_MAX_BYTES {
             return Err(ParseError::Invalid("reply line too long"));
         }
-        let line = &rest[..nl];
-        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        let mut line = &rest[..nl];
+        // Stray CRs before the LF (seen from broken servers) are not part of the text.
+        while let Some(l) = line.strip_suffix(b"\r") {
+            line = l;
+        }
         pos += nl + 1;
         if line.len() < 3 || !line[..3].iter().all(u8::is_ascii_digit) {
             return Err(ParseError::Invalid("reply does not start with a 3-digit code"));
@@ -340,6 +343,14 @@ mod tests {
             Err(ParseError::Invalid(_))
         ));
         assert!(matches!(parse(&vec![b'2'; 5000]), Err(ParseError::Invalid(_))));
+    }
+
+    #[test]
+    fn stray_carriage_returns_do_not_hide_the_enhanced_code() {
+        let (reply, used) = parse(b"550 5.1.1 no such user\r\r\n").unwrap();
+        assert_eq!(used, 25);
+        assert_eq!(reply.enhanced, Some(Enhanced::new(5, 1, 1)));
+        assert_eq!(reply.text, "no such user");
     }
 
     #[test]
