@@ -34,12 +34,35 @@ enum Command {
         #[arg(long)]
         config: Option<PathBuf>,
     },
+    /// DKIM key management.
+    Dkim {
+        #[command(subcommand)]
+        command: DkimCommand,
+    },
     /// Print the table of every metric corerelay exports (Markdown).
     Metrics,
     /// Validate a configuration file and print the effective settings.
     CheckConfig {
         /// The TOML file (the embedded default when omitted).
         file: Option<PathBuf>,
+    },
+}
+
+#[derive(Subcommand)]
+enum DkimCommand {
+    /// Make a signing key: writes the private key (PKCS#8 PEM, mode 0600) and prints the DNS
+    /// TXT record to publish.
+    Keygen {
+        #[arg(long)]
+        domain: String,
+        #[arg(long)]
+        selector: String,
+        /// rsa (2048 bits), rsa3072 or ed25519.
+        #[arg(long, default_value = "rsa")]
+        algorithm: String,
+        /// Where to write the private key (default: <selector>.<domain>.key).
+        #[arg(long)]
+        out: Option<PathBuf>,
     },
 }
 
@@ -139,6 +162,15 @@ fn main() -> ExitCode {
         Command::Load(a) => run_load(a),
         Command::CheckConfig { file } => check_config(file),
         Command::Doctor { config } => doctor(config),
+        Command::Dkim {
+            command:
+                DkimCommand::Keygen {
+                    domain,
+                    selector,
+                    algorithm,
+                    out,
+                },
+        } => dkim_keygen(&domain, &selector, &algorithm, out),
         Command::Metrics => {
             print!("{}", corerelay::observe::metrics::markdown());
             Ok(())
@@ -204,6 +236,29 @@ fn run_load(a: LoadArgs) -> Result<(), String> {
     if report.acked == 0 && a.messages > 0 {
         return Err("no message was acknowledged".into());
     }
+    Ok(())
+}
+
+fn dkim_keygen(domain: &str, selector: &str, algorithm: &str, out: Option<PathBuf>) -> Result<(), String> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let algo = corerelay::dkim::KeygenAlgorithm::parse(algorithm)
+        .ok_or_else(|| format!("unknown algorithm `{algorithm}` (rsa, rsa2048, rsa3072, ed25519)"))?;
+    let key = corerelay::dkim::generate(algo, domain, selector).map_err(|e| e.to_string())?;
+    let path = out.unwrap_or_else(|| PathBuf::from(format!("{selector}.{domain}.key")));
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&path)
+        .map_err(|e| format!("cannot create {}: {e}", path.display()))?;
+    f.write_all(key.private_key_pem.as_bytes())
+        .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+    eprintln!(
+        "corerelay: private key written to {}; publish this record:",
+        path.display()
+    );
+    println!("{}", key.zone_file_line());
     Ok(())
 }
 

@@ -164,6 +164,14 @@ pub struct HttpConfig {
     pub limits: crate::http::HttpLimits,
 }
 
+/// The keys that sign tracking tokens: every listed key verifies, `signing_key_id` mints.
+/// No keys means one is made once and kept in `<spool-dir>/tracking.key`.
+#[derive(Debug, Clone)]
+pub struct TrackingConfig {
+    pub keys: Vec<(u8, PathBuf)>,
+    pub signing_key_id: u8,
+}
+
 /// Which sender domains an account may use.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SenderDomains {
@@ -199,6 +207,7 @@ pub struct Config {
     pub log: LogConfig,
     pub delivery: DeliveryConfig,
     pub http: HttpConfig,
+    pub tracking: TrackingConfig,
     pub accounts: Vec<AccountConfig>,
 }
 
@@ -375,6 +384,7 @@ impl Config {
                 )?,
             },
         };
+        let tracking = tracking(raw.tracking)?;
         let accounts = raw
             .accounts
             .into_iter()
@@ -396,6 +406,7 @@ impl Config {
             log,
             delivery,
             http,
+            tracking,
             accounts,
         };
         config.check_pinned_cores()?;
@@ -532,6 +543,28 @@ fn account(i: usize, a: raw::RawAccount) -> Result<AccountConfig, ConfigError> {
     })
 }
 
+fn tracking(t: raw::RawTracking) -> Result<TrackingConfig, ConfigError> {
+    let mut ids: Vec<u8> = t.keys.iter().map(|k| k.id).collect();
+    ids.sort_unstable();
+    if ids.windows(2).any(|w| w[0] == w[1]) {
+        return Err(ConfigError::new("tracking.keys", "a key id is listed twice"));
+    }
+    if !t.keys.is_empty() && !ids.contains(&t.signing_key_id) {
+        return Err(ConfigError::new(
+            "tracking.signing_key_id",
+            format!("key {} is not among tracking.keys", t.signing_key_id),
+        ));
+    }
+    Ok(TrackingConfig {
+        keys: t
+            .keys
+            .into_iter()
+            .map(|k| (k.id, PathBuf::from(k.secret_file)))
+            .collect(),
+        signing_key_id: t.signing_key_id,
+    })
+}
+
 fn parse_net(s: &str) -> Option<IpNet> {
     s.parse::<IpNet>()
         .ok()
@@ -644,6 +677,7 @@ mod tests {
         assert_eq!(format!("{:?}", file.log), format!("{:?}", empty.log));
         assert_eq!(format!("{:?}", file.delivery), format!("{:?}", empty.delivery));
         assert_eq!(format!("{:?}", file.http), format!("{:?}", empty.http));
+        assert_eq!(format!("{:?}", file.tracking), format!("{:?}", empty.tracking));
     }
 
     #[test]

@@ -19,6 +19,8 @@ pub struct RawConfig {
     #[serde(default)]
     pub http: RawHttp,
     #[serde(default)]
+    pub tracking: RawTracking,
+    #[serde(default)]
     pub accounts: Vec<RawAccount>,
 }
 
@@ -195,6 +197,29 @@ impl Default for RawHttp {
             requests_per_connection_max_count: 1000,
         }
     }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawTracking {
+    pub keys: Vec<RawTrackingKey>,
+    pub signing_key_id: u8,
+}
+
+impl Default for RawTracking {
+    fn default() -> Self {
+        RawTracking {
+            keys: Vec::new(),
+            signing_key_id: 1,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTrackingKey {
+    pub id: u8,
+    pub secret_file: String,
 }
 
 #[derive(Debug, Deserialize)]

@@ -10,6 +10,7 @@
 
 pub mod health;
 mod request;
+pub mod tracking;
 
 use std::io;
 use std::rc::Rc;
@@ -38,6 +39,7 @@ pub struct App {
     pub limits: HttpLimits,
     pub prometheus: Option<PrometheusHandle>,
     pub health: std::sync::Arc<Health>,
+    pub tracking: Option<tracking::Tracking>,
 }
 
 /// A response: status, content type, extra headers, body.
@@ -113,6 +115,7 @@ pub async fn accept_loop(listener: TcpListener, app: Rc<App>) {
 
 async fn serve(stream: &mut TcpStream, app: &App) -> io::Result<()> {
     let _ = stream.set_nodelay(true);
+    let client = stream.peer_addr()?.ip();
     let mut buf = BytesMut::with_capacity(1024);
     let mut out = Vec::with_capacity(1024);
     for served in 1..=app.limits.requests_per_connection_max_count {
@@ -123,7 +126,7 @@ async fn serve(stream: &mut TcpStream, app: &App) -> io::Result<()> {
         let (response, close, head_only) = match request {
             Ok(req) => {
                 let close = req.wants_close() || served == app.limits.requests_per_connection_max_count;
-                (route(app, &req), close, req.method == "HEAD")
+                (route(app, &req, client), close, req.method == "HEAD")
             }
             Err(status) => (Response::text(status, "bad request\n"), true, false),
         };
@@ -171,13 +174,16 @@ async fn read_request(
     }
 }
 
-fn route(app: &App, req: &Request) -> Response {
+fn route(app: &App, req: &Request, client: std::net::IpAddr) -> Response {
     // HEAD is GET without the body (the body is left out when the response is written).
     let method = if req.method == "HEAD" {
         "GET"
     } else {
         req.method.as_str()
     };
+    if let Some(response) = app.tracking.as_ref().and_then(|t| t.route(req, method, client)) {
+        return response;
+    }
     match (method, req.path.as_str()) {
         ("GET", "/metrics") => match &app.prometheus {
             Some(p) => Response {

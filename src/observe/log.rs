@@ -87,6 +87,33 @@ pub enum Event {
     },
     /// Something went wrong inside corerelay that is not about one message.
     Error { what: String },
+    /// A tracking pixel was fetched (written to the core's event log).
+    Open {
+        account: String,
+        msg: MessageId,
+        rcpt: String,
+        user_agent: String,
+        client: IpAddr,
+    },
+    /// A tracked link was followed.
+    Click {
+        account: String,
+        msg: MessageId,
+        rcpt: String,
+        url: String,
+        user_agent: String,
+        client: IpAddr,
+    },
+    /// A one-click unsubscribe (RFC 8058) was posted.
+    Unsubscribe {
+        account: String,
+        msg: MessageId,
+        rcpt: String,
+        user_agent: String,
+        client: IpAddr,
+    },
+    /// A tracking request carried a token that does not verify (answered 404).
+    BadToken { reason: &'static str, client: IpAddr },
 }
 
 #[derive(Serialize)]
@@ -167,6 +194,11 @@ impl Log {
         &self.metrics
     }
 
+    /// The core's metric handles, shared (for a second ring on the same core).
+    pub fn metrics_rc(&self) -> Rc<CoreMetrics> {
+        self.metrics.clone()
+    }
+
     pub fn core(&self) -> usize {
         self.core
     }
@@ -179,6 +211,11 @@ impl Log {
 /// The path of core `core`'s log file.
 pub fn log_path(dir: &Path, core: usize) -> PathBuf {
     dir.join(format!("core-{core}.log"))
+}
+
+/// The path of core `core`'s tracking event log (opens, clicks, unsubscribes).
+pub fn events_path(dir: &Path, core: usize) -> PathBuf {
+    dir.join(format!("events-core-{core}.jsonl"))
 }
 
 /// Most records written in one batch; a batch is one write to the file.

@@ -105,6 +105,8 @@ metrics_table! {
             "Damaged spool records detected and skipped at start.";
         queue_messages: Gauge, "corerelay_queue_messages", Count,
             "Messages queued for delivery on this core (ready, scheduled or in flight).";
+        tracking_bad_tokens_total: Counter, "corerelay_tracking_bad_tokens_total", Count,
+            "Tracking requests refused because the token did not verify (forged, altered, expired).";
         spool_append_seconds: Histogram, "corerelay_spool_append_seconds", Seconds,
             "Time from handing a message to the owner's spool to its durable acknowledgement (group commit wait, write and fdatasync).";
     }
@@ -119,6 +121,12 @@ metrics_table! {
             "Recipients of an account's messages deferred for a retry.";
         Counter, "corerelay_account_failed_total", Count, ["account"],
             "Recipients of an account's messages failed permanently (5xx or expiry).";
+        Counter, "corerelay_account_opens_total", Count, ["account"],
+            "Tracking pixels fetched for an account's messages.";
+        Counter, "corerelay_account_clicks_total", Count, ["account"],
+            "Tracked links followed in an account's messages.";
+        Counter, "corerelay_account_unsubscribes_total", Count, ["account"],
+            "One-click unsubscribes posted for an account's messages.";
     }
 }
 
@@ -135,6 +143,9 @@ pub struct AccountCounters {
     pub delivered: Counter,
     pub deferred: Counter,
     pub failed: Counter,
+    pub opens: Counter,
+    pub clicks: Counter,
+    pub unsubscribes: Counter,
 }
 
 /// Everything one core counts: the plain handles and the per-account ones, resolved for
@@ -159,6 +170,9 @@ impl CoreMetrics {
                     delivered: metrics::counter!("corerelay_account_delivered_total", &labels),
                     deferred: metrics::counter!("corerelay_account_deferred_total", &labels),
                     failed: metrics::counter!("corerelay_account_failed_total", &labels),
+                    opens: metrics::counter!("corerelay_account_opens_total", &labels),
+                    clicks: metrics::counter!("corerelay_account_clicks_total", &labels),
+                    unsubscribes: metrics::counter!("corerelay_account_unsubscribes_total", &labels),
                 };
                 (id.to_string(), counters)
             })
@@ -202,6 +216,10 @@ impl CoreMetrics {
                 c.spool_recovered_messages.set(*messages as f64);
                 c.spool_recovery_corrupt_total.increment(*corrupt_records as u64);
             }
+            Event::Open { account, .. } => self.account(account, |a| a.opens.increment(1)),
+            Event::Click { account, .. } => self.account(account, |a| a.clicks.increment(1)),
+            Event::Unsubscribe { account, .. } => self.account(account, |a| a.unsubscribes.increment(1)),
+            Event::BadToken { .. } => c.tracking_bad_tokens_total.increment(1),
             Event::Start { .. } | Event::Error { .. } => {}
         }
     }

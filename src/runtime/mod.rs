@@ -18,9 +18,11 @@ use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use crate::account::Directory;
 use crate::config::{Config, Cores};
 use crate::http::Health;
+use crate::http::tracking::load_keyring;
 use crate::ingress::listener;
 use crate::mesh::Meshes;
 use crate::observe::metrics::{LATENCY_BUCKETS_SECONDS, describe_all};
+use crate::rewrite::Keyring;
 
 /// What every core is started with (read-only after start).
 pub struct Shared {
@@ -31,6 +33,7 @@ pub struct Shared {
     pub cores: usize,
     pub prometheus: PrometheusHandle,
     pub health: Arc<Health>,
+    pub keyring: Arc<Keyring>,
     ready: mpsc::Sender<Result<usize, String>>,
 }
 
@@ -50,6 +53,7 @@ pub fn serve(config: Config) -> Result<(), String> {
     let (_reserved_http, http_listen) = listener::reserve(config.http.listen)
         .map_err(|e| format!("cannot bind {}: {e}", config.http.listen))?;
     let prometheus = install_metrics()?;
+    let keyring = Arc::new(load_keyring(&config.tracking, &config.spool.dir)?);
     for account in directory.accounts() {
         println!("corerelay: account {} on core {}", account.id, account.owner);
     }
@@ -66,6 +70,7 @@ pub fn serve(config: Config) -> Result<(), String> {
         cores,
         prometheus: prometheus.clone(),
         health: Arc::new(Health::new(cores)),
+        keyring,
         ready: ready_tx,
     });
     let handles = LocalExecutorPoolBuilder::new(placement)

@@ -95,11 +95,21 @@ async fn start(shared: &Shared, meshes: Meshes) -> Result<(usize, TcpListener, R
         .map_err(|e| fail(&format!("cannot listen on {}", shared.listen), &e))?;
     let http_listener = listener::bind(shared.http_listen, config.smtp.backlog_count)
         .map_err(|e| fail(&format!("cannot listen on {}", shared.http_listen), &e))?;
+    let (events, events_drain) = Log::with_metrics(core, config.log.ring_max_count, log.metrics_rc());
+    glommio::spawn_local(log::run_drain(
+        events_drain,
+        log::events_path(&config.log.dir, core),
+    ))
+    .detach();
     let app = Rc::new(http::App {
         core,
         limits: config.http.limits.clone(),
         prometheus: Some(shared.prometheus.clone()),
         health: shared.health.clone(),
+        tracking: Some(http::tracking::Tracking {
+            keyring: shared.keyring.clone(),
+            events,
+        }),
     });
     glommio::spawn_local(http::accept_loop(http_listener, app)).detach();
     glommio::spawn_local(gauges(deliverer_gauge, log.clone())).detach();
