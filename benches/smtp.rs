@@ -110,7 +110,7 @@ fn bench_session(c: &mut Criterion) {
                         black_box(s.message_done(Ok(())));
                         return t.body_bytes;
                     }
-                    Step::NeedMore | Step::Close(_) => return 0,
+                    Step::NeedMore | Step::Close(_) | Step::Authenticate(_) | Step::StartTls(_) => return 0,
                     Step::Reply(r) => {
                         black_box(r);
                     }

@@ -46,6 +46,9 @@ enum Command {
         /// The TOML file (the embedded default when omitted).
         file: Option<PathBuf>,
     },
+    /// Hash a password for an account's `credentials` (Argon2id, PHC string). The password
+    /// is read from the first line of standard input, so it stays out of shell history.
+    HashPassword,
 }
 
 #[derive(Subcommand)]
@@ -110,6 +113,9 @@ struct SinkArgs {
     random_fail: u8,
     #[arg(long, default_value_t = 1)]
     cores: usize,
+    /// Offer STARTTLS with a self-signed certificate.
+    #[arg(long)]
+    tls: bool,
 }
 
 #[derive(Args)]
@@ -158,6 +164,7 @@ fn main() -> ExitCode {
             then: a.then,
             random_fail_percent: a.random_fail,
             cores: a.cores,
+            tls: a.tls,
         }),
         Command::Load(a) => run_load(a),
         Command::CheckConfig { file } => check_config(file),
@@ -175,6 +182,7 @@ fn main() -> ExitCode {
             print!("{}", corerelay::observe::metrics::markdown());
             Ok(())
         }
+        Command::HashPassword => hash_password(),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -207,9 +215,7 @@ fn serve(args: ServeArgs) -> Result<(), String> {
         http_listen: args.http_listen,
     };
     let config = load_config(args.config.as_ref(), &overrides)?;
-    rustls::crypto::ring::default_provider()
-        .install_default()
-        .map_err(|_| "cannot install the TLS crypto provider".to_string())?;
+    corerelay::ingress::tls::ensure_provider();
     corerelay::runtime::serve(config)
 }
 
@@ -283,6 +289,19 @@ fn doctor(file: Option<PathBuf>) -> Result<(), String> {
     } else {
         Ok(())
     }
+}
+
+fn hash_password() -> Result<(), String> {
+    let mut line = String::new();
+    std::io::stdin()
+        .read_line(&mut line)
+        .map_err(|e| format!("cannot read the password: {e}"))?;
+    let password = line.trim_end_matches(['\r', '\n']);
+    if password.is_empty() {
+        return Err("give the password on standard input".into());
+    }
+    println!("{}", corerelay::ingress::auth::hash_password(password)?);
+    Ok(())
 }
 
 fn check_config(file: Option<PathBuf>) -> Result<(), String> {

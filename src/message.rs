@@ -90,13 +90,46 @@ pub enum BodyType {
     #[default]
     SevenBit,
     EightBitMime,
+    /// RFC 3030: arrived by BDAT, may hold any bytes (bare CR/LF, NUL). It can only be
+    /// sent on with BDAT to a server offering BINARYMIME; DATA could not carry it safely.
+    BinaryMime,
+}
+
+/// RFC 3461 `RET=`: what a failure DSN returns of the message.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum DsnReturn {
+    Full,
+    Headers,
+}
+
+/// RFC 3461 `NOTIFY=`: which delivery outcomes the sender wants a DSN for. All false is
+/// `NOTIFY=NEVER`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Notify {
+    pub success: bool,
+    pub failure: bool,
+    pub delay: bool,
+}
+
+/// RFC 3461 `ORCPT=`: the original recipient, its xtext decoded.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OriginalRecipient {
+    /// The address type, e.g. `rfc822` or `utf-8` (RFC 6533), as sent.
+    pub addr_type: String,
+    pub addr: String,
 }
 
 /// One envelope recipient.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Recipient {
     /// The forward-path without angle brackets, e.g. `user@example.com`.
     pub addr: String,
+    /// RFC 3461 `NOTIFY`; `None` when not given (the default: failures and delays).
+    #[serde(default)]
+    pub notify: Option<Notify>,
+    /// RFC 3461 `ORCPT`.
+    #[serde(default)]
+    pub orcpt: Option<OriginalRecipient>,
 }
 
 impl Recipient {
@@ -121,6 +154,18 @@ pub struct Envelope {
     pub mail_from: String,
     pub body_type: BodyType,
     pub rcpts: Vec<Recipient>,
+    /// RFC 6531: the sender asked for SMTPUTF8 (addresses or headers may be UTF-8).
+    #[serde(default)]
+    pub smtputf8: bool,
+    /// RFC 3461 `RET`.
+    #[serde(default)]
+    pub dsn_return: Option<DsnReturn>,
+    /// RFC 3461 `ENVID`, its xtext decoded.
+    #[serde(default)]
+    pub dsn_envid: Option<String>,
+    /// The AUTH user name the client logged in with (RFC 4954), if it did.
+    #[serde(default)]
+    pub auth_user: Option<String>,
 }
 
 /// A whole message: envelope, the trace header corerelay prepended, and the client's

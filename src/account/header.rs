@@ -91,6 +91,7 @@ mod tests {
             networks: vec![],
             sender_domains: SenderDomains::List(domains.iter().map(|d| d.to_string()).collect()),
             owner: 0,
+            credentials: vec![],
         }
     }
 

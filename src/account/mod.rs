@@ -5,13 +5,18 @@
 //! (source IP + sender domain) belong to ([`Directory::identify`]); and which core owns that
 //! account's spool records and queues ([`Directory::owner`]). After DATA,
 //! [`check_header_from`] holds the header `From:` to the same sender domains.
+//!
+//! A client that authenticated (SMTP AUTH) is identified by its login instead of its
+//! source address: [`Directory::credential`] finds the account of a user name (the
+//! password hash is checked by `ingress::auth`, off the session), and
+//! [`Directory::identify_authenticated`] holds its MAIL FROM to the account's domains.
 
 pub mod header;
 
 use std::net::IpAddr;
 use std::sync::Arc;
 
-use crate::config::{AccountConfig, SenderDomains};
+use crate::config::{AccountConfig, Credential, SenderDomains};
 use crate::message::domain_of;
 use crate::smtp::reply::{Enhanced, Reply};
 
@@ -25,6 +30,8 @@ pub struct Account {
     pub sender_domains: SenderDomains,
     /// The core that owns this account.
     pub owner: usize,
+    /// AUTH logins of this account (user name and PHC password hash).
+    pub credentials: Vec<Credential>,
 }
 
 /// A shared reference to an account; cheap to clone into a session.
@@ -53,6 +60,7 @@ impl Directory {
                     networks: a.networks.clone(),
                     sender_domains: a.sender_domains.clone(),
                     owner: a.core.unwrap_or_else(|| shard_of(&a.id, cores)),
+                    credentials: a.credentials.clone(),
                 })
             })
             .collect();
@@ -69,6 +77,38 @@ impl Directory {
 
     pub fn get(&self, id: &str) -> Option<&AccountRef> {
         self.accounts.iter().find(|a| a.id == id)
+    }
+
+    /// Whether any account has AUTH credentials (AUTH is offered only then).
+    pub fn has_credentials(&self) -> bool {
+        self.accounts.iter().any(|a| !a.credentials.is_empty())
+    }
+
+    /// The account a user name logs in to, with the password hash to check. User names are
+    /// unique across accounts (the configuration refuses duplicates).
+    pub fn credential(&self, username: &str) -> Option<(&AccountRef, &str)> {
+        self.accounts.iter().find_map(|a| {
+            a.credentials
+                .iter()
+                .find(|c| c.username == username)
+                .map(|c| (a, c.password_hash.as_str()))
+        })
+    }
+
+    /// MAIL FROM of a client authenticated as `account`: the sender's domain must be one
+    /// of the account's (the null sender is always allowed); the source address is not
+    /// consulted, since the login identifies the account.
+    pub fn identify_authenticated(&self, account: &AccountRef, mail_from: &str) -> Result<AccountRef, Reply> {
+        let domain = domain_of(mail_from);
+        if mail_from.is_empty() || account.sender_domains.allows(domain) {
+            Ok(account.clone())
+        } else {
+            Err(Reply::new(
+                550,
+                NOT_ALLOWED,
+                format!("Sender domain {domain} is not allowed for account {}", account.id),
+            ))
+        }
     }
 
     /// The core that owns `account`.
@@ -182,6 +222,27 @@ core = 1
             .unwrap_err();
         assert_eq!(e.code, 550);
         assert!(e.text.contains("evil.example"), "{e}");
+    }
+
+    #[test]
+    fn credentials_identify_their_account_and_its_domains_only() {
+        let hash = "$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHRzYWx0$0KnOlrDnf5bQ+PhWJDGQ1EvBg+eaHW+rUB2O7pOEBNE";
+        let d = directory(
+            &format!(
+                "{TWO}[[accounts]]\nid = \"api\"\nnetworks = [\"192.0.2.0/24\"]\nsender_domains = [\"api.example\"]\ncredentials = [{{ username = \"u1\", password_hash = \"{hash}\" }}, {{ username = \"u2\", password_hash = \"{hash}\" }}]\n"
+            ),
+            2,
+        );
+        assert!(d.has_credentials());
+        assert!(!directory(TWO, 2).has_credentials());
+        let (account, h) = d.credential("u2").unwrap();
+        assert_eq!((account.id.as_str(), h), ("api", hash));
+        assert!(d.credential("U2").is_none(), "user names are exact");
+        let account = account.clone();
+        assert_eq!(d.identify_authenticated(&account, "a@API.example").unwrap().id, "api");
+        assert_eq!(d.identify_authenticated(&account, "").unwrap().id, "api");
+        let e = d.identify_authenticated(&account, "a@shop.example").unwrap_err();
+        assert_eq!(e.to_wire(), "550 5.7.1 Sender domain shop.example is not allowed for account api\r\n");
     }
 
     #[test]

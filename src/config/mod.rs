@@ -104,10 +104,11 @@ pub struct ServerConfig {
     pub handoff_window_max_count: usize,
 }
 
-/// Inbound SMTP: the listener and every limit a client meets.
+/// Inbound SMTP: the listeners and every limit a client meets.
 #[derive(Debug, Clone)]
 pub struct SmtpConfig {
-    pub listen: SocketAddr,
+    /// Never empty. The first is `smtp.listen` (or the first `[[listeners]]` entry).
+    pub listeners: Vec<ListenerConfig>,
     pub backlog_count: u32,
     pub connections_per_core_max_count: usize,
     pub command_line_max_bytes: usize,
@@ -118,6 +119,68 @@ pub struct SmtpConfig {
     pub errors_max_count: usize,
     pub command_timeout: Duration,
     pub data_timeout: Duration,
+    /// Connections one source address may hold open on one core.
+    pub connections_per_ip_max_count: usize,
+    /// How long a new client has to send its PROXY header and its first command.
+    pub greeting_timeout: Duration,
+    /// The whole message transfer (DATA to the final dot, first BDAT to BDAT LAST).
+    pub data_end_timeout: Duration,
+    pub bare_line_feed: BareLineFeed,
+}
+
+/// What the DATA and BDAT receivers do with a bare LF in message text.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BareLineFeed {
+    /// Refuse the message with `550 5.6.0` (the default: SMTP smuggling needs it).
+    Reject,
+    /// Read a bare LF as CRLF; only CRLF.CRLF still ends the data.
+    Normalize,
+}
+
+/// One SMTP listening address and what it offers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListenerConfig {
+    pub address: SocketAddr,
+    /// TLS from the first byte (RFC 8314, port 465 style) instead of STARTTLS.
+    pub implicit_tls: bool,
+    /// MAIL is refused with `530 5.7.0` until the session is encrypted.
+    pub require_tls: bool,
+    /// AUTH is offered without TLS too (never by default: it would expose passwords).
+    pub auth_plaintext_allowed: bool,
+    /// PROXY protocol (v1 or v2) expected first, only from these networks; `None` when the
+    /// listener does not use it.
+    pub proxy_trusted_networks: Option<Vec<IpNet>>,
+}
+
+/// Inbound TLS: certificate and key files, or a self-signed certificate made at start.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsSettings {
+    /// PEM certificate chain and PEM private key; `None` means self-signed.
+    pub files: Option<(PathBuf, PathBuf)>,
+    pub handshake_timeout: Duration,
+}
+
+/// AUTH: how failures are throttled per source address.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuthConfig {
+    pub failures_per_ip_max_count: u32,
+    pub failure_window: Duration,
+    pub tracked_ips_max_count: usize,
+}
+
+/// One AUTH login of an account.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Credential {
+    pub username: String,
+    /// A PHC string (`$argon2id$v=19$…`), checked to parse at load.
+    pub password_hash: String,
+}
+
+impl fmt::Debug for Credential {
+    /// The hash is not printed: `check-config` output ends up in tickets and logs.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Credential {{ username: {:?}, password_hash: \"…\" }}", self.username)
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -196,6 +259,8 @@ pub struct AccountConfig {
     pub sender_domains: SenderDomains,
     /// The core this account is pinned to; otherwise a stable hash of `id` decides.
     pub core: Option<usize>,
+    /// AUTH logins that identify this account (several per account).
+    pub credentials: Vec<Credential>,
 }
 
 /// The validated configuration.
@@ -209,6 +274,8 @@ pub struct Config {
     pub http: HttpConfig,
     pub tracking: TrackingConfig,
     pub accounts: Vec<AccountConfig>,
+    pub tls: TlsSettings,
+    pub auth: AuthConfig,
 }
 
 /// Command-line settings that take precedence over the file.
@@ -246,7 +313,7 @@ impl Config {
         self.server.cores.count(online)
     }
 
-    fn from_raw(raw: RawConfig) -> Result<Config, ConfigError> {
+    fn from_raw(mut raw: RawConfig) -> Result<Config, ConfigError> {
         let server = ServerConfig {
             cores: match raw.server.cores {
                 RawCores::Named(s) => Cores::parse_flag(&s)?,
@@ -276,9 +343,10 @@ impl Config {
             }
             _ => {}
         }
+        let listeners = listeners(raw.smtp.listen.take(), std::mem::take(&mut raw.listeners))?;
         let s = raw.smtp;
         let smtp = SmtpConfig {
-            listen: socket_addr("smtp.listen", &s.listen, None)?,
+            listeners,
             backlog_count: positive("smtp.backlog_count", s.backlog_count as u64)? as u32,
             connections_per_core_max_count: positive_usize(
                 "smtp.connections_per_core_max_count",
@@ -299,6 +367,22 @@ impl Config {
             errors_max_count: positive_usize("smtp.errors_max_count", s.errors_max_count)?,
             command_timeout: millis("smtp.command_timeout_ms", s.command_timeout_ms)?,
             data_timeout: millis("smtp.data_timeout_ms", s.data_timeout_ms)?,
+            connections_per_ip_max_count: positive_usize(
+                "smtp.connections_per_ip_max_count",
+                s.connections_per_ip_max_count,
+            )?,
+            greeting_timeout: millis("smtp.greeting_timeout_ms", s.greeting_timeout_ms)?,
+            data_end_timeout: millis("smtp.data_end_timeout_ms", s.data_end_timeout_ms)?,
+            bare_line_feed: match s.bare_line_feed.as_str() {
+                "reject" => BareLineFeed::Reject,
+                "normalize" => BareLineFeed::Normalize,
+                other => {
+                    return Err(ConfigError::new(
+                        "smtp.bare_line_feed",
+                        format!("`{other}` is not \"reject\" or \"normalize\""),
+                    ));
+                }
+            },
         };
         let sp = raw.spool;
         let spool = SpoolConfig {
@@ -399,6 +483,7 @@ impl Config {
                 format!("account id `{}` is used twice", w[0]),
             ));
         }
+        check_usernames(&accounts)?;
         let config = Config {
             server,
             smtp,
@@ -408,6 +493,18 @@ impl Config {
             http,
             tracking,
             accounts,
+            tls: tls(raw.tls)?,
+            auth: AuthConfig {
+                failures_per_ip_max_count: positive(
+                    "auth.failures_per_ip_max_count",
+                    raw.auth.failures_per_ip_max_count as u64,
+                )? as u32,
+                failure_window: millis("auth.failure_window_ms", raw.auth.failure_window_ms)?,
+                tracked_ips_max_count: positive_usize(
+                    "auth.tracked_ips_max_count",
+                    raw.auth.tracked_ips_max_count,
+                )?,
+            },
         };
         config.check_pinned_cores()?;
         Ok(config)
@@ -454,7 +551,10 @@ fn parse_raw(text: &str) -> Result<RawConfig, ConfigError> {
 
 fn apply_overrides(raw: &mut RawConfig, o: &Overrides) -> Result<(), ConfigError> {
     if let Some(v) = &o.listen {
-        raw.smtp.listen = v.clone();
+        match raw.listeners.first_mut() {
+            Some(first) => first.address = v.clone(),
+            None => raw.smtp.listen = Some(v.clone()),
+        }
     }
     if let Some(v) = &o.cores {
         raw.server.cores = RawCores::Named(v.clone());
@@ -535,11 +635,17 @@ fn account(i: usize, a: raw::RawAccount) -> Result<AccountConfig, ConfigError> {
         }
         SenderDomains::List(a.sender_domains.iter().map(|d| d.to_ascii_lowercase()).collect())
     };
+    let credentials = a
+        .credentials
+        .into_iter()
+        .map(|c| credential(&key("credentials"), c))
+        .collect::<Result<Vec<_>, _>>()?;
     Ok(AccountConfig {
         id: a.id,
         networks,
         sender_domains,
         core: a.core,
+        credentials,
     })
 }
 
@@ -563,6 +669,124 @@ fn tracking(t: raw::RawTracking) -> Result<TrackingConfig, ConfigError> {
             .collect(),
         signing_key_id: t.signing_key_id,
     })
+}
+
+
+/// The listeners: `smtp.listen` alone (the default address when neither is written), or
+/// the `[[listeners]]` entries. Both at once would leave it unclear which addresses are
+/// meant, so that is an error.
+fn listeners(
+    listen: Option<String>,
+    raw: Vec<raw::RawListener>,
+) -> Result<Vec<ListenerConfig>, ConfigError> {
+    if raw.is_empty() {
+        let listen = listen.unwrap_or_else(|| raw::DEFAULT_LISTEN.to_string());
+        return Ok(vec![ListenerConfig {
+            address: socket_addr("smtp.listen", &listen, None)?,
+            implicit_tls: false,
+            require_tls: false,
+            auth_plaintext_allowed: false,
+            proxy_trusted_networks: None,
+        }]);
+    }
+    if listen.is_some() {
+        return Err(ConfigError::new(
+            "smtp.listen",
+            "name the listeners either with smtp.listen or with [[listeners]], not both",
+        ));
+    }
+    raw.into_iter().enumerate().map(|(i, l)| listener(i, l)).collect()
+}
+
+fn listener(i: usize, l: raw::RawListener) -> Result<ListenerConfig, ConfigError> {
+    let key = |field: &str| format!("listeners[{i}].{field}");
+    let trusted = l
+        .proxy_trusted_networks
+        .iter()
+        .map(|n| {
+            parse_net(n).ok_or_else(|| {
+                ConfigError::new(
+                    key("proxy_trusted_networks"),
+                    format!("`{n}` is not a CIDR network or an IP address"),
+                )
+            })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let proxy_trusted_networks = match (l.proxy_protocol, trusted.is_empty()) {
+        (true, true) => {
+            return Err(ConfigError::new(
+                key("proxy_trusted_networks"),
+                "a PROXY protocol listener needs the networks its proxies connect from",
+            ));
+        }
+        (true, false) => Some(trusted),
+        (false, true) => None,
+        (false, false) => {
+            return Err(ConfigError::new(
+                key("proxy_trusted_networks"),
+                "set only with proxy_protocol = true",
+            ));
+        }
+    };
+    Ok(ListenerConfig {
+        address: socket_addr(&key("address"), &l.address, None)?,
+        implicit_tls: l.implicit_tls,
+        require_tls: l.require_tls,
+        auth_plaintext_allowed: l.auth_plaintext_allowed,
+        proxy_trusted_networks,
+    })
+}
+
+fn tls(t: raw::RawTls) -> Result<TlsSettings, ConfigError> {
+    let files = match (t.cert_file.is_empty(), t.key_file.is_empty()) {
+        (true, true) => None,
+        (false, false) => Some((PathBuf::from(t.cert_file), PathBuf::from(t.key_file))),
+        (false, true) => return Err(ConfigError::new("tls.key_file", "cert_file is set, key_file is not")),
+        (true, false) => return Err(ConfigError::new("tls.cert_file", "key_file is set, cert_file is not")),
+    };
+    Ok(TlsSettings {
+        files,
+        handshake_timeout: millis("tls.handshake_timeout_ms", t.handshake_timeout_ms)?,
+    })
+}
+
+fn credential(key: &str, c: raw::RawCredential) -> Result<Credential, ConfigError> {
+    // AUTH PLAIN carries the user name between NULs, and LOGIN as one line.
+    if c.username.is_empty() || c.username.len() > 255 || c.username.chars().any(|ch| ch.is_control()) {
+        return Err(ConfigError::new(
+            key,
+            format!("`{}` is not a user name (1 to 255 bytes, no control characters)", c.username),
+        ));
+    }
+    if let Err(e) = argon2::PasswordHash::new(&c.password_hash) {
+        return Err(ConfigError::new(
+            key,
+            format!(
+                "the password_hash of `{}` is not a PHC hash string ({e}); make one with `corerelay hash-password`",
+                c.username
+            ),
+        ));
+    }
+    Ok(Credential {
+        username: c.username,
+        password_hash: c.password_hash,
+    })
+}
+
+/// A user name identifies one account: it may appear only once.
+fn check_usernames(accounts: &[AccountConfig]) -> Result<(), ConfigError> {
+    let mut names: Vec<&str> = accounts
+        .iter()
+        .flat_map(|a| a.credentials.iter().map(|c| c.username.as_str()))
+        .collect();
+    names.sort_unstable();
+    match names.windows(2).find(|w| w[0] == w[1]) {
+        Some(w) => Err(ConfigError::new(
+            "accounts",
+            format!("user name `{}` is given twice", w[0]),
+        )),
+        None => Ok(()),
+    }
 }
 
 fn parse_net(s: &str) -> Option<IpNet> {
@@ -656,7 +880,7 @@ mod tests {
     #[test]
     fn embedded_default_is_valid() {
         let c = Config::from_toml(DEFAULT_TOML).unwrap();
-        assert_eq!(c.smtp.listen, "127.0.0.1:2525".parse().unwrap());
+        assert_eq!(c.smtp.listeners[0].address, "127.0.0.1:2525".parse().unwrap());
         assert_eq!(c.accounts.len(), 1);
         assert_eq!(c.accounts[0].id, "local");
         assert_eq!(c.accounts[0].sender_domains, SenderDomains::Any);
@@ -678,6 +902,8 @@ mod tests {
         assert_eq!(format!("{:?}", file.delivery), format!("{:?}", empty.delivery));
         assert_eq!(format!("{:?}", file.http), format!("{:?}", empty.http));
         assert_eq!(format!("{:?}", file.tracking), format!("{:?}", empty.tracking));
+        assert_eq!(file.tls, empty.tls);
+        assert_eq!(file.auth, empty.auth);
     }
 
     #[test]
@@ -728,7 +954,7 @@ mod tests {
             http_listen: Some("127.0.0.1:0".into()),
         };
         let c = Config::embedded(&o).unwrap();
-        assert_eq!(c.smtp.listen.port(), 0);
+        assert_eq!(c.smtp.listeners[0].address.port(), 0);
         assert_eq!(c.server.cores, Cores::List(vec![0, 1]));
         assert_eq!(c.spool.dir, PathBuf::from("/tmp/s"));
         assert_eq!(c.delivery.dns_servers, vec!["127.0.0.1:5353".parse().unwrap()]);
@@ -749,5 +975,77 @@ mod tests {
         )
         .unwrap_err();
         assert_eq!(e.key, "accounts[0].sender_domains");
+    }
+
+    const HASH: &str = "$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHRzYWx0$0KnOlrDnf5bQ+PhWJDGQ1EvBg+eaHW+rUB2O7pOEBNE";
+
+    #[test]
+    fn listeners_tls_and_auth() {
+        let c = Config::from_toml(&format!(
+            r#"
+[[listeners]]
+address = "127.0.0.1:587"
+require_tls = true
+[[listeners]]
+address = "127.0.0.1:465"
+implicit_tls = true
+[[listeners]]
+address = "127.0.0.1:2526"
+proxy_protocol = true
+proxy_trusted_networks = ["10.0.0.0/8", "::1"]
+auth_plaintext_allowed = true
+[tls]
+cert_file = "/etc/c.pem"
+key_file = "/etc/k.pem"
+[[accounts]]
+id = "a"
+networks = ["10.0.0.1"]
+sender_domains = ["*"]
+credentials = [{{ username = "a1", password_hash = "{HASH}" }}, {{ username = "a2", password_hash = "{HASH}" }}]
+"#
+        ))
+        .unwrap();
+        let l = &c.smtp.listeners;
+        assert_eq!(l.len(), 3);
+        assert!(l[0].require_tls && !l[0].implicit_tls);
+        assert!(l[1].implicit_tls);
+        assert_eq!(l[2].proxy_trusted_networks.as_ref().map(Vec::len), Some(2));
+        assert!(l[2].auth_plaintext_allowed);
+        assert_eq!(c.tls.files, Some(("/etc/c.pem".into(), "/etc/k.pem".into())));
+        assert_eq!(c.accounts[0].credentials.len(), 2);
+        assert!(!format!("{:?}", c.accounts[0]).contains("argon2"), "hashes are not printed");
+        let o = Overrides {
+            listen: Some("127.0.0.1:0".into()),
+            ..Default::default()
+        };
+        let text = "[[listeners]]\naddress = \"127.0.0.1:25\"\n[[listeners]]\naddress = \"127.0.0.1:26\"\n";
+        let c = Config::from_toml_with(text, &o).unwrap();
+        assert_eq!(c.smtp.listeners[0].address.port(), 0);
+        assert_eq!(c.smtp.listeners[1].address.port(), 26);
+    }
+
+    #[test]
+    fn bad_listener_tls_and_auth_settings_name_the_key() {
+        let cases: &[(&str, &str)] = &[
+            ("[smtp]\nlisten = \"127.0.0.1:25\"\n[[listeners]]\naddress = \"127.0.0.1:26\"\n", "smtp.listen"),
+            ("[[listeners]]\naddress = \"x\"\n", "listeners[0].address"),
+            ("[[listeners]]\naddress = \"127.0.0.1:1\"\nproxy_protocol = true\n", "listeners[0].proxy_trusted_networks"),
+            ("[[listeners]]\naddress = \"127.0.0.1:1\"\nproxy_trusted_networks = [\"10.0.0.0/8\"]\n", "listeners[0].proxy_trusted_networks"),
+            ("[tls]\ncert_file = \"/c\"\n", "tls.key_file"),
+            ("[tls]\nhandshake_timeout_ms = 0\n", "tls.handshake_timeout_ms"),
+            ("[smtp]\nbare_line_feed = \"fix\"\n", "smtp.bare_line_feed"),
+            ("[smtp]\nconnections_per_ip_max_count = 0\n", "smtp.connections_per_ip_max_count"),
+            ("[auth]\nfailures_per_ip_max_count = 0\n", "auth.failures_per_ip_max_count"),
+            ("[[accounts]]\nid = \"a\"\nnetworks = [\"10.0.0.1\"]\nsender_domains = [\"*\"]\ncredentials = [{ username = \"u\", password_hash = \"secret\" }]\n", "accounts[0].credentials"),
+        ];
+        for (text, key) in cases {
+            let e = Config::from_toml(text).unwrap_err();
+            assert_eq!(&e.key, key, "{text}: {e}");
+        }
+        let twice = format!(
+            "[[accounts]]\nid = \"a\"\nnetworks = [\"10.0.0.1\"]\nsender_domains = [\"*\"]\ncredentials = [{{ username = \"u\", password_hash = \"{HASH}\" }}]\n[[accounts]]\nid = \"b\"\nnetworks = [\"10.0.0.2\"]\nsender_domains = [\"*\"]\ncredentials = [{{ username = \"u\", password_hash = \"{HASH}\" }}]\n"
+        );
+        let e = Config::from_toml(&twice).unwrap_err();
+        assert!(e.message.contains("`u`"), "{e}");
     }
 }

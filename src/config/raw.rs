@@ -22,6 +22,12 @@ pub struct RawConfig {
     pub tracking: RawTracking,
     #[serde(default)]
     pub accounts: Vec<RawAccount>,
+    #[serde(default)]
+    pub listeners: Vec<RawListener>,
+    #[serde(default)]
+    pub tls: RawTls,
+    #[serde(default)]
+    pub auth: RawAuth,
 }
 
 /// `cores = "all" | 4 | [0, 2]`
@@ -64,7 +70,9 @@ impl Default for RawServer {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RawSmtp {
-    pub listen: String,
+    /// `None` when not written: then it is the default address, unless `[[listeners]]`
+    /// are given (the two ways of naming listeners do not mix).
+    pub listen: Option<String>,
     pub backlog_count: u32,
     pub connections_per_core_max_count: usize,
     pub command_line_max_bytes: usize,
@@ -75,12 +83,19 @@ pub struct RawSmtp {
     pub errors_max_count: usize,
     pub command_timeout_ms: u64,
     pub data_timeout_ms: u64,
+    pub connections_per_ip_max_count: usize,
+    pub greeting_timeout_ms: u64,
+    pub data_end_timeout_ms: u64,
+    pub bare_line_feed: String,
 }
+
+/// The address of the one listener of a configuration that names none.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:2525";
 
 impl Default for RawSmtp {
     fn default() -> Self {
         RawSmtp {
-            listen: "127.0.0.1:2525".into(),
+            listen: None,
             backlog_count: 1024,
             connections_per_core_max_count: 10_000,
             command_line_max_bytes: 512,
@@ -91,6 +106,10 @@ impl Default for RawSmtp {
             errors_max_count: 10,
             command_timeout_ms: 300_000,
             data_timeout_ms: 180_000,
+            connections_per_ip_max_count: 100,
+            greeting_timeout_ms: 30_000,
+            data_end_timeout_ms: 600_000,
+            bare_line_feed: "reject".into(),
         }
     }
 }
@@ -232,4 +251,67 @@ pub struct RawAccount {
     pub sender_domains: Vec<String>,
     #[serde(default)]
     pub core: Option<usize>,
+    #[serde(default)]
+    pub credentials: Vec<RawCredential>,
+}
+
+/// One AUTH login of an account: a user name and the PHC string of its password hash.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCredential {
+    pub username: String,
+    pub password_hash: String,
+}
+
+/// One `[[listeners]]` entry.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawListener {
+    pub address: String,
+    #[serde(default)]
+    pub implicit_tls: bool,
+    #[serde(default)]
+    pub require_tls: bool,
+    #[serde(default)]
+    pub auth_plaintext_allowed: bool,
+    #[serde(default)]
+    pub proxy_protocol: bool,
+    #[serde(default)]
+    pub proxy_trusted_networks: Vec<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawTls {
+    pub cert_file: String,
+    pub key_file: String,
+    pub handshake_timeout_ms: u64,
+}
+
+impl Default for RawTls {
+    fn default() -> Self {
+        RawTls {
+            cert_file: String::new(),
+            key_file: String::new(),
+            handshake_timeout_ms: 10_000,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawAuth {
+    pub failures_per_ip_max_count: u32,
+    pub failure_window_ms: u64,
+    pub tracked_ips_max_count: usize,
+}
+
+impl Default for RawAuth {
+    fn default() -> Self {
+        RawAuth {
+            failures_per_ip_max_count: 5,
+            failure_window_ms: 300_000,
+            tracked_ips_max_count: 10_000,
+        }
+    }
 }

@@ -201,8 +201,13 @@ mod tests {
             rcpts: (0..rcpts)
                 .map(|i| Recipient {
                     addr: format!("r{i}@y.example"),
+                    ..Default::default()
                 })
                 .collect(),
+            smtputf8: false,
+            dsn_return: None,
+            dsn_envid: None,
+            auth_user: None,
         };
         let m = Message {
             envelope,

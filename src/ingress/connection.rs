@@ -1,9 +1,20 @@
 //! The driver of one client connection: the thin I/O shell around the sans-IO
 //! [`Session`]. It reads into one growing buffer whose frozen slices become the message's
-//! body chunks, writes replies in batches (so a pipelined group of commands gets its replies
-//! in one write), applies the read timeouts, and hands each finished transaction to a
-//! callback whose result is the client's reply. The relay's callback builds a [`Message`]
-//! and hands it to its owner core; `corerelay sink` uses the same driver.
+//! body chunks (decrypted bytes too: rustls decrypts into that same buffer), writes replies
+//! in batches (so a pipelined group of commands gets its replies in one write), applies
+//! the timeouts, upgrades the stream on STARTTLS, and hands each finished transaction and
+//! each AUTH login to a [`Handler`], whose result is the client's reply. The relay's
+//! handler builds a [`Message`] and hands it to its owner core; `corerelay sink` uses the
+//! same driver.
+//!
+//! Timeouts (RFC 5321 §4.5.3.2): the greeting timeout until the client's first command;
+//! then the command timeout, which runs from the moment the relay waits for a command to
+//! the end of its line, so a client trickling a byte at a time (slowloris) cannot hold a
+//! connection beyond it; inside DATA or a BDAT chunk the data-block timeout, per read, as
+//! §4.5.3.2.5 sets it per block. The data-end timeout bounds a whole message transfer
+//! (DATA to the final dot, first BDAT to BDAT LAST), however the client trickles it.
+//! Writes are bounded by the command timeout, so a client that stops reading cannot hold
+//! a task.
 
 use std::io;
 use std::net::IpAddr;
@@ -12,14 +23,17 @@ use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use futures_lite::{AsyncReadExt, AsyncWriteExt};
+use futures_rustls::TlsAcceptor;
 use glommio::net::TcpStream;
 
-use super::{DirectoryPolicy, Ingress};
+use super::stream::{Prefixed, Stream};
+use super::{DirectoryPolicy, Ingress, ListenerRuntime, proxy};
 use crate::account::{AccountRef, check_header_from};
+use crate::config::{SmtpConfig, TlsSettings};
 use crate::message::{Envelope, Message, MessageId, Recipient};
 use crate::observe::Event;
 use crate::smtp::reply::{Reply, catalogue};
-use crate::smtp::server::{Phase, Policy, Session, Step, Transaction};
+use crate::smtp::server::{Credentials, Phase, Policy, Session, Step, Transaction};
 
 /// Bytes asked of the kernel per read; the buffer grows in steps of this size.
 const READ_CHUNK_BYTES: usize = 16 << 10;
@@ -29,124 +43,341 @@ const READ_CHUNK_BYTES: usize = 16 << 10;
 pub struct Hello {
     /// The EHLO/HELO name.
     pub name: String,
-    /// `ESMTP` or `SMTP` (RFC 3848).
+    /// `ESMTP`, `ESMTPS`, `ESMTPSA`, `SMTP`… (RFC 3848).
     pub protocol: &'static str,
 }
 
-/// How long a client may take, by session phase.
+/// The timeouts of one connection.
 #[derive(Debug, Clone, Copy)]
-pub struct ReadTimeouts {
-    /// From the moment the relay waits for a command to the end of its line.
+pub struct Timeouts {
+    /// Until the PROXY header and the first command have arrived.
+    pub greeting: Duration,
+    /// Silence between commands.
     pub command: Duration,
-    /// For each read while the client sends DATA.
+    /// Silence inside DATA or a BDAT chunk.
     pub data: Duration,
+    /// A whole message transfer.
+    pub data_end: Duration,
+    pub tls_handshake: Duration,
 }
 
-/// Runs `session` over `stream` until the client quits, a limit closes the session, a read
-/// times out (`421 4.4.2`) or the client goes away. `on_message` decides each finished
-/// transaction; it gets who the client said it is and the transaction.
-pub async fn drive<P: Policy>(
-    stream: &mut TcpStream,
+impl Timeouts {
+    pub fn from_config(smtp: &SmtpConfig, tls: &TlsSettings) -> Timeouts {
+        Timeouts {
+            greeting: smtp.greeting_timeout,
+            command: smtp.command_timeout,
+            data: smtp.data_timeout,
+            data_end: smtp.data_end_timeout,
+            tls_handshake: tls.handshake_timeout,
+        }
+    }
+
+    /// The same timeout everywhere (the sink).
+    pub fn uniform(timeout: Duration) -> Timeouts {
+        Timeouts {
+            greeting: timeout,
+            command: timeout,
+            data: timeout,
+            data_end: timeout,
+            tls_handshake: timeout,
+        }
+    }
+}
+
+/// What the driver asks of its owner. The futures run on the connection's own core and are
+/// never sent between threads, so the missing `Send` bound the lint warns of is intended.
+#[allow(async_fn_in_trait)]
+pub trait Handler<A> {
+    /// Decides a finished transaction: `Ok` is `250`, `Err` the reply instead.
+    async fn message(&mut self, hello: &Hello, txn: Transaction<A>) -> Result<(), Reply>;
+    /// Checks AUTH credentials: the account they log in to, or the refusal.
+    async fn authenticate(&mut self, credentials: Credentials) -> Result<A, Reply>;
+}
+
+/// Runs `session` over `stream` until the client quits, a limit closes the session, a
+/// timeout passes (`421 4.4.2`) or the client goes away. `input` may already hold bytes
+/// (what followed a PROXY header). `tls` is what STARTTLS upgrades with.
+pub async fn drive<P: Policy, H: Handler<P::Account>>(
+    stream: &mut Stream,
+    mut input: BytesMut,
     session: &mut Session<P>,
-    timeouts: ReadTimeouts,
-    mut on_message: impl AsyncFnMut(&Hello, Transaction<P::Account>) -> Result<(), Reply>,
+    timeouts: &Timeouts,
+    tls: Option<&TlsAcceptor>,
+    handler: &mut H,
 ) -> io::Result<()> {
-    let _ = stream.set_nodelay(true);
-    let mut input = BytesMut::with_capacity(READ_CHUNK_BYTES);
     let mut output = BytesMut::with_capacity(1024);
     session.greeting().write_to(&mut output);
-    // When the relay started waiting for the command being read: the command timeout runs
-    // from there to the end of the line, so a client trickling a byte at a time (slowloris)
-    // cannot hold a connection beyond it. In DATA the timeout applies to each read, as
-    // RFC 5321 §4.5.3.2.5 sets it per data block.
+    let mut greeted = false;
+    let mut transfer_deadline: Option<Instant> = None;
+    // When the relay started waiting for the command being read.
     let mut command_since: Option<Instant> = None;
     loop {
-        match session.step(&mut input) {
-            Step::Reply(reply) => {
-                command_since = None;
-                reply.write_to(&mut output)
-            }
+        let step = session.step(&mut input);
+        if !matches!(step, Step::NeedMore) {
+            greeted = true;
+            command_since = None;
+        }
+        match step {
+            Step::Reply(reply) => reply.write_to(&mut output),
             Step::NeedMore => {
-                flush(stream, &mut output).await?;
-                let timeout = match session.phase() {
-                    Phase::Data => {
+                flush(stream, &mut output, timeouts.command).await?;
+                let now = Instant::now();
+                transfer_deadline = match session.in_transfer() {
+                    true => Some(transfer_deadline.unwrap_or(now + timeouts.data_end)),
+                    false => None,
+                };
+                let since = *command_since.get_or_insert(now);
+                let mut timeout = match (greeted, session.phase()) {
+                    (false, _) => timeouts.greeting.saturating_sub(since.elapsed()),
+                    (true, Phase::Data) => {
                         command_since = None;
                         timeouts.data
                     }
-                    _ => {
-                        let since = *command_since.get_or_insert_with(Instant::now);
-                        timeouts.command.saturating_sub(since.elapsed())
-                    }
+                    (true, Phase::Command) => timeouts.command.saturating_sub(since.elapsed()),
                 };
+                if let Some(deadline) = transfer_deadline {
+                    timeout = timeout.min(deadline.saturating_duration_since(now));
+                }
                 match read(stream, &mut input, timeout).await {
                     Ok(0) => return Ok(()),
                     Ok(_) => {}
                     Err(e) if e.kind() == io::ErrorKind::TimedOut => {
                         catalogue::TIMEOUT.write_to(&mut output);
-                        return flush(stream, &mut output).await;
+                        return flush(stream, &mut output, timeouts.command).await;
                     }
                     Err(e) => return Err(e),
                 }
             }
             Step::Message(txn) => {
-                command_since = None;
                 let hello = Hello {
                     name: session.helo().unwrap_or_default().to_string(),
                     protocol: session.protocol(),
                 };
-                let result = on_message(&hello, txn).await;
+                let result = handler.message(&hello, txn).await;
                 session.message_done(result).write_to(&mut output);
+            }
+            Step::Authenticate(credentials) => {
+                let result = handler.authenticate(credentials).await;
+                session.auth_done(result).write_to(&mut output);
+                if session.is_closed() {
+                    return flush(stream, &mut output, timeouts.command).await;
+                }
+            }
+            Step::StartTls(reply) => {
+                reply.write_to(&mut output);
+                flush(stream, &mut output, timeouts.command).await?;
+                let Some(acceptor) = tls else {
+                    return Ok(());
+                };
+                handshake(stream, BytesMut::new(), acceptor, timeouts.tls_handshake).await?;
+                session.tls_started();
             }
             Step::Close(reply) => {
                 reply.write_to(&mut output);
-                return flush(stream, &mut output).await;
+                return flush(stream, &mut output, timeouts.command).await;
             }
         }
     }
 }
 
+/// Turns the plain `stream` into a TLS one; `prefix` holds bytes of the handshake that
+/// were read already. On failure the stream is gone and the connection is to be dropped.
+pub async fn handshake(
+    stream: &mut Stream,
+    prefix: BytesMut,
+    acceptor: &TlsAcceptor,
+    timeout: Duration,
+) -> io::Result<()> {
+    let Some(tcp) = stream.take_plain() else {
+        return Err(io::Error::other("TLS is already active"));
+    };
+    let accept = acceptor.accept(Prefixed::new(prefix, tcp));
+    match glommio::timer::timeout(timeout, async { Ok(accept.await) }).await {
+        Ok(Ok(tls)) => {
+            *stream = Stream::Tls(Box::new(tls));
+            Ok(())
+        }
+        Ok(Err(e)) => Err(e),
+        Err(_) => Err(io::Error::new(io::ErrorKind::TimedOut, "TLS handshake timed out")),
+    }
+}
+
 /// Reads more input after what `input` holds, waiting at most `timeout`.
-async fn read(stream: &mut TcpStream, input: &mut BytesMut, timeout: Duration) -> io::Result<usize> {
+async fn read(stream: &mut Stream, input: &mut BytesMut, timeout: Duration) -> io::Result<usize> {
     if timeout.is_zero() {
         return Err(io::ErrorKind::TimedOut.into());
     }
     let start = input.len();
     input.resize(start + READ_CHUNK_BYTES, 0);
-    stream.set_read_timeout(Some(timeout))?;
-    let result = stream.read(&mut input[start..]).await;
+    let result = glommio::timer::timeout(timeout, async { Ok(stream.read(&mut input[start..]).await) }).await;
+    let result = match result {
+        Ok(r) => r,
+        Err(_) => Err(io::Error::new(io::ErrorKind::TimedOut, "read timed out")),
+    };
     input.truncate(start + *result.as_ref().unwrap_or(&0));
     result
 }
 
-async fn flush(stream: &mut TcpStream, output: &mut BytesMut) -> io::Result<()> {
-    if !output.is_empty() {
-        stream.write_all(output).await?;
-        output.clear();
+async fn flush(stream: &mut Stream, output: &mut BytesMut, timeout: Duration) -> io::Result<()> {
+    if output.is_empty() {
+        return Ok(());
     }
+    let write = async {
+        let r = stream.write_all(output).await;
+        let r = match r {
+            Ok(()) => stream.flush().await,
+            e => e,
+        };
+        Ok(r)
+    };
+    match glommio::timer::timeout(timeout, write).await {
+        Ok(r) => r?,
+        Err(_) => return Err(io::Error::new(io::ErrorKind::TimedOut, "write timed out")),
+    }
+    output.clear();
     Ok(())
 }
 
-/// Serves one relay client on this core.
-pub async fn serve(mut stream: TcpStream, ingress: Rc<Ingress>) {
-    let Ok(peer) = stream.peer_addr() else { return };
-    let peer = peer.ip();
-    ingress.open_connections.set(ingress.open_connections.get() + 1);
+/// Serves one relay client on this core, accepted on `listener`.
+pub async fn serve(tcp: TcpStream, ingress: Rc<Ingress>, listener: Rc<ListenerRuntime>) {
+    let _ = tcp.set_nodelay(true);
+    let Ok(real_peer) = tcp.peer_addr().map(|a| a.ip()) else {
+        return;
+    };
+    let mut tcp = tcp;
+    let mut input = BytesMut::new();
+    let mut peer = real_peer;
+    if let Some(trusted) = &listener.config.proxy_trusted_networks {
+        // Only a trusted proxy may say who the client is; anyone else is dropped unheard.
+        if !trusted.iter().any(|n| n.contains(&real_peer)) {
+            ingress.log.emit(Event::Error {
+                what: format!("PROXY header refused: {real_peer} is not a trusted proxy"),
+            });
+            let _ = tcp.close().await;
+            return;
+        }
+        match read_proxy_header(&mut tcp, ingress.timeouts.greeting).await {
+            Ok((source, rest)) => {
+                peer = source.unwrap_or(real_peer);
+                input = rest;
+            }
+            Err(why) => {
+                ingress.log.emit(Event::Error {
+                    what: format!("PROXY header from {real_peer} refused: {why}"),
+                });
+                let _ = tcp.close().await;
+                return;
+            }
+        }
+    }
+    let slot = match ingress.open_slot(peer) {
+        Ok(slot) => slot,
+        Err(reply) => {
+            // An implicit-TLS client would read the reply as garbage; it is closed either way.
+            if listener.config.implicit_tls {
+                let _ = tcp.close().await;
+            } else {
+                let mut stream = Stream::Plain(tcp);
+                let mut out = BytesMut::new();
+                reply.write_to(&mut out);
+                let _ = flush(&mut stream, &mut out, ingress.timeouts.command).await;
+                let _ = stream.close().await;
+            }
+            return;
+        }
+    };
     ingress.log.emit(Event::Connect { peer });
+    run_session(Stream::Plain(tcp), input, peer, &ingress, &listener).await;
+    drop(slot);
+}
+
+/// Runs the SMTP session (after the PROXY header and the connection limits).
+async fn run_session(mut stream: Stream, mut input: BytesMut, peer: IpAddr, ingress: &Ingress, listener: &ListenerRuntime) {
+    let tls = ingress.tls.get();
+    let acceptor = tls.acceptor();
     let policy = DirectoryPolicy {
         directory: ingress.directory.clone(),
         log: ingress.log.clone(),
     };
-    let mut session = Session::new(ingress.session.clone(), policy, peer);
-    let timeouts = ReadTimeouts {
-        command: ingress.smtp.command_timeout,
-        data: ingress.smtp.data_timeout,
-    };
-    let _ = drive(&mut stream, &mut session, timeouts, async |hello, txn| {
-        submit(&ingress, peer, hello, txn).await
-    })
-    .await;
+    let mut session = Session::new(ingress.session.clone(), policy, peer).with_options(listener.options);
+    if listener.config.implicit_tls {
+        let prefix = std::mem::take(&mut input);
+        if handshake(&mut stream, prefix, &acceptor, ingress.timeouts.tls_handshake)
+            .await
+            .is_err()
+        {
+            return;
+        }
+        session.tls_started();
+    }
+    let mut handler = RelayHandler { ingress, peer };
+    let _ = drive(&mut stream, input, &mut session, &ingress.timeouts, Some(&acceptor), &mut handler).await;
     let _ = stream.close().await;
-    ingress.open_connections.set(ingress.open_connections.get() - 1);
+}
+
+/// Reads a PROXY header off `tcp` within `timeout`: the client address it names (`None`
+/// for LOCAL/UNKNOWN) and the bytes that followed it.
+async fn read_proxy_header(tcp: &mut TcpStream, timeout: Duration) -> Result<(Option<IpAddr>, BytesMut), String> {
+    let deadline = Instant::now() + timeout;
+    let mut buf = BytesMut::with_capacity(proxy::HEADER_MAX_BYTES);
+    loop {
+        match proxy::parse(&buf) {
+            Ok(Some((header, used))) => {
+                let rest = buf.split_off(used);
+                let source = match header {
+                    proxy::ProxyHeader::Forwarded { source, .. } => Some(source.ip()),
+                    proxy::ProxyHeader::Local => None,
+                };
+                return Ok((source, rest));
+            }
+            Ok(None) => {}
+            Err(e) => return Err(format!("{e:?}")),
+        }
+        let start = buf.len();
+        if start >= proxy::HEADER_MAX_BYTES {
+            return Err("header too long".into());
+        }
+        buf.resize(proxy::HEADER_MAX_BYTES, 0);
+        let left = deadline.saturating_duration_since(Instant::now());
+        let read = glommio::timer::timeout(left, async { Ok(tcp.read(&mut buf[start..]).await) }).await;
+        let n = match read {
+            Ok(Ok(0)) => return Err("closed before the header ended".into()),
+            Ok(Ok(n)) => n,
+            Ok(Err(e)) => return Err(e.to_string()),
+            Err(_) => return Err("timed out".into()),
+        };
+        buf.truncate(start + n);
+    }
+}
+
+/// The relay's answers to the driver: spool messages, check logins.
+struct RelayHandler<'a> {
+    ingress: &'a Ingress,
+    peer: IpAddr,
+}
+
+impl Handler<AccountRef> for RelayHandler<'_> {
+    async fn message(&mut self, hello: &Hello, txn: Transaction<AccountRef>) -> Result<(), Reply> {
+        submit(self.ingress, self.peer, hello, txn).await
+    }
+
+    async fn authenticate(&mut self, credentials: Credentials) -> Result<AccountRef, Reply> {
+        let username = credentials.username.clone();
+        let result = self
+            .ingress
+            .auth
+            .authenticate(&self.ingress.directory, self.peer, credentials)
+            .await;
+        if let Err(reply) = &result {
+            self.ingress.log.emit(Event::Reject {
+                peer: self.peer,
+                account: None,
+                from: format!("AUTH {username}"),
+                reply: reply.to_string(),
+            });
+        }
+        result
+    }
 }
 
 /// Checks a finished message, builds it and hands it to its owner; the result is what the
@@ -171,18 +402,10 @@ async fn submit(
     }
     let now_us = now_us();
     let id = ingress.ids.borrow_mut().next(now_us);
-    let envelope = Envelope {
-        id,
-        account: txn.account.id.clone(),
-        received_at_ms: now_us / 1000,
-        source: peer,
-        helo: hello.name.clone(),
-        mail_from: txn.mail_from.clone(),
-        body_type: txn.params.body,
-        rcpts: txn.rcpts.iter().map(|r| Recipient { addr: r.clone() }).collect(),
-    };
+    let envelope = envelope(id, now_us, peer, hello, &txn);
+    let protocol = trace_protocol(hello.protocol, txn.params.smtputf8);
     let message = Message {
-        trace: received_header(&ingress.hostname, hello, peer, id, &txn.rcpts, now_us),
+        trace: received_header(&ingress.hostname, &hello.name, protocol, peer, id, &txn.rcpts, now_us),
         envelope,
         body: txn.body,
     };
@@ -202,12 +425,53 @@ async fn submit(
     result
 }
 
+/// The spool envelope of a transaction: addresses, DSN parameters, SMTPUTF8, AUTH user.
+fn envelope(id: MessageId, now_us: u64, peer: IpAddr, hello: &Hello, txn: &Transaction<AccountRef>) -> Envelope {
+    let rcpts = txn
+        .rcpts
+        .iter()
+        .zip(txn.rcpt_params.iter())
+        .map(|(addr, params)| Recipient {
+            addr: addr.clone(),
+            notify: params.notify,
+            orcpt: params.orcpt.clone(),
+        })
+        .collect();
+    Envelope {
+        id,
+        account: txn.account.id.clone(),
+        received_at_ms: now_us / 1000,
+        source: peer,
+        helo: hello.name.clone(),
+        mail_from: txn.mail_from.clone(),
+        body_type: txn.params.body,
+        rcpts,
+        smtputf8: txn.params.smtputf8,
+        dsn_return: txn.params.ret,
+        dsn_envid: txn.params.envid.clone(),
+        auth_user: txn.auth_user.clone(),
+    }
+}
+
+/// RFC 6531 §3.7.3: a transaction with SMTPUTF8 is recorded as UTF8SMTP (with S and A
+/// as RFC 3848 adds them).
+fn trace_protocol(protocol: &'static str, smtputf8: bool) -> &'static str {
+    match (smtputf8, protocol) {
+        (true, "ESMTP") => "UTF8SMTP",
+        (true, "ESMTPS") => "UTF8SMTPS",
+        (true, "ESMTPA") => "UTF8SMTPA",
+        (true, "ESMTPSA") => "UTF8SMTPSA",
+        (_, other) => other,
+    }
+}
+
 /// The `Received:` trace header corerelay prepends (RFC 5321 §4.4), folded over lines.
 /// `for <rcpt>` is given only for a single recipient, so one message does not reveal its
 /// other recipients.
 fn received_header(
     hostname: &str,
-    hello: &Hello,
+    helo: &str,
+    protocol: &str,
     peer: IpAddr,
     id: MessageId,
     rcpts: &[String],
@@ -216,16 +480,11 @@ fn received_header(
     let date = chrono::DateTime::from_timestamp_micros(now_us as i64)
         .map(|t| t.to_rfc2822())
         .unwrap_or_default();
-    let helo: String = hello
-        .name
-        .chars()
-        .filter(|c| c.is_ascii_graphic())
-        .take(255)
-        .collect();
-    let protocol = hello.protocol;
+    let helo: String = helo.chars().filter(|c| c.is_ascii_graphic()).take(255).collect();
     let mut h =
         format!("Received: from {helo} ([{peer}])\r\n\tby {hostname} (corerelay) with {protocol} id {id}");
     if let [rcpt] = rcpts {
+        // A UTF-8 address may only appear in a UTF-8 header (RFC 6532); the rest is ASCII.
         h.push_str(&format!("\r\n\tfor <{rcpt}>"));
     }
     h.push_str(&format!(";\r\n\t{date}\r\n"));
@@ -246,13 +505,10 @@ mod tests {
     #[test]
     fn received_header_is_folded_and_names_a_single_recipient() {
         let id = MessageId::new(1_700_000_000_000_000, 1, 7);
-        let ehlo = Hello {
-            name: "client.example".into(),
-            protocol: "ESMTP",
-        };
         let h = received_header(
             "relay.example",
-            &ehlo,
+            "client.example",
+            "ESMTP",
             "127.0.0.1".parse().unwrap(),
             id,
             &["a@b.example".into()],
@@ -267,13 +523,10 @@ mod tests {
             "{h}"
         );
         assert!(h.lines().all(|l| l.len() < 100));
-        let helo = Hello {
-            name: "bad\r\nInjected: x".into(),
-            protocol: "SMTP",
-        };
         let h = received_header(
             "r",
-            &helo,
+            "bad\r\nInjected: x",
+            "SMTP",
             "::1".parse().unwrap(),
             id,
             &["a@x".into(), "b@x".into()],
@@ -283,5 +536,12 @@ mod tests {
         assert!(!h.contains("for <"));
         assert!(h.contains("from badInjected:x ([::1])"), "{h}");
         assert!(h.contains("with SMTP id"), "{h}");
+    }
+
+    #[test]
+    fn trace_protocol_names_tls_auth_and_utf8() {
+        assert_eq!(trace_protocol("ESMTPSA", true), "UTF8SMTPSA");
+        assert_eq!(trace_protocol("ESMTPS", false), "ESMTPS");
+        assert_eq!(trace_protocol("SMTP", true), "SMTP");
     }
 }

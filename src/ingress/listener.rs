@@ -1,6 +1,6 @@
 //! Listening sockets: built with socket2 so the backlog is ours to set (glommio's own bind
 //! fixes it at 1024), with SO_REUSEPORT so every core binds the same address, and handed to
-//! glommio as raw descriptors. Also the accept loop of one core.
+//! glommio as raw descriptors. Also the accept loop of one listener on one core.
 
 use std::io;
 use std::net::SocketAddr;
@@ -11,10 +11,9 @@ use std::time::Duration;
 use glommio::net::TcpListener;
 use socket2::{Domain, Protocol, Socket, Type};
 
-use super::Ingress;
 use super::connection::serve;
+use super::{Ingress, ListenerRuntime};
 use crate::observe::Event;
-use crate::smtp::reply::catalogue;
 
 /// Reserves `addr` for the process: binds a socket with SO_REUSEPORT that never listens
 /// (so the kernel never hands it a connection) and returns it with the bound address. With
@@ -47,9 +46,10 @@ fn new_socket(addr: SocketAddr) -> io::Result<Socket> {
     Ok(socket)
 }
 
-/// Accepts clients on this core for ever, one task per connection, refusing clients past
-/// `smtp.connections_per_core_max_count` with `421`.
-pub async fn accept_loop(listener: TcpListener, ingress: Rc<Ingress>) {
+/// Accepts clients of one listener on this core for ever, one task per connection. The
+/// connection limits are applied by the connection task, after a PROXY header has named
+/// the real client.
+pub async fn accept_loop(listener: TcpListener, ingress: Rc<Ingress>, runtime: Rc<ListenerRuntime>) {
     let mut backoff = Duration::from_millis(5);
     loop {
         let stream = match listener.accept().await {
@@ -67,19 +67,7 @@ pub async fn accept_loop(listener: TcpListener, ingress: Rc<Ingress>) {
                 continue;
             }
         };
-        let ingress = ingress.clone();
-        if ingress.open_connections.get() >= ingress.smtp.connections_per_core_max_count {
-            glommio::spawn_local(async move {
-                use futures_lite::AsyncWriteExt;
-                let mut stream = stream;
-                let _ = stream
-                    .write_all(catalogue::TOO_MANY_CONNECTIONS.to_wire().as_bytes())
-                    .await;
-                let _ = stream.close().await;
-            })
-            .detach();
-            continue;
-        }
-        glommio::spawn_local(async move { serve(stream, ingress).await }).detach();
+        let (ingress, runtime) = (ingress.clone(), runtime.clone());
+        glommio::spawn_local(async move { serve(stream, ingress, runtime).await }).detach();
     }
 }

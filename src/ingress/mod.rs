@@ -1,66 +1,153 @@
-//! Ingress: each core's SMTP listener and the driver of each client connection.
+//! Ingress: each core's SMTP listeners and the driver of each client connection.
 //!
-//! Every core binds the same address (SO_REUSEPORT), so the kernel spreads clients across
-//! cores and no accept lock is shared. A connection is served entirely on the core that
-//! accepted it; only the finished message crosses to its owner core (see [`crate::handoff`]).
+//! Every core binds every listener's address (SO_REUSEPORT), so the kernel spreads clients
+//! across cores and no accept lock is shared. A connection is served entirely on the core
+//! that accepted it; only the finished message crosses to its owner core (see
+//! [`crate::handoff`]).
+//!
+//! - `listener`: sockets and the accept loop, with the per-core connection limit.
+//! - `connection`: the per-connection driver around [`crate::smtp::server::Session`].
+//! - `stream`: plain or TLS, swapped by STARTTLS.
+//! - `tls`: the certificate snapshot (configured files or self-signed), swappable.
+//! - `auth`: AUTH password checks off the executor, failure throttling per address.
+//! - `proxy`: the PROXY protocol v1/v2 header parser.
 
+pub mod auth;
 pub mod connection;
 pub mod listener;
+pub mod proxy;
+pub mod stream;
+pub mod tls;
 
 use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
 use std::net::IpAddr;
 use std::rc::Rc;
 use std::sync::Arc;
 
 use crate::account::{AccountRef, Directory};
-use crate::config::SmtpConfig;
+use crate::config::{BareLineFeed, Config, ListenerConfig, SmtpConfig};
 use crate::handoff::Handoff;
 use crate::message::IdGenerator;
 use crate::observe::{Event, Log};
-use crate::smtp::reply::Reply;
-use crate::smtp::server::{Policy, SessionConfig};
+use crate::smtp::reply::{Reply, catalogue};
+use crate::smtp::server::{Options, Policy, SessionConfig};
+
+use connection::Timeouts;
+use tls::{TlsSnapshot, TlsStore};
+
+/// One listener as a core runs it: its configuration and what its sessions offer.
+#[derive(Debug)]
+pub struct ListenerRuntime {
+    pub config: ListenerConfig,
+    pub options: Options,
+}
+
+impl ListenerRuntime {
+    /// STARTTLS is offered on plain listeners (an implicit-TLS session is already
+    /// encrypted); AUTH when some account has credentials.
+    pub fn new(config: ListenerConfig, auth_available: bool, bare_line_feed: BareLineFeed) -> ListenerRuntime {
+        let options = Options {
+            starttls: !config.implicit_tls,
+            auth: auth_available,
+            auth_plaintext_allowed: config.auth_plaintext_allowed,
+            require_tls: config.require_tls,
+            normalize_bare_lf: bare_line_feed == BareLineFeed::Normalize,
+        };
+        ListenerRuntime { config, options }
+    }
+}
 
 /// What every connection on a core shares: read-only settings and the core's handles.
 pub struct Ingress {
     pub smtp: SmtpConfig,
     pub hostname: String,
     pub session: Rc<SessionConfig>,
+    pub timeouts: Timeouts,
     pub directory: Arc<Directory>,
     pub handoff: Rc<Handoff>,
     pub log: Log,
     pub ids: RefCell<IdGenerator>,
+    pub tls: TlsStore,
+    pub auth: auth::Authenticator,
     /// Connections open on this core now.
     pub open_connections: Cell<usize>,
+    /// Connections open on this core now, per client address (bounded by the above).
+    open_per_ip: RefCell<HashMap<IpAddr, usize>>,
 }
 
 impl Ingress {
     pub fn new(
-        smtp: SmtpConfig,
-        hostname: String,
+        config: &Config,
         directory: Arc<Directory>,
+        tls: Arc<TlsSnapshot>,
         handoff: Rc<Handoff>,
         log: Log,
     ) -> Rc<Ingress> {
-        let session = Rc::new(SessionConfig {
-            hostname: hostname.clone(),
-            message_max_bytes: smtp.message_max_bytes,
-            recipients_max_count: smtp.recipients_max_count,
-            command_line_max_bytes: smtp.command_line_max_bytes,
-            text_line_max_bytes: smtp.text_line_max_bytes,
-            errors_max_count: smtp.errors_max_count,
-            messages_per_connection_max_count: smtp.messages_per_connection_max_count,
-        });
         let core = handoff.core() as u16;
         Rc::new(Ingress {
-            smtp,
-            hostname,
-            session,
+            smtp: config.smtp.clone(),
+            hostname: config.server.hostname.clone(),
+            session: Rc::new(SessionConfig::from_config(config)),
+            timeouts: Timeouts::from_config(&config.smtp, &config.tls),
             directory,
             handoff,
             log,
             ids: RefCell::new(IdGenerator::new(core)),
+            tls: TlsStore::new(tls),
+            auth: auth::Authenticator::new(config.auth.clone()),
             open_connections: Cell::new(0),
+            open_per_ip: RefCell::new(HashMap::new()),
         })
+    }
+
+    /// The listeners as this core runs them.
+    pub fn listeners(&self, bare_line_feed: BareLineFeed) -> Vec<Rc<ListenerRuntime>> {
+        let auth = self.directory.has_credentials();
+        self.smtp
+            .listeners
+            .iter()
+            .map(|l| Rc::new(ListenerRuntime::new(l.clone(), auth, bare_line_feed)))
+            .collect()
+    }
+
+    /// Takes a connection slot for a client at `peer`, or the `421 4.7.0` that refuses it
+    /// (too many connections on this core, or from this address on this core).
+    pub fn open_slot(self: &Rc<Self>, peer: IpAddr) -> Result<Slot, Reply> {
+        if self.open_connections.get() >= self.smtp.connections_per_core_max_count {
+            return Err(catalogue::TOO_MANY_CONNECTIONS);
+        }
+        let mut per_ip = self.open_per_ip.borrow_mut();
+        let count = per_ip.entry(peer).or_insert(0);
+        if *count >= self.smtp.connections_per_ip_max_count {
+            return Err(catalogue::TOO_MANY_CONNECTIONS_FROM_IP);
+        }
+        *count += 1;
+        self.open_connections.set(self.open_connections.get() + 1);
+        Ok(Slot {
+            ingress: self.clone(),
+            peer,
+        })
+    }
+}
+
+/// An open connection's place in the limits; given back when dropped.
+pub struct Slot {
+    ingress: Rc<Ingress>,
+    peer: IpAddr,
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        let ingress = &self.ingress;
+        ingress.open_connections.set(ingress.open_connections.get().saturating_sub(1));
+        let mut per_ip = ingress.open_per_ip.borrow_mut();
+        if let Some(count) = per_ip.get_mut(&self.peer) {
+            *count -= 1;
+            if *count == 0 {
+                per_ip.remove(&self.peer);
+            }
+        }
     }
 }
 
@@ -71,11 +158,9 @@ pub struct DirectoryPolicy {
     pub log: Log,
 }
 
-impl Policy for DirectoryPolicy {
-    type Account = AccountRef;
-
-    fn identify(&self, peer: IpAddr, mail_from: &str) -> Result<AccountRef, Reply> {
-        self.directory.identify(peer, mail_from).inspect_err(|reply| {
+impl DirectoryPolicy {
+    fn logged(&self, peer: IpAddr, mail_from: &str, result: Result<AccountRef, Reply>) -> Result<AccountRef, Reply> {
+        result.inspect_err(|reply| {
             self.log.emit(Event::Reject {
                 peer,
                 account: None,
@@ -83,5 +168,17 @@ impl Policy for DirectoryPolicy {
                 reply: reply.to_string(),
             })
         })
+    }
+}
+
+impl Policy for DirectoryPolicy {
+    type Account = AccountRef;
+
+    fn identify(&self, peer: IpAddr, mail_from: &str) -> Result<AccountRef, Reply> {
+        self.logged(peer, mail_from, self.directory.identify(peer, mail_from))
+    }
+
+    fn identify_authenticated(&self, peer: IpAddr, account: &AccountRef, mail_from: &str) -> Result<AccountRef, Reply> {
+        self.logged(peer, mail_from, self.directory.identify_authenticated(account, mail_from))
     }
 }

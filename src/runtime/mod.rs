@@ -20,6 +20,7 @@ use crate::config::{Config, Cores};
 use crate::http::Health;
 use crate::http::tracking::load_keyring;
 use crate::ingress::listener;
+use crate::ingress::tls::{self, TlsSnapshot};
 use crate::mesh::Meshes;
 use crate::observe::metrics::{LATENCY_BUCKETS_SECONDS, describe_all};
 use crate::rewrite::Keyring;
@@ -28,7 +29,10 @@ use crate::rewrite::Keyring;
 pub struct Shared {
     pub config: Config,
     pub directory: Arc<Directory>,
-    pub listen: SocketAddr,
+    /// The bound address of each listener, in configuration order.
+    pub listen: Vec<SocketAddr>,
+    /// The certificate every core starts with.
+    pub tls: Arc<TlsSnapshot>,
     pub http_listen: SocketAddr,
     pub cores: usize,
     pub prometheus: PrometheusHandle,
@@ -48,8 +52,16 @@ pub fn serve(config: Config) -> Result<(), String> {
         .map_err(|e| format!("cannot create log dir {}: {e}", config.log.dir.display()))?;
     let directory = Arc::new(Directory::new(&config.accounts, cores));
     // Held for the life of the process so the ports stay ours even with port 0.
-    let (_reserved, listen) = listener::reserve(config.smtp.listen)
-        .map_err(|e| format!("cannot bind {}: {e}", config.smtp.listen))?;
+    let mut reserved = Vec::new();
+    let mut listen = Vec::new();
+    for l in &config.smtp.listeners {
+        let (socket, bound) =
+            listener::reserve(l.address).map_err(|e| format!("cannot bind {}: {e}", l.address))?;
+        reserved.push(socket);
+        listen.push(bound);
+    }
+    tls::ensure_provider();
+    let tls = Arc::new(TlsSnapshot::load(&config.tls, &config.server.hostname)?);
     let (_reserved_http, http_listen) = listener::reserve(config.http.listen)
         .map_err(|e| format!("cannot bind {}: {e}", config.http.listen))?;
     let prometheus = install_metrics()?;
@@ -57,6 +69,7 @@ pub fn serve(config: Config) -> Result<(), String> {
     for account in directory.accounts() {
         println!("corerelay: account {} on core {}", account.id, account.owner);
     }
+    let shared_listeners = config.smtp.listeners.clone();
     let placement = placement(&config.server.cores, config.server.pin, cores)?;
     let io_memory = config.server.io_memory_bytes;
     let (ready_tx, ready_rx) = mpsc::channel();
@@ -65,7 +78,8 @@ pub fn serve(config: Config) -> Result<(), String> {
     let shared = Arc::new(Shared {
         config,
         directory,
-        listen,
+        listen: listen.clone(),
+        tls,
         http_listen,
         cores,
         prometheus: prometheus.clone(),
@@ -102,7 +116,14 @@ pub fn serve(config: Config) -> Result<(), String> {
         }
     }
     ignore_sighup()?;
-    println!("corerelay: listening on {listen} with {cores} cores");
+    // One line per listener; the first keeps the form scripts and tests parse.
+    for (i, (addr, l)) in listen.iter().zip(&shared_listeners).enumerate() {
+        if i == 0 {
+            println!("corerelay: listening on {addr} with {cores} cores");
+        } else {
+            println!("corerelay: listening on {addr} ({})", describe(l));
+        }
+    }
     println!("corerelay: metrics and health on http://{http_listen}/metrics");
     spawn_metrics_upkeep(prometheus);
     for result in handles.join_all() {
@@ -133,6 +154,21 @@ fn spawn_metrics_upkeep(handle: PrometheusHandle) {
             handle.run_upkeep();
         }
     });
+}
+
+/// A listener's options, for the start-up line.
+fn describe(l: &crate::config::ListenerConfig) -> String {
+    let mut parts = vec![if l.implicit_tls { "implicit TLS" } else { "STARTTLS" }];
+    if l.require_tls {
+        parts.push("TLS required");
+    }
+    if l.auth_plaintext_allowed {
+        parts.push("AUTH without TLS");
+    }
+    if l.proxy_trusted_networks.is_some() {
+        parts.push("PROXY protocol");
+    }
+    parts.join(", ")
 }
 
 /// Live reload is not built yet: until it is, SIGHUP (a `systemctl reload`, a terminal

@@ -1,6 +1,7 @@
 //! One core's start-up, in dependency order: join the meshes (first, so a core that fails
 //! later cannot leave the others waiting at the join), open the log ring, recover the spool,
-//! start delivery, start the handoff endpoint, bind the listener, report ready, accept.
+//! start delivery, start the handoff endpoint, bind the listeners, report ready, accept
+//! on every listener.
 
 use std::path::Path;
 use std::rc::Rc;
@@ -22,9 +23,17 @@ use crate::spool::Spool;
 
 pub async fn run(shared: Arc<Shared>, meshes: Meshes) {
     match start(&shared, meshes).await {
-        Ok((core, listener, ingress)) => {
+        Ok((core, listeners, ingress)) => {
             let _ = shared.ready.send(Ok(core));
-            listener::accept_loop(listener, ingress).await;
+            let runtimes = ingress.listeners(shared.config.smtp.bare_line_feed);
+            let mut loops = Vec::new();
+            for (socket, runtime) in listeners.into_iter().zip(runtimes) {
+                let ingress = ingress.clone();
+                loops.push(glommio::spawn_local(listener::accept_loop(socket, ingress, runtime)));
+            }
+            for task in loops {
+                task.await;
+            }
         }
         Err(e) => {
             let _ = shared.ready.send(Err(e));
@@ -32,7 +41,7 @@ pub async fn run(shared: Arc<Shared>, meshes: Meshes) {
     }
 }
 
-async fn start(shared: &Shared, meshes: Meshes) -> Result<(usize, TcpListener, Rc<Ingress>), String> {
+async fn start(shared: &Shared, meshes: Meshes) -> Result<(usize, Vec<TcpListener>, Rc<Ingress>), String> {
     let config = &shared.config;
     let (senders, receivers) = meshes
         .handoff
@@ -85,14 +94,19 @@ async fn start(shared: &Shared, meshes: Meshes) -> Result<(usize, TcpListener, R
         config.server.handoff_window_max_count,
     );
     let ingress = Ingress::new(
-        config.smtp.clone(),
-        config.server.hostname.clone(),
+        config,
         shared.directory.clone(),
+        shared.tls.clone(),
         handoff,
         log.clone(),
     );
-    let listener = listener::bind(shared.listen, config.smtp.backlog_count)
-        .map_err(|e| fail(&format!("cannot listen on {}", shared.listen), &e))?;
+    let mut listeners = Vec::new();
+    for addr in &shared.listen {
+        let socket = listener::bind(*addr, config.smtp.backlog_count)
+            .map_err(|e| fail(&format!("cannot listen on {addr}"), &e))?;
+        listeners.push(socket);
+    }
+    let listen: Vec<String> = shared.listen.iter().map(|a| a.to_string()).collect();
     let http_listener = listener::bind(shared.http_listen, config.smtp.backlog_count)
         .map_err(|e| fail(&format!("cannot listen on {}", shared.http_listen), &e))?;
     let (events, events_drain) = Log::with_metrics(core, config.log.ring_max_count, log.metrics_rc());
@@ -115,10 +129,10 @@ async fn start(shared: &Shared, meshes: Meshes) -> Result<(usize, TcpListener, R
     glommio::spawn_local(gauges(deliverer_gauge, log.clone())).detach();
     shared.health.set_running(core);
     log.emit(Event::Start {
-        listen: shared.listen.to_string(),
+        listen: listen.join(" "),
         accounts: shared.directory.accounts().len(),
     });
-    Ok((core, listener, ingress))
+    Ok((core, listeners, ingress))
 }
 
 /// Sets the core's gauges once a second.

@@ -6,9 +6,12 @@
 //! dropped as §4.1.1.3 asks), quoted local parts and address literals, and gives the
 //! address back without brackets.
 //!
-//! Non-ASCII is refused in one place, `check_charset`, so that SMTPUTF8 (RFC 6531) can
-//! be added by widening that check and the two character classes below (`is_atext`,
-//! `is_qtext`) rather than by rewriting the parser.
+//! SMTPUTF8 (RFC 6531 §3.3): the local part and the domain may hold UTF-8 (`atext` and
+//! `qtextSMTP` are widened by UTF8-non-ascii, and a domain label may be a U-label). The
+//! parser accepts such paths and [`Path::is_ascii`] tells them apart; whether the
+//! transaction allows them (MAIL FROM … SMTPUTF8) is decided by the command parser and the
+//! session, which answer [`AddressError::NonAscii`]'s `553 5.6.7` otherwise. Address
+//! literals stay ASCII. The input is a `&str`, so it is valid UTF-8 by construction.
 
 use std::fmt;
 use std::net::{Ipv4Addr, Ipv6Addr};
@@ -62,6 +65,11 @@ impl Path {
     pub fn domain(&self) -> &str {
         self.addr.get(self.local_end + 1..).unwrap_or("")
     }
+
+    /// False for an internationalized address, which needs SMTPUTF8.
+    pub fn is_ascii(&self) -> bool {
+        self.addr.is_ascii()
+    }
 }
 
 impl fmt::Display for Path {
@@ -84,7 +92,7 @@ pub enum AddressError {
     BadDomain,
     DomainTooLong,
     BadAddressLiteral,
-    /// A non-ASCII byte: needs SMTPUTF8, which is not offered.
+    /// A non-ASCII address in a transaction without SMTPUTF8.
     NonAscii,
 }
 
@@ -100,7 +108,7 @@ impl AddressError {
             AddressError::BadDomain => "Bad domain",
             AddressError::DomainTooLong => "Domain longer than 255 octets",
             AddressError::BadAddressLiteral => "Bad address literal",
-            AddressError::NonAscii => "Non-ASCII addresses are not permitted",
+            AddressError::NonAscii => "Non-ASCII address needs MAIL FROM with SMTPUTF8",
         }
     }
 
@@ -164,13 +172,14 @@ fn closing_bracket(s: &str) -> Result<usize, AddressError> {
     Err(AddressError::MissingBrackets)
 }
 
-/// The one place that decides which characters may appear at all. SMTPUTF8 will accept
-/// valid UTF-8 here when the client asked for it.
+/// The one place that decides which characters may appear at all: no control characters
+/// (ASCII or Unicode C0/C1), which no address contains and which would corrupt logs and
+/// headers; any other UTF-8 is left to the character classes below.
 fn check_charset(s: &str) -> Result<(), AddressError> {
-    if s.is_ascii() {
-        Ok(())
-    } else {
-        Err(AddressError::NonAscii)
+    match s.chars().find(|c| c.is_control()) {
+        None => Ok(()),
+        Some(c) if c.is_ascii() => Err(AddressError::BadLocalPart),
+        Some(_) => Err(AddressError::BadDomain),
     }
 }
 
@@ -262,14 +271,15 @@ fn check_dot_string(local: &[u8]) -> Result<(), AddressError> {
     }
 }
 
-/// RFC 5322 atext.
+/// RFC 5322 atext, widened by UTF8-non-ascii (RFC 6531 §3.3): every byte of a non-ASCII
+/// character is ≥ 0x80, and the input is valid UTF-8.
 fn is_atext(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || b"!#$%&'*+-/=?^_`{|}~".contains(&b)
+    b.is_ascii_alphanumeric() || b"!#$%&'*+-/=?^_`{|}~".contains(&b) || b >= 0x80
 }
 
-/// RFC 5321 qtextSMTP: printable ASCII and space, except `"` and `\`.
+/// RFC 5321 qtextSMTP: printable ASCII and space, except `"` and `\`, and UTF8-non-ascii.
 fn is_qtext(b: u8) -> bool {
-    matches!(b, 32..=33 | 35..=91 | 93..=126)
+    matches!(b, 32..=33 | 35..=91 | 93..=126) || b >= 0x80
 }
 
 fn check_domain_or_literal(domain: &str) -> Result<(), AddressError> {
@@ -279,7 +289,8 @@ fn check_domain_or_literal(domain: &str) -> Result<(), AddressError> {
     }
 }
 
-/// Domain: dot-separated labels of letters, digits and inner hyphens.
+/// Domain: dot-separated labels of letters, digits and inner hyphens; a label may also be
+/// a U-label (non-ASCII letters), whose IDNA validity is the recipient domain's business.
 fn check_domain(domain: &str) -> Result<(), AddressError> {
     if domain.len() > DOMAIN_MAX_BYTES {
         return Err(AddressError::DomainTooLong);
@@ -287,7 +298,7 @@ fn check_domain(domain: &str) -> Result<(), AddressError> {
     let label_ok = |label: &[u8]| {
         !label.is_empty()
             && label.len() <= LABEL_MAX_BYTES
-            && label.iter().all(|&b| b.is_ascii_alphanumeric() || b == b'-')
+            && label.iter().all(|&b| b.is_ascii_alphanumeric() || b == b'-' || b >= 0x80)
             && label.first() != Some(&b'-')
             && label.last() != Some(&b'-')
     };
@@ -338,6 +349,10 @@ mod tests {
         ),
         ("<u@localhost>", "u@localhost"),
         ("<u@123.example>", "u@123.example"),
+        // SMTPUTF8 (RFC 6531): UTF-8 local parts and U-label domains parse.
+        ("<üser@example.com>", "üser@example.com"),
+        ("<用户@例子.广告>", "用户@例子.广告"),
+        ("<\"jö doe\"@exämple.com>", "\"jö doe\"@exämple.com"),
     ];
 
     /// Invalid paths and why.
@@ -369,8 +384,10 @@ mod tests {
         ("<user@[IPv6:zz::1]>", AddressError::BadAddressLiteral),
         ("<user@[x-tag:abc]>", AddressError::BadAddressLiteral),
         ("<user@[192.0.2.1>", AddressError::BadAddressLiteral),
-        ("<üser@example.com>", AddressError::NonAscii),
-        ("<user@exämple.com>", AddressError::NonAscii),
+        ("<us\u{7f}er@example.com>", AddressError::BadLocalPart),
+        ("<user@exa\u{85}mple.com>", AddressError::BadDomain),
+        ("<user@[IPv6:::ü]>", AddressError::BadAddressLiteral),
+        ("<ü ser@example.com>", AddressError::BadLocalPart),
     ];
 
     #[test]
@@ -449,5 +466,7 @@ mod tests {
             "501 5.1.3 Bad domain\r\n"
         );
         assert_eq!(AddressError::NonAscii.reply().code, 553);
+        assert!(!parse_path("<üser@example.com>").unwrap().is_ascii());
+        assert!(parse_path("<user@example.com>").unwrap().is_ascii());
     }
 }

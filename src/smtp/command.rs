@@ -3,10 +3,14 @@
 //!
 //! It owns the syntax only. Whether a command is allowed now (sequence, limits, which
 //! extensions were offered) is the session's business (`smtp::server`). Parameters of
-//! MAIL and RCPT are parsed into [`MailParams`] and [`RcptParams`], one `match` arm per
-//! keyword, so SMTPUTF8, RET, ENVID, NOTIFY and ORCPT are added there as new arms.
+//! MAIL and RCPT are parsed into [`MailParams`] and [`RcptParams`], one arm per keyword:
+//! SIZE (RFC 1870), BODY (RFC 6152, RFC 3030), SMTPUTF8 (RFC 6531), RET and ENVID, NOTIFY
+//! and ORCPT (RFC 3461, with RFC 6533's `utf-8` address type), AUTH (RFC 4954 §5).
+//!
+//! A non-ASCII reverse-path is refused here unless the same MAIL carries SMTPUTF8; a
+//! non-ASCII forward-path is checked by the session, which knows the transaction.
 
-use crate::message::BodyType;
+use crate::message::{BodyType, DsnReturn, Notify, OriginalRecipient};
 use crate::smtp::address::{self, Path};
 use crate::smtp::reply::{Enhanced, Reply, catalogue};
 
@@ -48,16 +52,29 @@ pub enum Command {
 pub struct MailParams {
     /// RFC 1870 `SIZE=`: the client's estimate of the message size.
     pub size: Option<u64>,
-    /// RFC 6152 `BODY=`.
+    /// RFC 6152 `BODY=`, RFC 3030 `BODY=BINARYMIME`.
     pub body: BodyType,
+    /// RFC 6531 `SMTPUTF8`.
+    pub smtputf8: bool,
+    /// RFC 3461 `RET=`.
+    pub ret: Option<DsnReturn>,
+    /// RFC 3461 `ENVID=`, xtext decoded.
+    pub envid: Option<String>,
 }
 
-/// Parameters of `RCPT TO`. None are supported yet; DSN's NOTIFY and ORCPT will live here.
+/// Parameters of `RCPT TO`: RFC 3461 NOTIFY and ORCPT.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct RcptParams {}
+pub struct RcptParams {
+    pub notify: Option<Notify>,
+    pub orcpt: Option<OriginalRecipient>,
+}
 
 /// The longest decimal `SIZE=` value accepted (`u64::MAX` has 20 digits).
 const SIZE_DIGITS_MAX_COUNT: usize = 20;
+/// RFC 3461 §4.4: an ENVID is at most 100 characters (as sent, xtext included).
+pub const ENVID_MAX_BYTES: usize = 100;
+/// RFC 3461 §4.2: an ORCPT parameter is at most 500 characters (as sent).
+pub const ORCPT_MAX_BYTES: usize = 500;
 
 /// Parses one command line, `line` being everything before its CRLF.
 pub fn parse(line: &[u8]) -> Result<Command, Reply> {
@@ -202,6 +219,9 @@ fn parse_mail(args: &str) -> Result<Command, Reply> {
         check_unique(&mut seen, keyword)?;
         parsed.apply(keyword, value)?;
     }
+    if !path.is_ascii() && !parsed.smtputf8 {
+        return Err(catalogue::UTF8_NEEDS_SMTPUTF8);
+    }
     Ok(Command::Mail {
         from: path.into_string(),
         params: parsed,
@@ -230,10 +250,25 @@ impl MailParams {
     /// Applies one `KEYWORD[=value]`.
     fn apply(&mut self, keyword: &str, value: Option<&str>) -> Result<(), Reply> {
         let is = |name: &str| keyword.eq_ignore_ascii_case(name);
+        let value = || value.ok_or(catalogue::PARAM_SYNTAX);
         if is("SIZE") {
-            self.size = Some(parse_size(value.ok_or(catalogue::PARAM_SYNTAX)?)?);
+            self.size = Some(parse_size(value()?)?);
         } else if is("BODY") {
-            self.body = parse_body(value.ok_or(catalogue::PARAM_SYNTAX)?)?;
+            self.body = parse_body(value()?)?;
+        } else if is("SMTPUTF8") {
+            self.smtputf8 = no_value(value().ok())?;
+        } else if is("RET") {
+            self.ret = Some(parse_ret(value()?)?);
+        } else if is("ENVID") {
+            self.envid = Some(parse_envid(value()?)?);
+        } else if is("AUTH") {
+            // RFC 4954 §5: the identity the message was submitted as, for relays that
+            // trust each other. corerelay identifies its clients itself, so the value is
+            // checked for syntax and not used.
+            let v = value()?;
+            if v != "<>" {
+                xtext_decode(v)?;
+            }
         } else {
             return Err(catalogue::PARAM_UNKNOWN);
         }
@@ -242,9 +277,162 @@ impl MailParams {
 }
 
 impl RcptParams {
-    fn apply(&mut self, _keyword: &str, _value: Option<&str>) -> Result<(), Reply> {
-        Err(catalogue::PARAM_UNKNOWN)
+    fn apply(&mut self, keyword: &str, value: Option<&str>) -> Result<(), Reply> {
+        let is = |name: &str| keyword.eq_ignore_ascii_case(name);
+        let value = value.ok_or(catalogue::PARAM_SYNTAX);
+        if is("NOTIFY") {
+            self.notify = Some(parse_notify(value?)?);
+        } else if is("ORCPT") {
+            self.orcpt = Some(parse_orcpt(value?)?);
+        } else {
+            return Err(catalogue::PARAM_UNKNOWN);
+        }
+        Ok(())
     }
+}
+
+fn param_error(text: &'static str) -> Reply {
+    Reply::new(501, Enhanced::new(5, 5, 4), text)
+}
+
+fn no_value(value: Option<&str>) -> Result<bool, Reply> {
+    match value {
+        None => Ok(true),
+        Some(_) => Err(param_error("SMTPUTF8 takes no value")),
+    }
+}
+
+fn parse_ret(value: &str) -> Result<DsnReturn, Reply> {
+    if value.eq_ignore_ascii_case("FULL") {
+        Ok(DsnReturn::Full)
+    } else if value.eq_ignore_ascii_case("HDRS") {
+        Ok(DsnReturn::Headers)
+    } else {
+        Err(param_error("RET must be FULL or HDRS"))
+    }
+}
+
+/// ENVID: xtext of printable ASCII (RFC 3461 §4.4), at most 100 characters.
+fn parse_envid(value: &str) -> Result<String, Reply> {
+    if value.len() > ENVID_MAX_BYTES {
+        return Err(param_error("ENVID longer than 100 characters"));
+    }
+    let decoded = xtext_decode(value)?;
+    if !decoded.bytes().all(|b| (32..127).contains(&b)) {
+        return Err(param_error("ENVID must be printable ASCII"));
+    }
+    Ok(decoded)
+}
+
+/// NOTIFY=NEVER, or a comma list of SUCCESS, FAILURE, DELAY (RFC 3461 §4.1).
+fn parse_notify(value: &str) -> Result<Notify, Reply> {
+    let bad = || param_error("NOTIFY must be NEVER or a list of SUCCESS, FAILURE, DELAY");
+    if value.eq_ignore_ascii_case("NEVER") {
+        return Ok(Notify::default());
+    }
+    let mut notify = Notify::default();
+    for word in value.split(',') {
+        let flag = if word.eq_ignore_ascii_case("SUCCESS") {
+            &mut notify.success
+        } else if word.eq_ignore_ascii_case("FAILURE") {
+            &mut notify.failure
+        } else if word.eq_ignore_ascii_case("DELAY") {
+            &mut notify.delay
+        } else {
+            return Err(bad());
+        };
+        if *flag {
+            return Err(bad());
+        }
+        *flag = true;
+    }
+    Ok(notify)
+}
+
+/// ORCPT=addr-type;xtext (RFC 3461 §4.2). For the `utf-8` type (RFC 6533 §3) the value may
+/// hold raw UTF-8 and `\x{HEX}` escapes as well.
+fn parse_orcpt(value: &str) -> Result<OriginalRecipient, Reply> {
+    let bad = || param_error("ORCPT must be addr-type;address");
+    if value.len() > ORCPT_MAX_BYTES {
+        return Err(param_error("ORCPT longer than 500 characters"));
+    }
+    let (addr_type, addr) = value.split_once(';').ok_or_else(bad)?;
+    let atom_ok = !addr_type.is_empty() && addr_type.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-');
+    if !atom_ok || addr.is_empty() {
+        return Err(bad());
+    }
+    let decoded = if addr_type.eq_ignore_ascii_case("utf-8") {
+        utf8_addr_decode(addr)?
+    } else {
+        let decoded = xtext_decode(addr)?;
+        if !decoded.is_ascii() {
+            return Err(bad());
+        }
+        decoded
+    };
+    Ok(OriginalRecipient {
+        addr_type: addr_type.to_string(),
+        addr: decoded,
+    })
+}
+
+/// RFC 3461 §4 xtext: `+XX` (upper-case hex) stands for one byte; other characters are
+/// printable ASCII except `+` and `=`. The decoded bytes must be UTF-8.
+pub fn xtext_decode(value: &str) -> Result<String, Reply> {
+    let bad = || param_error("Bad xtext encoding");
+    let bytes = value.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while let Some(&b) = bytes.get(i) {
+        match b {
+            b'+' => {
+                let hex = bytes.get(i + 1..i + 3).ok_or_else(bad)?;
+                let upper = hex.iter().all(|h| h.is_ascii_digit() || (b'A'..=b'F').contains(h));
+                let text = std::str::from_utf8(hex).map_err(|_| bad())?;
+                out.push(upper.then(|| u8::from_str_radix(text, 16).ok()).flatten().ok_or_else(bad)?);
+                i += 3;
+            }
+            33..=126 if b != b'=' => {
+                out.push(b);
+                i += 1;
+            }
+            _ => return Err(bad()),
+        }
+    }
+    String::from_utf8(out).map_err(|_| bad())
+}
+
+/// RFC 6533 utf-8-addr-xtext / utf-8-addr-unitext: xtext plus `\x{HEX}` for one Unicode
+/// scalar value, and raw non-ASCII UTF-8.
+fn utf8_addr_decode(value: &str) -> Result<String, Reply> {
+    let bad = || param_error("Bad utf-8 address encoding");
+    let mut out = String::with_capacity(value.len());
+    let mut rest = value;
+    while let Some(c) = rest.chars().next() {
+        if let Some(after) = rest.strip_prefix("\\x{") {
+            let end = after.find('}').ok_or_else(bad)?;
+            let hex = &after[..end];
+            if hex.is_empty() || hex.len() > 6 {
+                return Err(bad());
+            }
+            let scalar = u32::from_str_radix(hex, 16).ok().and_then(char::from_u32).ok_or_else(bad)?;
+            out.push(scalar);
+            rest = &after[end + 1..];
+        } else if c == '+' {
+            let piece = rest.get(..3).ok_or_else(bad)?;
+            out.push_str(&xtext_decode(piece)?);
+            rest = &rest[3..];
+        } else if !c.is_ascii() || (c.is_ascii_graphic() && c != '=') {
+            out.push(c);
+            rest = &rest[c.len_utf8()..];
+        } else {
+            return Err(bad());
+        }
+    }
+    if out.chars().any(char::is_control) {
+        return Err(bad());
+    }
+    Ok(out)
 }
 
 /// A SIZE value that overflows `u64` is still a valid (absurd) size: it saturates, so the
@@ -262,12 +450,7 @@ fn parse_body(value: &str) -> Result<BodyType, Reply> {
     } else if value.eq_ignore_ascii_case("8BITMIME") {
         Ok(BodyType::EightBitMime)
     } else if value.eq_ignore_ascii_case("BINARYMIME") {
-        // BINARYMIME needs CHUNKING (RFC 3030), which is not offered.
-        Err(Reply::new(
-            555,
-            Enhanced::new(5, 5, 4),
-            "BODY=BINARYMIME not supported",
-        ))
+        Ok(BodyType::BinaryMime)
     } else {
         Err(catalogue::PARAM_SYNTAX)
     }
@@ -292,9 +475,10 @@ fn esmtp_params(params: &str) -> impl Iterator<Item = Result<(&str, Option<&str>
         // esmtp-keyword = (ALPHA / DIGIT) *(ALPHA / DIGIT / "-")
         let keyword_ok = keyword.bytes().next().is_some_and(|b| b.is_ascii_alphanumeric())
             && keyword.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-');
-        // esmtp-value = 1*(%d33-60 / %d62-126): printable ASCII without "=".
-        let value_ok =
-            value.is_none_or(|v| !v.is_empty() && v.bytes().all(|b| matches!(b, 33..=60 | 62..=126)));
+        // esmtp-value = 1*(%d33-60 / %d62-126 / UTF8-non-ascii): printable ASCII without
+        // "=", and UTF-8 (RFC 6531 §3.3); the parameters that must be ASCII check that.
+        let value_ok = value
+            .is_none_or(|v| !v.is_empty() && v.bytes().all(|b| matches!(b, 33..=60 | 62..=126 | 0x80..)));
         if keyword_ok && value_ok {
             Ok((keyword, value))
         } else {
@@ -328,7 +512,11 @@ mod tests {
     fn mail(from: &str, size: Option<u64>, body: BodyType) -> Command {
         Command::Mail {
             from: from.into(),
-            params: MailParams { size, body },
+            params: MailParams {
+                size,
+                body,
+                ..Default::default()
+            },
         }
     }
 
@@ -411,8 +599,49 @@ mod tests {
     }
 
     #[test]
+    fn extension_parameters() {
+        let Ok(Command::Mail { from, params }) = parse(
+            "MAIL FROM:<jö@exämple.com> SMTPUTF8 BODY=BINARYMIME RET=hdrs ENVID=QQ+2B314159 AUTH=<>".as_bytes(),
+        ) else {
+            panic!("MAIL with every parameter");
+        };
+        assert_eq!(from, "jö@exämple.com");
+        assert_eq!(
+            params,
+            MailParams {
+                size: None,
+                body: BodyType::BinaryMime,
+                smtputf8: true,
+                ret: Some(DsnReturn::Headers),
+                envid: Some("QQ+314159".into()),
+            }
+        );
+        let Ok(Command::Rcpt { to, params }) = parse(
+            "RCPT TO:<b@example.net> NOTIFY=SUCCESS,delay ORCPT=rfc822;b+2Bx@example.net".as_bytes(),
+        ) else {
+            panic!("RCPT with DSN parameters");
+        };
+        assert_eq!(to, "b@example.net");
+        assert_eq!(
+            params.notify,
+            Some(Notify {
+                success: true,
+                failure: false,
+                delay: true
+            })
+        );
+        assert_eq!(params.orcpt.as_ref().map(|o| o.addr.as_str()), Some("b+x@example.net"));
+        let Ok(Command::Rcpt { params, .. }) =
+            parse("RCPT TO:<üb@example.net> NOTIFY=NEVER ORCPT=utf-8;\\x{FC}b@example.net".as_bytes())
+        else {
+            panic!("RCPT with a utf-8 ORCPT");
+        };
+        assert_eq!(params.notify, Some(Notify::default()));
+        assert_eq!(params.orcpt.unwrap().addr, "üb@example.net");
+    }
+
+    #[test]
     fn commands_that_fail() {
-        let binary = "555 5.5.4 BODY=BINARYMIME not supported\r\n";
         let cases: &[(&[u8], &str)] = &[
             (b"", "500 5.5.2"),
             (b"HELLO", "500 5.5.2"),
@@ -436,12 +665,28 @@ mod tests {
             (b"MAIL FROM:<postmaster>", "501 5.1.3"),
             (b"MAIL FROM:<a@b_c.example>", "501 5.1.3"),
             (b"MAIL FROM:<\xc3\xa4@b.example>", "553 5.6.7"),
+            (b"MAIL FROM:<\xc3\xa4@b.example> BODY=8BITMIME", "553 5.6.7"),
+            (b"MAIL FROM:<a@b.example> SMTPUTF8=yes", "501 5.5.4"),
+            (b"MAIL FROM:<a@b.example> RET=ALL", "501 5.5.4"),
+            (b"MAIL FROM:<a@b.example> RET", "501 5.5.4"),
+            (b"MAIL FROM:<a@b.example> ENVID=a+2", "501 5.5.4"),
+            (b"MAIL FROM:<a@b.example> ENVID=a+2b", "501 5.5.4"),
+            (b"MAIL FROM:<a@b.example> ENVID=a+0A", "501 5.5.4"),
+            (b"MAIL FROM:<a@b.example> ENVID=\xc3\xa4", "501 5.5.4"),
+            (b"MAIL FROM:<a@b.example> AUTH=x+zz", "501 5.5.4"),
+            (b"RCPT TO:<a@b.example> NOTIFY=NEVER,SUCCESS", "501 5.5.4"),
+            (b"RCPT TO:<a@b.example> NOTIFY=SUCCESS,SUCCESS", "501 5.5.4"),
+            (b"RCPT TO:<a@b.example> NOTIFY=", "501 5.5.4"),
+            (b"RCPT TO:<a@b.example> NOTIFY=SOMETIMES", "501 5.5.4"),
+            (b"RCPT TO:<a@b.example> ORCPT=a@b.example", "501 5.5.4"),
+            (b"RCPT TO:<a@b.example> ORCPT=rfc822;", "501 5.5.4"),
+            (b"RCPT TO:<a@b.example> ORCPT=rfc822;\xc3\xa4@b", "501 5.5.4"),
+            (b"RCPT TO:<a@b.example> ORCPT=utf-8;\\x{D800}@b", "501 5.5.4"),
+            (b"RCPT TO:<a@b.example> ORCPT=rfc822;a@b ORCPT=rfc822;c@d", "501 5.5.4 Duplicate"),
+            (b"RCPT TO:<a@b.example> FOO", "555 5.5.4"),
             (b"RCPT TO:<>", "501 5.1.3"),
             (b"RCPT FROM:<a@b.example>", "501 5.5.4"),
             (b"MAIL FROM:<a@b.example> FOO=1", "555 5.5.4"),
-            (b"MAIL FROM:<a@b.example> SMTPUTF8", "555 5.5.4"),
-            (b"RCPT TO:<a@b.example> NOTIFY=NEVER", "555 5.5.4"),
-            (b"MAIL FROM:<a@b.example> BODY=BINARYMIME", binary),
             (b"MAIL FROM:<a@b.example> BODY=9BIT", "501 5.5.4"),
             (b"MAIL FROM:<a@b.example> BODY", "501 5.5.4"),
             (b"MAIL FROM:<a@b.example> SIZE", "501 5.5.4"),

@@ -13,6 +13,12 @@
 //! which bounds the bookkeeping per body byte and the read buffer memory a small slice can
 //! keep alive; everything else is never copied.
 //!
+//! With `smtp.bare_line_feed = "normalize"` a bare LF is read as CRLF instead: the body
+//! gets CRLF (two staged bytes; the run before it is still sliced), and the line after it
+//! can never end the data, because its leading dot is taken literally. So `\n.\n`,
+//! `\n.\r\n` and `\r\n.\n` all stay inside the message, and the only terminator is still
+//! `CRLF.CRLF` after a real CRLF. A bare CR is refused either way.
+//!
 //! The line state lives in the receiver rather than in held-back input, so every byte
 //! given to [`DataReceiver::feed`] is consumed and nothing is held back between calls. After
 //! an error the receiver keeps scanning, collecting nothing, until the real end of data,
@@ -71,6 +77,10 @@ pub enum DataProgress {
 enum LineState {
     /// At the first byte of a line (also at the very start of the data).
     Start,
+    /// At the first byte of a line that followed a normalized bare LF: a dot here is text.
+    StartAfterBareLf,
+    /// `scan_text` just consumed a bare LF to be normalized (transient).
+    BareLf,
     /// Inside a line.
     Text,
     /// Just after a CR inside a line.
@@ -94,6 +104,8 @@ pub struct DataReceiver {
     error: Option<DataError>,
     /// Small pieces waiting to be pushed as one chunk.
     staged: BytesMut,
+    /// Read a bare LF as CRLF instead of refusing the message.
+    normalize_bare_lf: bool,
 }
 
 impl DataReceiver {
@@ -106,7 +118,14 @@ impl DataReceiver {
             body_bytes: 0,
             error: None,
             staged: BytesMut::new(),
+            normalize_bare_lf: false,
         }
+    }
+
+    /// Reads a bare LF as CRLF (`smtp.bare_line_feed = "normalize"`) when `on`.
+    pub fn normalizing_bare_lf(mut self, on: bool) -> DataReceiver {
+        self.normalize_bare_lf = on;
+        self
     }
 
     /// Consumes body bytes from the front of `buf`, appending the unstuffed body to `body`
@@ -128,11 +147,22 @@ impl DataReceiver {
                     pending = 0;
                     self.state = LineState::Dot;
                 }
-                LineState::Start => {
+                LineState::Start | LineState::StartAfterBareLf | LineState::BareLf => {
                     self.line_bytes = 0;
                     self.state = LineState::Text;
                 }
-                LineState::Text => pending += self.scan_text(&buf[pending..]),
+                LineState::Text => {
+                    let used = self.scan_text(&buf[pending..]);
+                    if self.state == LineState::BareLf {
+                        // The run before the bare LF is body; the LF becomes CRLF.
+                        self.emit(buf.split_to(pending + used - 1), body);
+                        buf.advance(1);
+                        pending = 0;
+                        self.end_line_normalized(body);
+                    } else {
+                        pending += used;
+                    }
+                }
                 LineState::Cr => {
                     if byte == b'\n' {
                         self.count(1);
@@ -143,6 +173,12 @@ impl DataReceiver {
                         self.fail(DataError::BareLineEnding, body);
                         self.state = LineState::Text;
                     }
+                }
+                LineState::Dot if byte == b'\n' && self.normalize_bare_lf => {
+                    // `.LF`: the dot was stuffing, the LF a bare line end.
+                    buf.advance(1);
+                    self.line_bytes = 0;
+                    self.end_line_normalized(body);
                 }
                 LineState::Dot => {
                     self.line_bytes = 0;
@@ -181,11 +217,27 @@ impl DataReceiver {
         match rest.get(plain) {
             None => return plain,
             Some(b'\r') => self.state = LineState::Cr,
+            Some(b'\n') if self.normalize_bare_lf => {
+                self.state = LineState::BareLf;
+                return plain + 1;
+            }
             Some(b'\n') => self.fail_quietly(DataError::BareLineEnding),
             Some(_) => self.fail_quietly(DataError::Nul),
         }
         self.count(1);
         plain + 1
+    }
+
+    /// Ends a line at a bare LF by writing CRLF into the body (normalize mode).
+    fn end_line_normalized(&mut self, body: &mut Vec<Bytes>) {
+        self.count(2);
+        if self.error.is_none() {
+            self.staged.extend_from_slice(b"\r\n");
+            if self.staged.len() >= SMALL_PIECE_BYTES {
+                body.push(self.staged.split().freeze());
+            }
+        }
+        self.state = LineState::StartAfterBareLf;
     }
 
     /// Accounts `n` more body bytes of the current line against the limits. When both
@@ -268,7 +320,11 @@ mod tests {
 
     /// The result of feeding `parts` one after another: progress, body, bytes left over.
     fn run(parts: &[&[u8]], message_max: usize, line_max: usize) -> Outcome {
-        let mut receiver = DataReceiver::new(message_max, line_max);
+        run_mode(parts, message_max, line_max, false)
+    }
+
+    fn run_mode(parts: &[&[u8]], message_max: usize, line_max: usize, normalize: bool) -> Outcome {
+        let mut receiver = DataReceiver::new(message_max, line_max).normalizing_bare_lf(normalize);
         let mut buf = BytesMut::new();
         let mut body = Vec::new();
         let mut progress = DataProgress::NeedMore;
@@ -363,6 +419,43 @@ mod tests {
                 "{input:?}"
             );
         }
+    }
+
+    /// Normalize mode: a bare LF becomes CRLF, a dot after it is text, and only CRLF.CRLF
+    /// after a real CRLF ends the data. Checked whole, byte by byte and in random splits.
+    #[test]
+    fn normalize_mode_reads_bare_lf_as_crlf_and_never_ends_on_it() {
+        let cases: &[(&[u8], Outcome)] = &[
+            (b"a\nb\r\n.\r\n", ok(b"a\r\nb\r\n", b"")),
+            (b"a\n.\nb\r\n.\r\nX", ok(b"a\r\n.\r\nb\r\n", b"X")),
+            (b"a\n.\r\nb\r\n.\r\n", ok(b"a\r\n.\r\nb\r\n", b"")),
+            (b"a\r\n.\nb\r\n.\r\n", ok(b"a\r\n\r\nb\r\n", b"")),
+            (b"..\n.\r\n", (DataProgress::NeedMore, b".\r\n.\r\n".to_vec(), b"".to_vec())),
+            (b"\n\n\r\n.\r\n", ok(b"\r\n\r\n\r\n", b"")),
+            (b"a\rb\r\n.\r\n", err(DataError::BareLineEnding, b"")),
+            (b"a\n\0\r\n.\r\n", err(DataError::Nul, b"")),
+        ];
+        for (input, expected) in cases {
+            let whole = run_mode(&[input], MAX_BYTES, LINE_MAX_BYTES, true);
+            assert_eq!(&whole, expected, "{input:?}");
+            let bytes: Vec<&[u8]> = input.chunks(1).collect();
+            assert_eq!(run_mode(&bytes, MAX_BYTES, LINE_MAX_BYTES, true), whole, "{input:?}");
+        }
+        // The added CR counts against the limits: 4 bytes of text become 5 of body.
+        assert_eq!(
+            run_mode(&[b"abc\n.\r\n"], MAX_BYTES, 4, true).0,
+            DataProgress::NeedMore,
+            "the line after a bare LF is not the terminator"
+        );
+        assert_eq!(
+            run_mode(&[b"abc\n\r\n.\r\n"], 4, LINE_MAX_BYTES, true).0,
+            DataProgress::Done(Err(DataError::TooLarge))
+        );
+        // Many bare LFs: the staged CRLFs are pushed as bounded chunks, in order.
+        let input = [b"x\n".repeat(500), b"\r\n.\r\n".to_vec()].concat();
+        let (progress, body, _) = run_mode(&[&input], MAX_BYTES, LINE_MAX_BYTES, true);
+        assert_eq!(progress, DataProgress::Done(Ok(1502)));
+        assert_eq!(body, [b"x\r\n".repeat(500), b"\r\n".to_vec()].concat());
     }
 
     /// The published SMTP smuggling vectors (SEC Consult, December 2023, and the

@@ -4,6 +4,7 @@
 //! benchmarked without an executor.
 
 pub mod address;
+pub mod bdat;
 pub mod client;
 pub mod command;
 pub mod data;

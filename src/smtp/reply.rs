@@ -299,6 +299,67 @@ pub mod catalogue {
     pub const TOO_MANY_ERRORS: Reply = r(421, 4, 7, 0, "Too many errors; closing connection");
     pub const TIMEOUT: Reply = r(421, 4, 4, 2, "Timeout; closing connection");
     pub const SHUTTING_DOWN: Reply = r(421, 4, 3, 0, "Service shutting down; closing connection");
+    pub const TOO_MANY_MESSAGES: Reply = r(421, 4, 7, 0, "Too many messages on one connection; closing");
+    pub const TOO_MANY_CONNECTIONS_FROM_IP: Reply = r(
+        421,
+        4,
+        7,
+        0,
+        "Too many connections from your address; try again later",
+    );
+    pub const NO_VALID_RCPTS: Reply = r(554, 5, 5, 1, "No valid recipients");
+    pub const BARE_LF_COMMAND: Reply = r(500, 5, 5, 2, "Bare LF; command lines must end with CRLF");
+
+    // STARTTLS (RFC 3207).
+    pub const READY_FOR_TLS: Reply = r(220, 2, 0, 0, "Ready to start TLS");
+    pub const TLS_REQUIRED: Reply = r(530, 5, 7, 0, "Must issue a STARTTLS command first");
+    pub const TLS_ACTIVE: Reply = r(503, 5, 5, 1, "TLS already active");
+    pub const TLS_NOT_OFFERED: Reply = r(502, 5, 5, 1, "STARTTLS not offered");
+    /// CVE-2011-0411: plaintext pipelined behind STARTTLS would be read as if it had come
+    /// over TLS, so the connection is closed instead.
+    pub const PIPELINED_AFTER_STARTTLS: Reply =
+        r(554, 5, 5, 1, "Commands pipelined after STARTTLS; closing connection");
+
+    // AUTH (RFC 4954).
+    pub const AUTH_OK: Reply = r(235, 2, 7, 0, "Authentication successful");
+    pub const AUTH_FAILED: Reply = r(535, 5, 7, 8, "Authentication credentials invalid");
+    pub const AUTH_NEEDS_TLS: Reply = r(
+        538,
+        5,
+        7,
+        11,
+        "Encryption required for requested authentication mechanism",
+    );
+    pub const AUTH_MECHANISM: Reply = r(504, 5, 5, 4, "Unrecognized authentication type");
+    pub const AUTH_CANCELLED: Reply = r(501, 5, 7, 0, "Authentication cancelled");
+    pub const AUTH_BAD_BASE64: Reply = r(501, 5, 5, 2, "Cannot decode the response (base64)");
+    pub const AUTH_NOT_OFFERED: Reply = r(502, 5, 5, 1, "AUTH not offered");
+    pub const ALREADY_AUTHENTICATED: Reply = r(503, 5, 5, 1, "Already authenticated");
+    pub const AUTH_IN_TRANSACTION: Reply = r(503, 5, 5, 1, "AUTH not allowed during a mail transaction");
+    pub const AUTH_THROTTLED: Reply = r(
+        454,
+        4,
+        7,
+        0,
+        "Too many authentication failures from your address; try again later",
+    );
+    /// The server challenge of PLAIN without an initial response: empty (RFC 4954 §4).
+    pub const AUTH_CONTINUE: Reply = Reply::fixed(334, None, "");
+    /// LOGIN's prompts, base64 of `Username:` and `Password:`.
+    pub const AUTH_USERNAME: Reply = Reply::fixed(334, None, "VXNlcm5hbWU6");
+    pub const AUTH_PASSWORD: Reply = Reply::fixed(334, None, "UGFzc3dvcmQ6");
+
+    // SMTPUTF8 (RFC 6531), CHUNKING and BINARYMIME (RFC 3030), DSN (RFC 3461).
+    pub const UTF8_NEEDS_SMTPUTF8: Reply = r(
+        553,
+        5,
+        6,
+        7,
+        "Non-ASCII address needs MAIL FROM with SMTPUTF8",
+    );
+    pub const BINARYMIME_NEEDS_BDAT: Reply = r(503, 5, 5, 1, "BODY=BINARYMIME requires BDAT, not DATA");
+    pub const DATA_AFTER_BDAT: Reply = r(503, 5, 5, 1, "DATA not allowed after BDAT in one transaction");
+    pub const BDAT_NO_TRANSACTION: Reply = r(503, 5, 5, 1, "No mail transaction for BDAT; chunk discarded");
 }
 
 #[cfg(test)]

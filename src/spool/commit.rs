@@ -129,7 +129,19 @@ impl Shared {
             .await
             .map_err(io_error)?;
         match record::decode_one(&bytes, loc.seg.seq) {
-            Some((h, payload)) if h.kind == RecordKind::Message as u8 => Ok(Bytes::copy_from_slice(payload)),
+            Some((h, payload)) if h.kind == RecordKind::Message as u8 && h.version == record::VERSION => {
+                Ok(Bytes::copy_from_slice(payload))
+            }
+            // An older record is upgraded as it is read, so what loads and relocation see
+            // (and what relocation writes under the current version) is the current layout.
+            Some((h, payload)) if h.kind == RecordKind::Message as u8 && record::readable(h.version) => {
+                super::payload::upgrade_message(h.version, payload).ok_or_else(|| {
+                    SpoolError::Io(io::Error::new(
+                        io::ErrorKind::InvalidData,
+                        format!("spool record of {id} (version {}) does not decode", h.version),
+                    ))
+                })
+            }
             _ => Err(SpoolError::Io(io::Error::new(
                 io::ErrorKind::InvalidData,
                 format!(

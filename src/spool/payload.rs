@@ -72,16 +72,87 @@ impl MessageView<'_> {
     }
 }
 
-/// Decodes a Message payload; `None` if it is malformed.
+/// Decodes a Message payload of the current version; `None` if it is malformed.
 pub fn decode_message(payload: &[u8]) -> Option<MessageView<'_>> {
+    decode_message_of(super::record::VERSION, payload)
+}
+
+/// Decodes a Message payload written under record `version`; `None` if it is malformed
+/// or of a version this code does not read.
+pub fn decode_message_of(version: u8, payload: &[u8]) -> Option<MessageView<'_>> {
     let (envelope, rest) = split_prefixed(payload)?;
     let (trace, body) = split_prefixed(rest)?;
-    let envelope: Envelope = postcard::from_bytes(envelope).ok()?;
+    let envelope: Envelope = match version {
+        1 => postcard::from_bytes::<v1::Envelope>(envelope).ok()?.into(),
+        super::record::VERSION => postcard::from_bytes(envelope).ok()?,
+        _ => return None,
+    };
     Some(MessageView {
         envelope,
         trace,
         body,
     })
+}
+
+/// Re-encodes an older Message payload in the current layout (one copy of the record).
+pub fn upgrade_message(version: u8, payload: &[u8]) -> Option<Bytes> {
+    let view = decode_message_of(version, payload)?;
+    let parts = message_parts(&view.to_message())?;
+    Some(Bytes::from(parts.parts.concat()))
+}
+
+/// The envelope layouts of earlier record versions, kept to read old spools.
+mod v1 {
+    use std::net::IpAddr;
+
+    use serde::Deserialize;
+
+    use crate::message::{self, MessageId};
+
+    #[derive(Deserialize)]
+    pub struct Recipient {
+        pub addr: String,
+    }
+
+    /// `BodyType` had only its first two variants in version 1; postcard numbers variants,
+    /// so today's enum reads them unchanged.
+    #[derive(Deserialize)]
+    pub struct Envelope {
+        pub id: MessageId,
+        pub account: String,
+        pub received_at_ms: u64,
+        pub source: IpAddr,
+        pub helo: String,
+        pub mail_from: String,
+        pub body_type: message::BodyType,
+        pub rcpts: Vec<Recipient>,
+    }
+
+    impl From<Envelope> for message::Envelope {
+        fn from(e: Envelope) -> message::Envelope {
+            message::Envelope {
+                id: e.id,
+                account: e.account,
+                received_at_ms: e.received_at_ms,
+                source: e.source,
+                helo: e.helo,
+                mail_from: e.mail_from,
+                body_type: e.body_type,
+                rcpts: e
+                    .rcpts
+                    .into_iter()
+                    .map(|r| message::Recipient {
+                        addr: r.addr,
+                        ..Default::default()
+                    })
+                    .collect(),
+                smtputf8: false,
+                dsn_return: None,
+                dsn_envid: None,
+                auth_user: None,
+            }
+        }
+    }
 }
 
 /// Splits `[u32 len][len bytes]rest`.
@@ -136,8 +207,13 @@ pub(crate) mod tests {
                 rcpts: (0..rcpts)
                     .map(|i| Recipient {
                         addr: format!("r{i}@example.net"),
+                        ..Default::default()
                     })
                     .collect(),
+                smtputf8: false,
+                dsn_return: None,
+                dsn_envid: None,
+                auth_user: None,
             },
             trace: Bytes::from_static(b"Received: from client.example\r\n"),
             body: body.iter().map(|c| Bytes::copy_from_slice(c)).collect(),
@@ -157,6 +233,79 @@ pub(crate) mod tests {
         for cut in 0..flat.len() - m.body_len() {
             assert!(decode_message(&flat[..cut]).is_none(), "cut at {cut}");
         }
+    }
+
+    /// A version 1 payload, encoded with the layout version 1 wrote, still decodes, and
+    /// upgrading it gives the current layout with the new fields at their defaults.
+    #[test]
+    fn version_1_payloads_decode_and_upgrade() {
+        #[derive(Serialize)]
+        struct V1Recipient {
+            addr: String,
+        }
+        #[derive(Serialize)]
+        struct V1Envelope {
+            id: MessageId,
+            account: String,
+            received_at_ms: u64,
+            source: std::net::IpAddr,
+            helo: String,
+            mail_from: String,
+            body_type: BodyType,
+            rcpts: Vec<V1Recipient>,
+        }
+        let m = sample(7, 2, &[b"Subject: old\r\n\r\nbody\r\n"]);
+        let e = &m.envelope;
+        let old = postcard::to_allocvec(&V1Envelope {
+            id: e.id,
+            account: e.account.clone(),
+            received_at_ms: e.received_at_ms,
+            source: e.source,
+            helo: e.helo.clone(),
+            mail_from: e.mail_from.clone(),
+            body_type: e.body_type,
+            rcpts: e.rcpts.iter().map(|r| V1Recipient { addr: r.addr.clone() }).collect(),
+        })
+        .unwrap();
+        let mut payload = Vec::new();
+        payload.extend_from_slice(&(old.len() as u32).to_le_bytes());
+        payload.extend_from_slice(&old);
+        payload.extend_from_slice(&(m.trace.len() as u32).to_le_bytes());
+        payload.extend_from_slice(&m.trace);
+        payload.extend_from_slice(&m.body[0]);
+
+        let v = decode_message_of(1, &payload).unwrap();
+        assert_eq!(v.envelope, m.envelope);
+        assert_eq!(v.body, &m.body[0][..]);
+        // Read as the current version, the old bytes do not pass for the same envelope.
+        assert!(decode_message(&payload).is_none_or(|v| v.envelope != m.envelope));
+        let upgraded = upgrade_message(1, &payload).unwrap();
+        let v = decode_message(&upgraded).unwrap();
+        assert_eq!(v.envelope, m.envelope);
+        assert_eq!(v.trace, &m.trace[..]);
+        assert!(decode_message_of(3, &upgraded).is_none(), "a newer version is refused");
+    }
+
+    #[test]
+    fn new_envelope_fields_round_trip() {
+        use crate::message::{DsnReturn, Notify, OriginalRecipient};
+        let mut m = sample(8, 1, &[b"x\r\n"]);
+        m.envelope.body_type = BodyType::BinaryMime;
+        m.envelope.smtputf8 = true;
+        m.envelope.dsn_return = Some(DsnReturn::Headers);
+        m.envelope.dsn_envid = Some("QQ314159".into());
+        m.envelope.auth_user = Some("shop".into());
+        m.envelope.rcpts[0].notify = Some(Notify {
+            success: true,
+            failure: true,
+            delay: false,
+        });
+        m.envelope.rcpts[0].orcpt = Some(OriginalRecipient {
+            addr_type: "rfc822".into(),
+            addr: "grün@example.net".into(),
+        });
+        let flat = message_parts(&m).unwrap().parts.concat();
+        assert_eq!(decode_message(&flat).unwrap().envelope, m.envelope);
     }
 
     #[test]

@@ -8,7 +8,7 @@
 //!
 //! ```text
 //!  0..4   magic "CRSP"          identifies the header layout (fixed for every version)
-//!  4      version (1)           governs the payload encodings; a later issue bumps it
+//!  4      version (2)           governs the payload encodings (see below)
 //!  5      kind                  1 Message, 2 Update, 3 Done, 4 End
 //!  6..8   flags (0)             reserved
 //!  8..12  payload length        little endian, at most PAYLOAD_MAX_BYTES
@@ -17,6 +17,15 @@
 //! 24..28  reserved (0)
 //! 28..32  header CRC32C         over bytes 0..28, so over the payload CRC too
 //! ```
+//!
+//! Versions: 1 is the first format; 2 (issue 3) added fields to the envelope of Message
+//! records (SMTPUTF8, DSN parameters, the AUTH user). The envelope is postcard, which is
+//! not self-describing, so a new field changes the bytes: the version byte says which
+//! envelope layout a Message payload holds. Version 1 records still decode (their envelope
+//! is read with the old layout and given the new fields' defaults, and a record read back
+//! for loading or relocation is upgraded to the current layout); records of a version
+//! above [`VERSION`] are counted as damage, never guessed at. Update and Done payloads are
+//! the same in both versions.
 //!
 //! Two checksums instead of one: the header CRC makes the length trustworthy before any
 //! payload is read, so a record whose payload is damaged can be skipped exactly and the
@@ -48,7 +57,14 @@ pub const PAYLOAD_MAX_BYTES: usize = 64 << 20;
 
 const MAGIC: [u8; 4] = *b"CRSP";
 /// The format version this code writes and fully understands.
-pub const VERSION: u8 = 1;
+pub const VERSION: u8 = 2;
+/// The oldest version this code still reads (and upgrades when it reads it).
+pub const OLDEST_READABLE_VERSION: u8 = 1;
+
+/// Whether this code can read a record of `version`.
+pub fn readable(version: u8) -> bool {
+    (OLDEST_READABLE_VERSION..=VERSION).contains(&version)
+}
 
 /// What a record says.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -17,7 +17,7 @@ use glommio::io::Directory;
 
 use super::index::{Index, Location, SegKey};
 use super::payload::{self, DonePayload, UpdatePayload};
-use super::record::{RecordKind, ScanItem, Scanner, VERSION};
+use super::record::{self, RecordKind, ScanItem, Scanner};
 use super::segment::{self, SegmentFile};
 use super::{RecoveredMessage, RecoveryReport, SpoolError};
 use crate::message::{Message, MessageId};
@@ -131,10 +131,10 @@ impl Fold {
                         offset: offset as u64,
                         len: len as u64,
                     };
-                    let kind = RecordKind::from_u8(header.kind).filter(|_| header.version == VERSION);
+                    let kind = RecordKind::from_u8(header.kind).filter(|_| record::readable(header.version));
                     // A record this version does not understand (written by a newer relay)
                     // is counted as damage rather than silently skipped.
-                    if kind.is_some_and(|k| self.record(k, payload, loc)) {
+                    if kind.is_some_and(|k| self.record(k, header.version, payload, loc)) {
                         self.report.records += 1;
                     } else {
                         self.report.corrupt_records += 1;
@@ -145,10 +145,10 @@ impl Fold {
     }
 
     /// Applies one record; false if its payload does not decode.
-    fn record(&mut self, kind: RecordKind, payload: &[u8], loc: Location) -> bool {
+    fn record(&mut self, kind: RecordKind, version: u8, payload: &[u8], loc: Location) -> bool {
         match kind {
             RecordKind::Message => {
-                let Some(view) = payload::decode_message(payload) else {
+                let Some(view) = payload::decode_message_of(version, payload) else {
                     return false;
                 };
                 let id = view.envelope.id;

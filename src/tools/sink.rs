@@ -8,7 +8,8 @@
 //! messages ended as failures rather than deliveries.
 //!
 //! It runs the relay's own sans-IO session and connection driver, so it speaks exactly the
-//! SMTP corerelay speaks, on one or more glommio executors.
+//! SMTP corerelay speaks, on one or more glommio executors. With `--tls` it offers
+//! STARTTLS with a self-signed certificate (for outbound TLS tests).
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
@@ -17,13 +18,16 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+use bytes::BytesMut;
 use futures_lite::AsyncWriteExt;
 use glommio::{LocalExecutorPoolBuilder, PoolPlacement};
 
-use crate::ingress::connection::{ReadTimeouts, drive};
+use crate::ingress::connection::{Handler, Hello, Timeouts, drive};
 use crate::ingress::listener;
-use crate::smtp::reply::{Enhanced, Reply};
-use crate::smtp::server::{Policy, Session, SessionConfig, Transaction};
+use crate::ingress::stream::Stream;
+use crate::ingress::tls::{self, TlsSnapshot};
+use crate::smtp::reply::{Enhanced, Reply, catalogue};
+use crate::smtp::server::{Credentials, Options, Policy, Session, SessionConfig, Transaction};
 
 /// What the sink is asked to do.
 #[derive(Debug, Clone)]
@@ -37,6 +41,8 @@ pub struct SinkOptions {
     /// at even odds (fault injection for soak tests).
     pub random_fail_percent: u8,
     pub cores: usize,
+    /// Offer STARTTLS with a self-signed certificate.
+    pub tls: bool,
 }
 
 /// Counters shared by the sink's executors (a test tool: atomics are fine here).
@@ -93,6 +99,12 @@ pub fn run(options: SinkOptions) -> Result<(), String> {
     }
     let (_reserved, listen) =
         listener::reserve(options.listen).map_err(|e| format!("cannot bind {}: {e}", options.listen))?;
+    let certificate = if options.tls {
+        tls::ensure_provider();
+        Some(Arc::new(TlsSnapshot::self_signed("sink.corerelay.localhost")?))
+    } else {
+        None
+    };
     let stats = Arc::new(SinkStats::default());
     spawn_signal_thread(stats.clone())?;
     let started = Instant::now();
@@ -108,7 +120,8 @@ pub fn run(options: SinkOptions) -> Result<(), String> {
             let stats = stats.clone();
             move || {
                 let (stats, options, bound) = (stats.clone(), options.clone(), bound_tx.clone());
-                async move { serve(listen, options, stats, started, bound).await }
+                let certificate = certificate.clone();
+                async move { serve(listen, options, stats, certificate, started, bound).await }
             }
         })
         .map_err(|e| format!("cannot start executors: {e}"))?;
@@ -141,6 +154,7 @@ async fn serve(
     listen: SocketAddr,
     options: Arc<SinkOptions>,
     stats: Arc<SinkStats>,
+    certificate: Option<Arc<TlsSnapshot>>,
     started: Instant,
     bound: std::sync::mpsc::Sender<()>,
 ) -> Result<(), String> {
@@ -156,29 +170,58 @@ async fn serve(
         errors_max_count: 100,
         messages_per_connection_max_count: usize::MAX,
     });
+    let acceptor = certificate.map(|c| c.acceptor());
+    let session_options = Options {
+        starttls: acceptor.is_some(),
+        ..Options::default()
+    };
     loop {
-        let Ok(mut stream) = listener.accept().await else {
+        let Ok(tcp) = listener.accept().await else {
             glommio::timer::sleep(Duration::from_millis(10)).await;
             continue;
         };
         let (options, stats, config) = (options.clone(), stats.clone(), config.clone());
+        let acceptor = acceptor.clone();
         glommio::spawn_local(async move {
-            let peer = stream
-                .peer_addr()
-                .map(|a| a.ip())
-                .unwrap_or(IpAddr::from([0, 0, 0, 0]));
-            let mut session = Session::new(config, AcceptAll, peer);
-            let timeouts = ReadTimeouts {
-                command: Duration::from_secs(300),
-                data: Duration::from_secs(300),
+            let _ = tcp.set_nodelay(true);
+            let peer = tcp.peer_addr().map(|a| a.ip()).unwrap_or(IpAddr::from([0, 0, 0, 0]));
+            let mut session = Session::new(config, AcceptAll, peer).with_options(session_options);
+            let mut stream = Stream::Plain(tcp);
+            let mut handler = SinkHandler {
+                options: &options,
+                stats: &stats,
+                started,
             };
-            let _ = drive(&mut stream, &mut session, timeouts, async |_helo, txn| {
-                receive(&options, &stats, started, txn).await
-            })
+            let timeouts = Timeouts::uniform(Duration::from_secs(300));
+            let _ = drive(
+                &mut stream,
+                BytesMut::new(),
+                &mut session,
+                &timeouts,
+                acceptor.as_ref(),
+                &mut handler,
+            )
             .await;
             let _ = stream.close().await;
         })
         .detach();
+    }
+}
+
+/// The sink's answers: the scripted reply per message; AUTH is not offered.
+struct SinkHandler<'a> {
+    options: &'a SinkOptions,
+    stats: &'a SinkStats,
+    started: Instant,
+}
+
+impl Handler<()> for SinkHandler<'_> {
+    async fn message(&mut self, _hello: &Hello, txn: Transaction<()>) -> Result<(), Reply> {
+        receive(self.options, self.stats, self.started, txn).await
+    }
+
+    async fn authenticate(&mut self, _credentials: Credentials) -> Result<(), Reply> {
+        Err(catalogue::AUTH_FAILED)
     }
 }
 

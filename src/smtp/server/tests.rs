@@ -14,8 +14,7 @@ use rand::{Rng, SeedableRng};
 use super::*;
 use crate::message::{BodyType, domain_of};
 
-const EHLO: &str =
-    "250-relay.test\r\n250-PIPELINING\r\n250-ENHANCEDSTATUSCODES\r\n250-8BITMIME\r\n250 SIZE 200\r\n";
+pub(super) const EHLO: &str = "250-relay.test\r\n250-PIPELINING\r\n250-SIZE 200\r\n250-8BITMIME\r\n250-BINARYMIME\r\n250-CHUNKING\r\n250-ENHANCEDSTATUSCODES\r\n250-SMTPUTF8\r\n250 DSN\r\n";
 const HELO: &str = "250 relay.test\r\n";
 const SENDER_OK: &str = "250 2.1.0 Sender OK\r\n";
 const RCPT_OK: &str = "250 2.1.5 Recipient OK\r\n";
@@ -36,7 +35,7 @@ const BAD_ADDRESS: &str = "501 5.1.3 Bad local part\r\n";
 const BARE_LF_DATA: &str = "550 5.6.0 Message contains bare CR or LF; lines must end with CRLF\r\n";
 const TOO_MANY_ERRORS: &str = "421 4.7.0 Too many errors; closing connection\r\n";
 
-fn config() -> SessionConfig {
+pub(super) fn config() -> SessionConfig {
     SessionConfig {
         hostname: "relay.test".into(),
         message_max_bytes: 200,
@@ -50,7 +49,7 @@ fn config() -> SessionConfig {
 
 /// Identifies every sender by its domain, refuses `blocked.example`, and logs each call so
 /// tests can prove a command was never executed.
-struct TestPolicy {
+pub(super) struct TestPolicy {
     identified: Rc<RefCell<Vec<String>>>,
 }
 
@@ -66,19 +65,29 @@ impl Policy for TestPolicy {
     }
 }
 
-/// A driver in miniature: steps until NeedMore or Close, as the socket driver will.
-struct Harness {
-    session: Session<TestPolicy>,
-    buf: BytesMut,
-    identified: Rc<RefCell<Vec<String>>>,
-    messages: Vec<Transaction<String>>,
+/// A driver in miniature: steps until NeedMore or Close, as the socket driver will. It
+/// logs `user`/`secret` in to `acct:auth` and refuses other credentials, and starts TLS
+/// (as if the handshake succeeded) when asked.
+pub(super) struct Harness {
+    pub(super) session: Session<TestPolicy>,
+    pub(super) buf: BytesMut,
+    pub(super) identified: Rc<RefCell<Vec<String>>>,
+    pub(super) messages: Vec<Transaction<String>>,
     /// What `message_done` reports for the next messages; `Ok` when empty.
-    outcomes: VecDeque<Result<(), Reply>>,
-    closed: bool,
+    pub(super) outcomes: VecDeque<Result<(), Reply>>,
+    pub(super) logins: Vec<Credentials>,
+    pub(super) tls_starts: usize,
+    pub(super) closed: bool,
 }
 
 impl Harness {
-    fn new(config: SessionConfig) -> Harness {
+    pub(super) fn with_options(config: SessionConfig, options: Options) -> Harness {
+        let mut h = Harness::new(config);
+        h.session.options = options;
+        h
+    }
+
+    pub(super) fn new(config: SessionConfig) -> Harness {
         let identified = Rc::new(RefCell::new(Vec::new()));
         let policy = TestPolicy {
             identified: identified.clone(),
@@ -90,12 +99,14 @@ impl Harness {
             identified,
             messages: Vec::new(),
             outcomes: VecDeque::new(),
+            logins: Vec::new(),
+            tls_starts: 0,
             closed: false,
         }
     }
 
     /// Appends `input` and returns everything the session answered.
-    fn feed(&mut self, input: &[u8]) -> String {
+    pub(super) fn feed(&mut self, input: &[u8]) -> String {
         self.buf.extend_from_slice(input);
         let mut out = String::new();
         for _ in 0..100_000 {
@@ -117,6 +128,23 @@ impl Harness {
                     out += &reply.to_wire();
                     self.closed = true;
                 }
+                Step::Authenticate(credentials) => {
+                    let ok = credentials.username == "user" && credentials.password == "secret";
+                    self.logins.push(credentials);
+                    let result = if ok {
+                        Ok("acct:auth".to_string())
+                    } else {
+                        Err(catalogue::AUTH_FAILED)
+                    };
+                    out += &self.session.auth_done(result).to_wire();
+                    self.closed = self.session.is_closed();
+                }
+                Step::StartTls(reply) => {
+                    out += &reply.to_wire();
+                    assert!(self.buf.is_empty(), "nothing may be read across the handshake");
+                    self.tls_starts += 1;
+                    self.session.tls_started();
+                }
             }
         }
         panic!("the session never asked for more input");
@@ -125,13 +153,17 @@ impl Harness {
     /// Whatever the input, the session holds back at most one partial command line, and
     /// nothing at all while receiving data.
     fn assert_bounded(&self) {
+        let line_max_bytes = match self.session.options.auth {
+            true => AUTH_LINE_MAX_BYTES.max(self.session.config.command_line_max_bytes),
+            false => self.session.config.command_line_max_bytes,
+        };
         match self.session.phase() {
-            Phase::Command => assert!(self.buf.len() < self.session.config.command_line_max_bytes),
+            Phase::Command => assert!(self.buf.len() < line_max_bytes),
             Phase::Data => assert!(self.buf.is_empty()),
         }
     }
 
-    fn bodies(&self) -> Vec<String> {
+    pub(super) fn bodies(&self) -> Vec<String> {
         self.messages
             .iter()
             .map(|t| String::from_utf8(t.body.concat()).unwrap())
@@ -141,8 +173,13 @@ impl Harness {
 
 /// Runs a dialogue table and returns the harness that ran it chunk by chunk. The same
 /// input all at once and byte by byte must give the same output.
-fn check_with(config: SessionConfig, dialogue: &[(&str, &[&str])]) -> Harness {
-    let mut stepwise = Harness::new(config.clone());
+pub(super) fn check_with(config: SessionConfig, dialogue: &[(&str, &[&str])]) -> Harness {
+    check_options(config, Options::default(), dialogue)
+}
+
+/// [`check_with`] for a session with these listener options.
+pub(super) fn check_options(config: SessionConfig, options: Options, dialogue: &[(&str, &[&str])]) -> Harness {
+    let mut stepwise = Harness::with_options(config.clone(), options);
     for (input, expected) in dialogue {
         assert_eq!(
             stepwise.feed(input.as_bytes()),
@@ -152,16 +189,16 @@ fn check_with(config: SessionConfig, dialogue: &[(&str, &[&str])]) -> Harness {
     }
     let input: String = dialogue.iter().map(|(i, _)| *i).collect();
     let expected: String = dialogue.iter().flat_map(|(_, e)| e.iter().copied()).collect();
-    let mut at_once = Harness::new(config.clone());
+    let mut at_once = Harness::with_options(config.clone(), options);
     assert_eq!(at_once.feed(input.as_bytes()), expected, "all at once");
-    let mut bytewise = Harness::new(config);
+    let mut bytewise = Harness::with_options(config, options);
     let output: String = input.as_bytes().iter().map(|b| bytewise.feed(&[*b])).collect();
     assert_eq!(output, expected, "byte by byte");
     assert_eq!(bytewise.bodies(), stepwise.bodies());
     stepwise
 }
 
-fn check(dialogue: &[(&str, &[&str])]) -> Harness {
+pub(super) fn check(dialogue: &[(&str, &[&str])]) -> Harness {
     check_with(config(), dialogue)
 }
 
@@ -266,7 +303,12 @@ fn other_verbs() {
         ),
         (
             "EXPN list\r\nSTARTTLS\r\nAUTH PLAIN AGEAYg==\r\nETRN x\r\n",
-            &[NOT_IMPLEMENTED; 4],
+            &[
+                NOT_IMPLEMENTED,
+                "502 5.5.1 STARTTLS not offered\r\n",
+                NEED_EHLO,
+                NOT_IMPLEMENTED,
+            ],
         ),
         ("FOO\r\n\r\n", &[SYNTAX, SYNTAX]),
         (
@@ -472,10 +514,10 @@ fn smuggled_commands_are_never_executed() {
 }
 
 #[test]
-fn an_unoffered_bdat_chunk_is_skipped_not_executed() {
+fn a_bdat_chunk_without_a_transaction_is_skipped_not_executed() {
     let chunk = "MAIL FROM:<evil@evil.example>\r\n";
     let input = format!("EHLO c\r\nBDAT {} LAST\r\n{chunk}NOOP\r\n", chunk.len());
-    let skipped = "502 5.5.1 BDAT not offered; chunk discarded\r\n";
+    let skipped = "503 5.5.1 No mail transaction for BDAT; chunk discarded\r\n";
     let h = check(&[(&input, &[EHLO, skipped, OK]), ("BDAT 0\r\n", &[skipped])]);
     assert!(h.identified.borrow().is_empty());
 }
