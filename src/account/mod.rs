@@ -226,7 +226,8 @@ core = 1
 
     #[test]
     fn credentials_identify_their_account_and_its_domains_only() {
-        let hash = "$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHRzYWx0$0KnOlrDnf5bQ+PhWJDGQ1EvBg+eaHW+rUB2O7pOEBNE";
+        let hash =
+            "$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHRzYWx0$0KnOlrDnf5bQ+PhWJDGQ1EvBg+eaHW+rUB2O7pOEBNE";
         let d = directory(
             &format!(
                 "{TWO}[[accounts]]\nid = \"api\"\nnetworks = [\"192.0.2.0/24\"]\nsender_domains = [\"api.example\"]\ncredentials = [{{ username = \"u1\", password_hash = \"{hash}\" }}, {{ username = \"u2\", password_hash = \"{hash}\" }}]\n"
@@ -239,10 +240,16 @@ core = 1
         assert_eq!((account.id.as_str(), h), ("api", hash));
         assert!(d.credential("U2").is_none(), "user names are exact");
         let account = account.clone();
-        assert_eq!(d.identify_authenticated(&account, "a@API.example").unwrap().id, "api");
+        assert_eq!(
+            d.identify_authenticated(&account, "a@API.example").unwrap().id,
+            "api"
+        );
         assert_eq!(d.identify_authenticated(&account, "").unwrap().id, "api");
         let e = d.identify_authenticated(&account, "a@shop.example").unwrap_err();
-        assert_eq!(e.to_wire(), "550 5.7.1 Sender domain shop.example is not allowed for account api\r\n");
+        assert_eq!(
+            e.to_wire(),
+            "550 5.7.1 Sender domain shop.example is not allowed for account api\r\n"
+        );
     }
 
     #[test]

@@ -179,7 +179,11 @@ pub struct Credential {
 impl fmt::Debug for Credential {
     /// The hash is not printed: `check-config` output ends up in tickets and logs.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "Credential {{ username: {:?}, password_hash: \"…\" }}", self.username)
+        write!(
+            f,
+            "Credential {{ username: {:?}, password_hash: \"…\" }}",
+            self.username
+        )
     }
 }
 
@@ -675,10 +679,7 @@ fn tracking(t: raw::RawTracking) -> Result<TrackingConfig, ConfigError> {
 /// The listeners: `smtp.listen` alone (the default address when neither is written), or
 /// the `[[listeners]]` entries. Both at once would leave it unclear which addresses are
 /// meant, so that is an error.
-fn listeners(
-    listen: Option<String>,
-    raw: Vec<raw::RawListener>,
-) -> Result<Vec<ListenerConfig>, ConfigError> {
+fn listeners(listen: Option<String>, raw: Vec<raw::RawListener>) -> Result<Vec<ListenerConfig>, ConfigError> {
     if raw.is_empty() {
         let listen = listen.unwrap_or_else(|| raw::DEFAULT_LISTEN.to_string());
         return Ok(vec![ListenerConfig {
@@ -741,8 +742,18 @@ fn tls(t: raw::RawTls) -> Result<TlsSettings, ConfigError> {
     let files = match (t.cert_file.is_empty(), t.key_file.is_empty()) {
         (true, true) => None,
         (false, false) => Some((PathBuf::from(t.cert_file), PathBuf::from(t.key_file))),
-        (false, true) => return Err(ConfigError::new("tls.key_file", "cert_file is set, key_file is not")),
-        (true, false) => return Err(ConfigError::new("tls.cert_file", "key_file is set, cert_file is not")),
+        (false, true) => {
+            return Err(ConfigError::new(
+                "tls.key_file",
+                "cert_file is set, key_file is not",
+            ));
+        }
+        (true, false) => {
+            return Err(ConfigError::new(
+                "tls.cert_file",
+                "key_file is set, cert_file is not",
+            ));
+        }
     };
     Ok(TlsSettings {
         files,
@@ -755,7 +766,10 @@ fn credential(key: &str, c: raw::RawCredential) -> Result<Credential, ConfigErro
     if c.username.is_empty() || c.username.len() > 255 || c.username.chars().any(|ch| ch.is_control()) {
         return Err(ConfigError::new(
             key,
-            format!("`{}` is not a user name (1 to 255 bytes, no control characters)", c.username),
+            format!(
+                "`{}` is not a user name (1 to 255 bytes, no control characters)",
+                c.username
+            ),
         ));
     }
     if let Err(e) = argon2::PasswordHash::new(&c.password_hash) {
@@ -977,7 +991,8 @@ mod tests {
         assert_eq!(e.key, "accounts[0].sender_domains");
     }
 
-    const HASH: &str = "$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHRzYWx0$0KnOlrDnf5bQ+PhWJDGQ1EvBg+eaHW+rUB2O7pOEBNE";
+    const HASH: &str =
+        "$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHRzYWx0$0KnOlrDnf5bQ+PhWJDGQ1EvBg+eaHW+rUB2O7pOEBNE";
 
     #[test]
     fn listeners_tls_and_auth() {
@@ -1013,7 +1028,10 @@ credentials = [{{ username = "a1", password_hash = "{HASH}" }}, {{ username = "a
         assert!(l[2].auth_plaintext_allowed);
         assert_eq!(c.tls.files, Some(("/etc/c.pem".into(), "/etc/k.pem".into())));
         assert_eq!(c.accounts[0].credentials.len(), 2);
-        assert!(!format!("{:?}", c.accounts[0]).contains("argon2"), "hashes are not printed");
+        assert!(
+            !format!("{:?}", c.accounts[0]).contains("argon2"),
+            "hashes are not printed"
+        );
         let o = Overrides {
             listen: Some("127.0.0.1:0".into()),
             ..Default::default()
@@ -1027,16 +1045,34 @@ credentials = [{{ username = "a1", password_hash = "{HASH}" }}, {{ username = "a
     #[test]
     fn bad_listener_tls_and_auth_settings_name_the_key() {
         let cases: &[(&str, &str)] = &[
-            ("[smtp]\nlisten = \"127.0.0.1:25\"\n[[listeners]]\naddress = \"127.0.0.1:26\"\n", "smtp.listen"),
+            (
+                "[smtp]\nlisten = \"127.0.0.1:25\"\n[[listeners]]\naddress = \"127.0.0.1:26\"\n",
+                "smtp.listen",
+            ),
             ("[[listeners]]\naddress = \"x\"\n", "listeners[0].address"),
-            ("[[listeners]]\naddress = \"127.0.0.1:1\"\nproxy_protocol = true\n", "listeners[0].proxy_trusted_networks"),
-            ("[[listeners]]\naddress = \"127.0.0.1:1\"\nproxy_trusted_networks = [\"10.0.0.0/8\"]\n", "listeners[0].proxy_trusted_networks"),
+            (
+                "[[listeners]]\naddress = \"127.0.0.1:1\"\nproxy_protocol = true\n",
+                "listeners[0].proxy_trusted_networks",
+            ),
+            (
+                "[[listeners]]\naddress = \"127.0.0.1:1\"\nproxy_trusted_networks = [\"10.0.0.0/8\"]\n",
+                "listeners[0].proxy_trusted_networks",
+            ),
             ("[tls]\ncert_file = \"/c\"\n", "tls.key_file"),
             ("[tls]\nhandshake_timeout_ms = 0\n", "tls.handshake_timeout_ms"),
             ("[smtp]\nbare_line_feed = \"fix\"\n", "smtp.bare_line_feed"),
-            ("[smtp]\nconnections_per_ip_max_count = 0\n", "smtp.connections_per_ip_max_count"),
-            ("[auth]\nfailures_per_ip_max_count = 0\n", "auth.failures_per_ip_max_count"),
-            ("[[accounts]]\nid = \"a\"\nnetworks = [\"10.0.0.1\"]\nsender_domains = [\"*\"]\ncredentials = [{ username = \"u\", password_hash = \"secret\" }]\n", "accounts[0].credentials"),
+            (
+                "[smtp]\nconnections_per_ip_max_count = 0\n",
+                "smtp.connections_per_ip_max_count",
+            ),
+            (
+                "[auth]\nfailures_per_ip_max_count = 0\n",
+                "auth.failures_per_ip_max_count",
+            ),
+            (
+                "[[accounts]]\nid = \"a\"\nnetworks = [\"10.0.0.1\"]\nsender_domains = [\"*\"]\ncredentials = [{ username = \"u\", password_hash = \"secret\" }]\n",
+                "accounts[0].credentials",
+            ),
         ];
         for (text, key) in cases {
             let e = Config::from_toml(text).unwrap_err();

@@ -72,9 +72,14 @@ impl FailureTable {
     pub fn record(&mut self, ip: IpAddr, now: Instant) {
         let window = self.config.failure_window;
         if !self.by_ip.contains_key(&ip) && self.by_ip.len() >= self.config.tracked_ips_max_count {
-            self.by_ip.retain(|_, f| now.duration_since(f.window_start) < window);
+            self.by_ip
+                .retain(|_, f| now.duration_since(f.window_start) < window);
             if self.by_ip.len() >= self.config.tracked_ips_max_count
-                && let Some(oldest) = self.by_ip.iter().min_by_key(|(_, f)| f.window_start).map(|(ip, _)| *ip)
+                && let Some(oldest) = self
+                    .by_ip
+                    .iter()
+                    .min_by_key(|(_, f)| f.window_start)
+                    .map(|(ip, _)| *ip)
             {
                 self.by_ip.remove(&oldest);
             }
@@ -247,10 +252,16 @@ mod tests {
         assert!(!t.throttled(ip, now));
         t.record(ip, now);
         assert!(t.throttled(ip, now));
-        assert!(!t.throttled("192.0.2.2".parse().unwrap(), now), "other addresses are not");
+        assert!(
+            !t.throttled("192.0.2.2".parse().unwrap(), now),
+            "other addresses are not"
+        );
         assert!(!t.throttled(ip, now + Duration::from_secs(61)), "the window ends");
         t.record(ip, now + Duration::from_secs(61));
-        assert!(!t.throttled(ip, now + Duration::from_secs(61)), "a new window starts at one");
+        assert!(
+            !t.throttled(ip, now + Duration::from_secs(61)),
+            "a new window starts at one"
+        );
         for i in 0..100u8 {
             t.record(IpAddr::from([10, 0, 0, i]), now + Duration::from_millis(i as u64));
             assert!(t.len() <= 4);
@@ -280,25 +291,40 @@ mod tests {
             let ok = auth.authenticate(&directory, peer, creds("u", "pw", "")).await;
             assert_eq!(ok.unwrap().id, "api");
             let started = Instant::now();
-            assert!(auth.authenticate(&directory, peer, creds("u", "pw", "u")).await.is_ok());
-            assert!(started.elapsed() < Duration::from_millis(5), "the second login is cached");
+            assert!(
+                auth.authenticate(&directory, peer, creds("u", "pw", "u"))
+                    .await
+                    .is_ok()
+            );
+            assert!(
+                started.elapsed() < Duration::from_millis(5),
+                "the second login is cached"
+            );
             assert_eq!(
-                auth.authenticate(&directory, peer, creds("u", "pw", "other")).await.unwrap_err(),
+                auth.authenticate(&directory, peer, creds("u", "pw", "other"))
+                    .await
+                    .unwrap_err(),
                 catalogue::AUTH_FAILED,
                 "no proxy authorization"
             );
             assert_eq!(
-                auth.authenticate(&directory, peer, creds("nobody", "pw", "")).await.unwrap_err(),
+                auth.authenticate(&directory, peer, creds("nobody", "pw", ""))
+                    .await
+                    .unwrap_err(),
                 catalogue::AUTH_FAILED
             );
             assert_eq!(
-                auth.authenticate(&directory, peer, creds("u", "pw", "")).await.unwrap_err(),
+                auth.authenticate(&directory, peer, creds("u", "pw", ""))
+                    .await
+                    .unwrap_err(),
                 catalogue::AUTH_THROTTLED,
                 "two failures: even the right password waits for the window"
             );
             let other: IpAddr = "192.0.2.10".parse().unwrap();
             assert_eq!(
-                auth.authenticate(&directory, other, creds("u", "wrong", "")).await.unwrap_err(),
+                auth.authenticate(&directory, other, creds("u", "wrong", ""))
+                    .await
+                    .unwrap_err(),
                 catalogue::AUTH_FAILED
             );
             assert_eq!(auth.failures_len(), 2);

@@ -292,7 +292,13 @@ pub async fn serve(tcp: TcpStream, ingress: Rc<Ingress>, listener: Rc<ListenerRu
 }
 
 /// Runs the SMTP session (after the PROXY header and the connection limits).
-async fn run_session(mut stream: Stream, mut input: BytesMut, peer: IpAddr, ingress: &Ingress, listener: &ListenerRuntime) {
+async fn run_session(
+    mut stream: Stream,
+    mut input: BytesMut,
+    peer: IpAddr,
+    ingress: &Ingress,
+    listener: &ListenerRuntime,
+) {
     let tls = ingress.tls.get();
     let acceptor = tls.acceptor();
     let policy = DirectoryPolicy {
@@ -311,13 +317,24 @@ async fn run_session(mut stream: Stream, mut input: BytesMut, peer: IpAddr, ingr
         session.tls_started();
     }
     let mut handler = RelayHandler { ingress, peer };
-    let _ = drive(&mut stream, input, &mut session, &ingress.timeouts, Some(&acceptor), &mut handler).await;
+    let _ = drive(
+        &mut stream,
+        input,
+        &mut session,
+        &ingress.timeouts,
+        Some(&acceptor),
+        &mut handler,
+    )
+    .await;
     let _ = stream.close().await;
 }
 
 /// Reads a PROXY header off `tcp` within `timeout`: the client address it names (`None`
 /// for LOCAL/UNKNOWN) and the bytes that followed it.
-async fn read_proxy_header(tcp: &mut TcpStream, timeout: Duration) -> Result<(Option<IpAddr>, BytesMut), String> {
+async fn read_proxy_header(
+    tcp: &mut TcpStream,
+    timeout: Duration,
+) -> Result<(Option<IpAddr>, BytesMut), String> {
     let deadline = Instant::now() + timeout;
     let mut buf = BytesMut::with_capacity(proxy::HEADER_MAX_BYTES);
     loop {
@@ -405,7 +422,15 @@ async fn submit(
     let envelope = envelope(id, now_us, peer, hello, &txn);
     let protocol = trace_protocol(hello.protocol, txn.params.smtputf8);
     let message = Message {
-        trace: received_header(&ingress.hostname, &hello.name, protocol, peer, id, &txn.rcpts, now_us),
+        trace: received_header(
+            &ingress.hostname,
+            &hello.name,
+            protocol,
+            peer,
+            id,
+            &txn.rcpts,
+            now_us,
+        ),
         envelope,
         body: txn.body,
     };
@@ -426,7 +451,13 @@ async fn submit(
 }
 
 /// The spool envelope of a transaction: addresses, DSN parameters, SMTPUTF8, AUTH user.
-fn envelope(id: MessageId, now_us: u64, peer: IpAddr, hello: &Hello, txn: &Transaction<AccountRef>) -> Envelope {
+fn envelope(
+    id: MessageId,
+    now_us: u64,
+    peer: IpAddr,
+    hello: &Hello,
+    txn: &Transaction<AccountRef>,
+) -> Envelope {
     let rcpts = txn
         .rcpts
         .iter()

@@ -46,7 +46,11 @@ pub struct ListenerRuntime {
 impl ListenerRuntime {
     /// STARTTLS is offered on plain listeners (an implicit-TLS session is already
     /// encrypted); AUTH when some account has credentials.
-    pub fn new(config: ListenerConfig, auth_available: bool, bare_line_feed: BareLineFeed) -> ListenerRuntime {
+    pub fn new(
+        config: ListenerConfig,
+        auth_available: bool,
+        bare_line_feed: BareLineFeed,
+    ) -> ListenerRuntime {
         let options = Options {
             starttls: !config.implicit_tls,
             auth: auth_available,
@@ -140,7 +144,9 @@ pub struct Slot {
 impl Drop for Slot {
     fn drop(&mut self) {
         let ingress = &self.ingress;
-        ingress.open_connections.set(ingress.open_connections.get().saturating_sub(1));
+        ingress
+            .open_connections
+            .set(ingress.open_connections.get().saturating_sub(1));
         let mut per_ip = ingress.open_per_ip.borrow_mut();
         if let Some(count) = per_ip.get_mut(&self.peer) {
             *count -= 1;
@@ -159,7 +165,12 @@ pub struct DirectoryPolicy {
 }
 
 impl DirectoryPolicy {
-    fn logged(&self, peer: IpAddr, mail_from: &str, result: Result<AccountRef, Reply>) -> Result<AccountRef, Reply> {
+    fn logged(
+        &self,
+        peer: IpAddr,
+        mail_from: &str,
+        result: Result<AccountRef, Reply>,
+    ) -> Result<AccountRef, Reply> {
         result.inspect_err(|reply| {
             self.log.emit(Event::Reject {
                 peer,
@@ -178,7 +189,16 @@ impl Policy for DirectoryPolicy {
         self.logged(peer, mail_from, self.directory.identify(peer, mail_from))
     }
 
-    fn identify_authenticated(&self, peer: IpAddr, account: &AccountRef, mail_from: &str) -> Result<AccountRef, Reply> {
-        self.logged(peer, mail_from, self.directory.identify_authenticated(account, mail_from))
+    fn identify_authenticated(
+        &self,
+        peer: IpAddr,
+        account: &AccountRef,
+        mail_from: &str,
+    ) -> Result<AccountRef, Reply> {
+        self.logged(
+            peer,
+            mail_from,
+            self.directory.identify_authenticated(account, mail_from),
+        )
     }
 }

@@ -28,7 +28,10 @@ pub const HEADER_MAX_BYTES: usize = 16 + 4096;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ProxyHeader {
     /// The client the proxy forwards, and the address it connected to.
-    Forwarded { source: SocketAddr, destination: SocketAddr },
+    Forwarded {
+        source: SocketAddr,
+        destination: SocketAddr,
+    },
     /// The proxy's own connection (v2 LOCAL, v1 UNKNOWN): keep the real peer address.
     Local,
 }
@@ -49,7 +52,11 @@ pub fn parse(buf: &[u8]) -> Result<Option<(ProxyHeader, usize)>, ProxyError> {
         // Decide early when possible, so a client speaking SMTP first is dropped at once.
         let v1 = b"PROXY ".starts_with(&buf[..buf.len().min(6)]);
         let v2 = V2_SIGNATURE.starts_with(buf);
-        return if v1 || v2 { Ok(None) } else { Err(ProxyError::NotProxy) };
+        return if v1 || v2 {
+            Ok(None)
+        } else {
+            Err(ProxyError::NotProxy)
+        };
     }
     if buf.starts_with(&V2_SIGNATURE) {
         parse_v2(buf)
@@ -99,7 +106,9 @@ fn v1_ip(text: &str, family: &str) -> Result<IpAddr, ProxyError> {
 /// A decimal port without sign or leading zeros.
 fn v1_port(text: &str) -> Result<u16, ProxyError> {
     let bad = ProxyError::Malformed("v1 port");
-    let plain = !text.is_empty() && text.bytes().all(|b| b.is_ascii_digit()) && (text == "0" || !text.starts_with('0'));
+    let plain = !text.is_empty()
+        && text.bytes().all(|b| b.is_ascii_digit())
+        && (text == "0" || !text.starts_with('0'));
     if !plain {
         return Err(bad);
     }
@@ -217,11 +226,23 @@ mod tests {
     #[test]
     fn version_1() {
         let line = b"PROXY TCP4 192.0.2.7 198.51.100.1 56324 25\r\nEHLO x\r\n";
-        check(line, Ok(Some((forwarded("192.0.2.7:56324", "198.51.100.1:25"), 44))));
+        check(
+            line,
+            Ok(Some((forwarded("192.0.2.7:56324", "198.51.100.1:25"), 44))),
+        );
         let v6 = b"PROXY TCP6 2001:db8::7 2001:db8::1 65535 587\r\n";
-        check(v6, Ok(Some((forwarded("[2001:db8::7]:65535", "[2001:db8::1]:587"), v6.len()))));
+        check(
+            v6,
+            Ok(Some((
+                forwarded("[2001:db8::7]:65535", "[2001:db8::1]:587"),
+                v6.len(),
+            ))),
+        );
         check(b"PROXY UNKNOWN\r\n", Ok(Some((ProxyHeader::Local, 15))));
-        check(b"PROXY UNKNOWN ffff::1 ffff::2 1 2\r\n", Ok(Some((ProxyHeader::Local, 35))));
+        check(
+            b"PROXY UNKNOWN ffff::1 ffff::2 1 2\r\n",
+            Ok(Some((ProxyHeader::Local, 35))),
+        );
         let bad: &[&[u8]] = &[
             b"PROXY TCP4 192.0.2.7 198.51.100.1 56324 25\n",
             b"PROXY TCP4 192.0.2.7 198.51.100.1 56324\r\n",
@@ -234,7 +255,11 @@ mod tests {
             b"PROXY UDP4 192.0.2.7 198.51.100.1 1 25\r\n",
         ];
         for input in bad {
-            assert!(matches!(parse(input), Err(ProxyError::Malformed(_))), "{:?}", String::from_utf8_lossy(input));
+            assert!(
+                matches!(parse(input), Err(ProxyError::Malformed(_))),
+                "{:?}",
+                String::from_utf8_lossy(input)
+            );
         }
         let long = [b"PROXY TCP4 ".as_slice(), &[b'1'; 120]].concat();
         assert_eq!(parse(&long), Err(ProxyError::Malformed("v1 line too long")));
@@ -242,15 +267,30 @@ mod tests {
 
     #[test]
     fn version_2() {
-        let v4 = encode_v2("192.0.2.7:56324".parse().unwrap(), "198.51.100.1:25".parse().unwrap());
-        check(&v4, Ok(Some((forwarded("192.0.2.7:56324", "198.51.100.1:25"), 28))));
-        let v6 = encode_v2("[2001:db8::7]:1".parse().unwrap(), "[2001:db8::1]:2".parse().unwrap());
-        check(&v6, Ok(Some((forwarded("[2001:db8::7]:1", "[2001:db8::1]:2"), 52))));
+        let v4 = encode_v2(
+            "192.0.2.7:56324".parse().unwrap(),
+            "198.51.100.1:25".parse().unwrap(),
+        );
+        check(
+            &v4,
+            Ok(Some((forwarded("192.0.2.7:56324", "198.51.100.1:25"), 28))),
+        );
+        let v6 = encode_v2(
+            "[2001:db8::7]:1".parse().unwrap(),
+            "[2001:db8::1]:2".parse().unwrap(),
+        );
+        check(
+            &v6,
+            Ok(Some((forwarded("[2001:db8::7]:1", "[2001:db8::1]:2"), 52))),
+        );
         // TLVs after the addresses are skipped.
         let mut tlv = v4.clone();
         tlv[15] += 5;
         tlv.extend_from_slice(&[0x04, 0, 2, b'o', b'k', b'E']);
-        check(&tlv[..tlv.len() - 1], Ok(Some((forwarded("192.0.2.7:56324", "198.51.100.1:25"), 33))));
+        check(
+            &tlv[..tlv.len() - 1],
+            Ok(Some((forwarded("192.0.2.7:56324", "198.51.100.1:25"), 33))),
+        );
         // LOCAL, and UNSPEC.
         let mut local = V2_SIGNATURE.to_vec();
         local.extend_from_slice(&[0x20, 0x00, 0, 0]);

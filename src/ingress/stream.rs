@@ -82,7 +82,10 @@ impl Stream {
 }
 
 fn gone() -> io::Error {
-    io::Error::new(io::ErrorKind::NotConnected, "the connection was lost in a TLS handshake")
+    io::Error::new(
+        io::ErrorKind::NotConnected,
+        "the connection was lost in a TLS handshake",
+    )
 }
 
 impl AsyncRead for Stream {

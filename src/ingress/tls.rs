@@ -63,14 +63,18 @@ impl TlsSnapshot {
             .collect::<Result<_, _>>()
             .map_err(|e| format!("tls.cert_file {}: {e}", cert.display()))?;
         let Some(leaf) = chain.first() else {
-            return Err(format!("tls.cert_file {}: no certificate in the file", cert.display()));
+            return Err(format!(
+                "tls.cert_file {}: no certificate in the file",
+                cert.display()
+            ));
         };
         let certificate_pem = pem("CERTIFICATE", leaf);
         let source = TlsSource::Files {
             cert: cert.to_path_buf(),
             key: key.to_path_buf(),
         };
-        let key = PrivateKeyDer::from_pem_file(key).map_err(|e| format!("tls.key_file {}: {e}", key.display()))?;
+        let key =
+            PrivateKeyDer::from_pem_file(key).map_err(|e| format!("tls.key_file {}: {e}", key.display()))?;
         Ok(TlsSnapshot {
             server_config: server_config(chain, key)?,
             source,

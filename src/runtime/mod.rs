@@ -158,7 +158,11 @@ fn spawn_metrics_upkeep(handle: PrometheusHandle) {
 
 /// A listener's options, for the start-up line.
 fn describe(l: &crate::config::ListenerConfig) -> String {
-    let mut parts = vec![if l.implicit_tls { "implicit TLS" } else { "STARTTLS" }];
+    let mut parts = vec![if l.implicit_tls {
+        "implicit TLS"
+    } else {
+        "STARTTLS"
+    }];
     if l.require_tls {
         parts.push("TLS required");
     }

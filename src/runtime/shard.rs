@@ -29,7 +29,9 @@ pub async fn run(shared: Arc<Shared>, meshes: Meshes) {
             let mut loops = Vec::new();
             for (socket, runtime) in listeners.into_iter().zip(runtimes) {
                 let ingress = ingress.clone();
-                loops.push(glommio::spawn_local(listener::accept_loop(socket, ingress, runtime)));
+                loops.push(glommio::spawn_local(listener::accept_loop(
+                    socket, ingress, runtime,
+                )));
             }
             for task in loops {
                 task.await;

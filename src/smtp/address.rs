@@ -298,7 +298,9 @@ fn check_domain(domain: &str) -> Result<(), AddressError> {
     let label_ok = |label: &[u8]| {
         !label.is_empty()
             && label.len() <= LABEL_MAX_BYTES
-            && label.iter().all(|&b| b.is_ascii_alphanumeric() || b == b'-' || b >= 0x80)
+            && label
+                .iter()
+                .all(|&b| b.is_ascii_alphanumeric() || b == b'-' || b >= 0x80)
             && label.first() != Some(&b'-')
             && label.last() != Some(&b'-')
     };

@@ -75,7 +75,9 @@ impl ChunkReceiver {
     /// Consumes chunk bytes from the front of `buf`, appending body slices to `body`.
     /// Returns true when the whole chunk has been consumed; bytes after it stay in `buf`.
     pub fn feed(&mut self, buf: &mut BytesMut, body: &mut Vec<Bytes>) -> bool {
-        let take = buf.len().min(usize::try_from(self.left_bytes).unwrap_or(usize::MAX));
+        let take = buf
+            .len()
+            .min(usize::try_from(self.left_bytes).unwrap_or(usize::MAX));
         self.left_bytes -= take as u64;
         let mut piece = buf.split_to(take);
         if self.error.is_some() {
@@ -245,7 +247,8 @@ mod tests {
     #[test]
     fn text_chunks_follow_the_data_rules_across_chunk_boundaries() {
         use DataError::*;
-        let cases: &[(&[&[u8]], Result<&[u8], DataError>)] = &[
+        type Case<'a> = (&'a [&'a [u8]], Result<&'a [u8], DataError>);
+        let cases: &[Case] = &[
             (&[b"Subject: x\r\n\r\nhi\r\n"], Ok(b"Subject: x\r\n\r\nhi\r\n")),
             (&[b"a\r", b"\nb\r\n", b""], Ok(b"a\r\nb\r\n")),
             (&[b".\r\n..\r\n"], Ok(b".\r\n..\r\n")),
@@ -271,7 +274,10 @@ mod tests {
         let bytes: &[u8] = b"\0\r\n.\n\r.\r\xff";
         assert_eq!(run(&[bytes, bytes], 2, binary).unwrap(), [bytes, bytes].concat());
         let normalize = text().normalizing_bare_lf(true);
-        assert_eq!(run(&[b"a\n.\nb", b"\r\n"], 1, normalize).unwrap(), b"a\r\n.\r\nb\r\n");
+        assert_eq!(
+            run(&[b"a\n.\nb", b"\r\n"], 1, normalize).unwrap(),
+            b"a\r\n.\r\nb\r\n"
+        );
         let normalize = text().normalizing_bare_lf(true);
         assert_eq!(run(&[b"a\rb\r\n"], 1, normalize), Err(DataError::BareLineEnding));
     }
@@ -280,12 +286,19 @@ mod tests {
     fn size_is_checked_when_a_chunk_is_announced_and_while_it_arrives() {
         let mut r = ChunkReceiver::new(10, 1000, true);
         r.start_chunk(11);
-        assert_eq!(r.error(), Some(DataError::TooLarge), "refused before its bytes arrive");
+        assert_eq!(
+            r.error(),
+            Some(DataError::TooLarge),
+            "refused before its bytes arrive"
+        );
         let mut buf = BytesMut::from(&[b'x'; 11][..]);
         let mut body = Vec::new();
         assert!(r.feed(&mut buf, &mut body));
         assert!(body.is_empty() && buf.is_empty(), "drained, nothing kept");
-        assert_eq!(run(&[b"12345", b"678901"], 3, ChunkReceiver::new(10, 1000, true)), Err(DataError::TooLarge));
+        assert_eq!(
+            run(&[b"12345", b"678901"], 3, ChunkReceiver::new(10, 1000, true)),
+            Err(DataError::TooLarge)
+        );
         // With normalize, the added CRs count too.
         let r = ChunkReceiver::new(9, 1000, false).normalizing_bare_lf(true);
         assert_eq!(run(&[b"a\nb\nc\nd\n\r\n"], 4, r), Err(DataError::TooLarge));
@@ -301,6 +314,10 @@ mod tests {
         let mut body = Vec::new();
         assert!(r.feed(&mut buf, &mut body));
         assert_eq!(body.len(), 1);
-        assert_eq!(body[0].as_ptr(), start, "the body chunk points into the read buffer");
+        assert_eq!(
+            body[0].as_ptr(),
+            start,
+            "the body chunk points into the read buffer"
+        );
     }
 }

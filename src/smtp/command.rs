@@ -387,9 +387,16 @@ pub fn xtext_decode(value: &str) -> Result<String, Reply> {
         match b {
             b'+' => {
                 let hex = bytes.get(i + 1..i + 3).ok_or_else(bad)?;
-                let upper = hex.iter().all(|h| h.is_ascii_digit() || (b'A'..=b'F').contains(h));
+                let upper = hex
+                    .iter()
+                    .all(|h| h.is_ascii_digit() || (b'A'..=b'F').contains(h));
                 let text = std::str::from_utf8(hex).map_err(|_| bad())?;
-                out.push(upper.then(|| u8::from_str_radix(text, 16).ok()).flatten().ok_or_else(bad)?);
+                out.push(
+                    upper
+                        .then(|| u8::from_str_radix(text, 16).ok())
+                        .flatten()
+                        .ok_or_else(bad)?,
+                );
                 i += 3;
             }
             33..=126 if b != b'=' => {
@@ -415,7 +422,10 @@ fn utf8_addr_decode(value: &str) -> Result<String, Reply> {
             if hex.is_empty() || hex.len() > 6 {
                 return Err(bad());
             }
-            let scalar = u32::from_str_radix(hex, 16).ok().and_then(char::from_u32).ok_or_else(bad)?;
+            let scalar = u32::from_str_radix(hex, 16)
+                .ok()
+                .and_then(char::from_u32)
+                .ok_or_else(bad)?;
             out.push(scalar);
             rest = &after[end + 1..];
         } else if c == '+' {
@@ -601,7 +611,8 @@ mod tests {
     #[test]
     fn extension_parameters() {
         let Ok(Command::Mail { from, params }) = parse(
-            "MAIL FROM:<jö@exämple.com> SMTPUTF8 BODY=BINARYMIME RET=hdrs ENVID=QQ+2B314159 AUTH=<>".as_bytes(),
+            "MAIL FROM:<jö@exämple.com> SMTPUTF8 BODY=BINARYMIME RET=hdrs ENVID=QQ+2B314159 AUTH=<>"
+                .as_bytes(),
         ) else {
             panic!("MAIL with every parameter");
         };
@@ -616,9 +627,9 @@ mod tests {
                 envid: Some("QQ+314159".into()),
             }
         );
-        let Ok(Command::Rcpt { to, params }) = parse(
-            "RCPT TO:<b@example.net> NOTIFY=SUCCESS,delay ORCPT=rfc822;b+2Bx@example.net".as_bytes(),
-        ) else {
+        let Ok(Command::Rcpt { to, params }) =
+            parse("RCPT TO:<b@example.net> NOTIFY=SUCCESS,delay ORCPT=rfc822;b+2Bx@example.net".as_bytes())
+        else {
             panic!("RCPT with DSN parameters");
         };
         assert_eq!(to, "b@example.net");
@@ -630,7 +641,10 @@ mod tests {
                 delay: true
             })
         );
-        assert_eq!(params.orcpt.as_ref().map(|o| o.addr.as_str()), Some("b+x@example.net"));
+        assert_eq!(
+            params.orcpt.as_ref().map(|o| o.addr.as_str()),
+            Some("b+x@example.net")
+        );
         let Ok(Command::Rcpt { params, .. }) =
             parse("RCPT TO:<üb@example.net> NOTIFY=NEVER ORCPT=utf-8;\\x{FC}b@example.net".as_bytes())
         else {
@@ -682,7 +696,10 @@ mod tests {
             (b"RCPT TO:<a@b.example> ORCPT=rfc822;", "501 5.5.4"),
             (b"RCPT TO:<a@b.example> ORCPT=rfc822;\xc3\xa4@b", "501 5.5.4"),
             (b"RCPT TO:<a@b.example> ORCPT=utf-8;\\x{D800}@b", "501 5.5.4"),
-            (b"RCPT TO:<a@b.example> ORCPT=rfc822;a@b ORCPT=rfc822;c@d", "501 5.5.4 Duplicate"),
+            (
+                b"RCPT TO:<a@b.example> ORCPT=rfc822;a@b ORCPT=rfc822;c@d",
+                "501 5.5.4 Duplicate",
+            ),
             (b"RCPT TO:<a@b.example> FOO", "555 5.5.4"),
             (b"RCPT TO:<>", "501 5.1.3"),
             (b"RCPT FROM:<a@b.example>", "501 5.5.4"),

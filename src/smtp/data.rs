@@ -430,7 +430,10 @@ mod tests {
             (b"a\n.\nb\r\n.\r\nX", ok(b"a\r\n.\r\nb\r\n", b"X")),
             (b"a\n.\r\nb\r\n.\r\n", ok(b"a\r\n.\r\nb\r\n", b"")),
             (b"a\r\n.\nb\r\n.\r\n", ok(b"a\r\n\r\nb\r\n", b"")),
-            (b"..\n.\r\n", (DataProgress::NeedMore, b".\r\n.\r\n".to_vec(), b"".to_vec())),
+            (
+                b"..\n.\r\n",
+                (DataProgress::NeedMore, b".\r\n.\r\n".to_vec(), b"".to_vec()),
+            ),
             (b"\n\n\r\n.\r\n", ok(b"\r\n\r\n\r\n", b"")),
             (b"a\rb\r\n.\r\n", err(DataError::BareLineEnding, b"")),
             (b"a\n\0\r\n.\r\n", err(DataError::Nul, b"")),
@@ -439,7 +442,11 @@ mod tests {
             let whole = run_mode(&[input], MAX_BYTES, LINE_MAX_BYTES, true);
             assert_eq!(&whole, expected, "{input:?}");
             let bytes: Vec<&[u8]> = input.chunks(1).collect();
-            assert_eq!(run_mode(&bytes, MAX_BYTES, LINE_MAX_BYTES, true), whole, "{input:?}");
+            assert_eq!(
+                run_mode(&bytes, MAX_BYTES, LINE_MAX_BYTES, true),
+                whole,
+                "{input:?}"
+            );
         }
         // The added CR counts against the limits: 4 bytes of text become 5 of body.
         assert_eq!(

@@ -317,8 +317,13 @@ pub mod catalogue {
     pub const TLS_NOT_OFFERED: Reply = r(502, 5, 5, 1, "STARTTLS not offered");
     /// CVE-2011-0411: plaintext pipelined behind STARTTLS would be read as if it had come
     /// over TLS, so the connection is closed instead.
-    pub const PIPELINED_AFTER_STARTTLS: Reply =
-        r(554, 5, 5, 1, "Commands pipelined after STARTTLS; closing connection");
+    pub const PIPELINED_AFTER_STARTTLS: Reply = r(
+        554,
+        5,
+        5,
+        1,
+        "Commands pipelined after STARTTLS; closing connection",
+    );
 
     // AUTH (RFC 4954).
     pub const AUTH_OK: Reply = r(235, 2, 7, 0, "Authentication successful");
@@ -350,13 +355,7 @@ pub mod catalogue {
     pub const AUTH_PASSWORD: Reply = Reply::fixed(334, None, "UGFzc3dvcmQ6");
 
     // SMTPUTF8 (RFC 6531), CHUNKING and BINARYMIME (RFC 3030), DSN (RFC 3461).
-    pub const UTF8_NEEDS_SMTPUTF8: Reply = r(
-        553,
-        5,
-        6,
-        7,
-        "Non-ASCII address needs MAIL FROM with SMTPUTF8",
-    );
+    pub const UTF8_NEEDS_SMTPUTF8: Reply = r(553, 5, 6, 7, "Non-ASCII address needs MAIL FROM with SMTPUTF8");
     pub const BINARYMIME_NEEDS_BDAT: Reply = r(503, 5, 5, 1, "BODY=BINARYMIME requires BDAT, not DATA");
     pub const DATA_AFTER_BDAT: Reply = r(503, 5, 5, 1, "DATA not allowed after BDAT in one transaction");
     pub const BDAT_NO_TRANSACTION: Reply = r(503, 5, 5, 1, "No mail transaction for BDAT; chunk discarded");

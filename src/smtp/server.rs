@@ -184,7 +184,11 @@ pub struct Credentials {
 impl fmt::Debug for Credentials {
     /// The password is never printed.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "Credentials {{ authzid: {:?}, username: {:?} }}", self.authzid, self.username)
+        write!(
+            f,
+            "Credentials {{ authzid: {:?}, username: {:?} }}",
+            self.authzid, self.username
+        )
     }
 }
 
@@ -260,7 +264,9 @@ enum AuthStep {
     /// PLAIN without an initial response: the whole response comes next.
     Plain,
     LoginUser,
-    LoginPassword { username: String },
+    LoginPassword {
+        username: String,
+    },
 }
 
 /// Where the session is; each input-reading state owns what it needs.
@@ -274,16 +280,24 @@ enum State {
         body: Vec<Bytes>,
     },
     /// Reading the payload of a BDAT into the transaction's receiver.
-    Chunk { chunk_bytes: u64, last: bool },
+    Chunk {
+        chunk_bytes: u64,
+        last: bool,
+    },
     /// Skipping the payload of a BDAT that cannot be taken, so it is not read as
     /// commands; `reply` is sent once it has been consumed.
-    SkipChunk { left_bytes: u64, reply: Reply },
+    SkipChunk {
+        left_bytes: u64,
+        reply: Reply,
+    },
     /// Waiting for a line of an AUTH exchange.
     AuthResponse(AuthStep),
     /// A message was handed over; waiting for [`Session::message_done`].
     AwaitingOutcome,
     /// Credentials were handed over; waiting for [`Session::auth_done`].
-    AwaitingAuth { username: String },
+    AwaitingAuth {
+        username: String,
+    },
     /// STARTTLS was accepted; waiting for [`Session::tls_started`].
     AwaitingTls,
     Closed,

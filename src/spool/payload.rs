@@ -264,7 +264,11 @@ pub(crate) mod tests {
             helo: e.helo.clone(),
             mail_from: e.mail_from.clone(),
             body_type: e.body_type,
-            rcpts: e.rcpts.iter().map(|r| V1Recipient { addr: r.addr.clone() }).collect(),
+            rcpts: e
+                .rcpts
+                .iter()
+                .map(|r| V1Recipient { addr: r.addr.clone() })
+                .collect(),
         })
         .unwrap();
         let mut payload = Vec::new();
@@ -283,7 +287,10 @@ pub(crate) mod tests {
         let v = decode_message(&upgraded).unwrap();
         assert_eq!(v.envelope, m.envelope);
         assert_eq!(v.trace, &m.trace[..]);
-        assert!(decode_message_of(3, &upgraded).is_none(), "a newer version is refused");
+        assert!(
+            decode_message_of(3, &upgraded).is_none(),
+            "a newer version is refused"
+        );
     }
 
     #[test]

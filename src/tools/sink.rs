@@ -184,7 +184,10 @@ async fn serve(
         let acceptor = acceptor.clone();
         glommio::spawn_local(async move {
             let _ = tcp.set_nodelay(true);
-            let peer = tcp.peer_addr().map(|a| a.ip()).unwrap_or(IpAddr::from([0, 0, 0, 0]));
+            let peer = tcp
+                .peer_addr()
+                .map(|a| a.ip())
+                .unwrap_or(IpAddr::from([0, 0, 0, 0]));
             let mut session = Session::new(config, AcceptAll, peer).with_options(session_options);
             let mut stream = Stream::Plain(tcp);
             let mut handler = SinkHandler {

@@ -88,7 +88,10 @@ impl<P: Policy> Session<P> {
         if text == b"*" {
             return self.answer(catalogue::AUTH_CANCELLED);
         }
-        match std::str::from_utf8(text).map_err(|_| malformed()).and_then(decode) {
+        match std::str::from_utf8(text)
+            .map_err(|_| malformed())
+            .and_then(decode)
+        {
             Ok(bytes) => self.auth_response(step, bytes),
             Err(reply) => self.answer(reply),
         }
@@ -129,7 +132,9 @@ impl<P: Policy> Session<P> {
 }
 
 fn decode(text: &str) -> Result<Vec<u8>, Reply> {
-    STANDARD.decode(text.trim_end_matches(' ')).map_err(|_| malformed())
+    STANDARD
+        .decode(text.trim_end_matches(' '))
+        .map_err(|_| malformed())
 }
 
 /// PLAIN: `authzid NUL authcid NUL passwd` (RFC 4616 §2).

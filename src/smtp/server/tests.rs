@@ -178,7 +178,11 @@ pub(super) fn check_with(config: SessionConfig, dialogue: &[(&str, &[&str])]) ->
 }
 
 /// [`check_with`] for a session with these listener options.
-pub(super) fn check_options(config: SessionConfig, options: Options, dialogue: &[(&str, &[&str])]) -> Harness {
+pub(super) fn check_options(
+    config: SessionConfig,
+    options: Options,
+    dialogue: &[(&str, &[&str])],
+) -> Harness {
     let mut stepwise = Harness::with_options(config.clone(), options);
     for (input, expected) in dialogue {
         assert_eq!(
