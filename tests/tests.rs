@@ -11,6 +11,10 @@
 //!   invalid UTF-8, trickled bodies.
 //! - `observe`: `/metrics`, `/healthz`, `/readyz` while traffic flows.
 //! - `relay`: issue 2's end-to-end path: client → relay → MX (via DNS) → sink.
+//! - `ingress`: issue 3's conformance suite, driven by lettre: TLS, AUTH, BDAT, SMTPUTF8,
+//!   DSN, pipelining.
+//! - `ingress_limits`: issue 3's error paths as scripted dialogues: every limit and
+//!   timeout, SMTP smuggling, STARTTLS injection, PROXY protocol, AUTH throttling.
 
 mod crash;
 mod diskfull;
@@ -19,5 +23,7 @@ mod faults;
 mod fuzz_replay;
 mod hostile;
 mod observe;
+mod ingress;
+mod ingress_limits;
 mod relay;
 mod support;

@@ -95,6 +95,24 @@ impl Running {
         self.child.as_ref().map(|c| c.id())
     }
 
+    /// The addresses of the listeners after the first, from the `listening on` lines the
+    /// relay prints after the first one.
+    pub fn more_listeners(&self, count: usize) -> Vec<SocketAddr> {
+        let deadline = Instant::now() + PATIENCE;
+        let mut found = Vec::new();
+        while found.len() < count {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let line = self
+                .lines
+                .recv_timeout(left)
+                .expect("the relay prints every listener");
+            if let Some(rest) = line.split("listening on ").nth(1) {
+                found.push(rest.split_whitespace().next().unwrap().parse().unwrap());
+            }
+        }
+        found
+    }
+
     /// Stops the process like a crash (SIGKILL).
     pub fn kill(&mut self) {
         if let Some(mut c) = self.child.take() {

@@ -13,15 +13,59 @@ pub struct Client {
 impl Client {
     /// Connects and returns the client with the greeting already read.
     pub fn connect(addr: SocketAddr) -> (Client, String) {
-        let stream = TcpStream::connect(addr).expect("connect");
-        stream.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
-        let writer = stream.try_clone().unwrap();
-        let mut c = Client {
-            reader: BufReader::new(stream),
-            writer,
-        };
+        let mut c = Client::connect_raw(addr, b"");
         let greeting = c.reply();
         (c, greeting)
+    }
+
+    /// Connects and sends `prefix` (a PROXY header) before reading anything.
+    pub fn connect_raw(addr: SocketAddr, prefix: &[u8]) -> Client {
+        let mut stream = TcpStream::connect(addr).expect("connect");
+        stream.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+        stream.write_all(prefix).unwrap();
+        let writer = stream.try_clone().unwrap();
+        Client {
+            reader: BufReader::new(stream),
+            writer,
+        }
+    }
+
+    /// Runs a scripted dialogue: each input (sent as is, several commands may be
+    /// pipelined) and the exact replies it must get, as wire text.
+    pub fn script(&mut self, dialogue: &[(&str, &str)]) {
+        for (input, expected) in dialogue {
+            self.send(input);
+            let replies = expected
+                .split_inclusive("\r\n")
+                .filter(|l| l.as_bytes().get(3) == Some(&b' '))
+                .count();
+            let got: String = (0..replies).map(|_| self.reply()).collect();
+            assert_eq!(&got, expected, "after sending {input:?}");
+        }
+    }
+
+    /// Sends, reporting a broken connection instead of panicking.
+    pub fn try_send(&mut self, text: &str) -> std::io::Result<()> {
+        self.writer.write_all(text.as_bytes())
+    }
+
+    /// Whether a reply (or the end of the connection) is waiting to be read.
+    pub fn has_data(&mut self) -> bool {
+        let stream = self.reader.get_ref();
+        stream.set_read_timeout(Some(Duration::from_millis(1))).unwrap();
+        let ready = match self.reader.fill_buf() {
+            Ok(_) => true,
+            Err(_) => false,
+        };
+        self.reader
+            .get_ref()
+            .set_read_timeout(Some(Duration::from_secs(30)))
+            .unwrap();
+        ready
+    }
+
+    pub fn send_bytes(&mut self, bytes: &[u8]) {
+        self.writer.write_all(bytes).unwrap();
     }
 
     /// Reads one reply (all its lines), as wire text.
