@@ -53,10 +53,8 @@ impl Client {
     pub fn has_data(&mut self) -> bool {
         let stream = self.reader.get_ref();
         stream.set_read_timeout(Some(Duration::from_millis(1))).unwrap();
-        let ready = match self.reader.fill_buf() {
-            Ok(_) => true,
-            Err(_) => false,
-        };
+        // A reply fills the buffer; a closed connection reads as empty: both are "ready".
+        let ready = self.reader.fill_buf().is_ok();
         self.reader
             .get_ref()
             .set_read_timeout(Some(Duration::from_secs(30)))
