@@ -9,9 +9,10 @@
 //! ```text
 //!  client ──TCP──▶ [any core] ingress: one SO_REUSEPORT listener per core
 //!                    │  smtp::server (sans-IO session) parses commands and DATA
+//!                    │  STARTTLS / implicit TLS, PROXY header, AUTH (wins over the address)
 //!                    │  MAIL FROM → account::Directory::identify(source IP, sender domain)
 //!                    │  owner = account::Directory::owner(account)
-//!                    │  DATA → body arrives as bytes::Bytes slices of the socket buffers
+//!                    │  DATA/BDAT → body arrives as bytes::Bytes slices of the read buffer
 //!                    ▼
 //!                handoff ──mesh──▶ [owner core]   (inline when the owner is this core)
 //!                    │  spool: append envelope + message to this core's segment;
@@ -51,7 +52,8 @@
 //!
 //! - [`config`]: TOML → validated [`config::Config`]; the embedded default.
 //! - [`runtime`]: starts one executor per core, binds the listeners, wires the shards.
-//! - [`ingress`]: accept loop and the per-connection driver around [`smtp::server`].
+//! - [`ingress`]: listeners and accept loops, the per-connection driver around
+//!   [`smtp::server`], TLS (STARTTLS, implicit), AUTH checks, the PROXY protocol.
 //! - [`smtp`]: the wire: typed replies, command parser, DATA receiver, server session,
 //!   client transaction (all sans-IO).
 //! - [`account`]: the account directory: identification and owner core.

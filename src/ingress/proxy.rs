@@ -171,6 +171,20 @@ fn v2_addresses(family: u8, block: &[u8]) -> Result<ProxyHeader, ProxyError> {
     }
 }
 
+/// The fuzz target's body (see `crate::smtp::fuzz`): any bytes parse, wait or are
+/// refused; a header never claims bytes it was not given, and reparsing exactly the
+/// header gives the same answer.
+pub fn fuzz_check(data: &[u8]) {
+    match parse(data) {
+        Ok(Some((header, used))) => {
+            assert!(used <= data.len() && used <= HEADER_MAX_BYTES);
+            assert_eq!(parse(&data[..used]), Ok(Some((header, used))));
+        }
+        Ok(None) => assert!(data.len() < HEADER_MAX_BYTES),
+        Err(_) => {}
+    }
+}
+
 /// A v2 header for `source` → `destination` (tests, the load tool, fuzz seeds).
 pub fn encode_v2(source: SocketAddr, destination: SocketAddr) -> Vec<u8> {
     let mut out = V2_SIGNATURE.to_vec();

@@ -8,6 +8,7 @@ pub mod bdat;
 pub mod client;
 pub mod command;
 pub mod data;
+pub mod fuzz;
 pub mod reply;
 pub mod server;
 
