@@ -460,3 +460,25 @@ fn plain_sending_with_lettre_and_a_pipelined_group() {
             .collect::<Vec<_>>()
     );
 }
+
+/// `corerelay sink --tls` offers STARTTLS with a self-signed certificate (for the outbound
+/// TLS tests of delivery).
+#[test]
+fn the_sink_offers_starttls_when_asked() {
+    corerelay::ingress::tls::ensure_provider();
+    let dir = tempfile::tempdir().unwrap();
+    let maildir = dir.path().join("maildir");
+    let sink = process::sink(&maildir, &["--tls"]);
+    let any_certificate = TlsParameters::builder("sink.corerelay.localhost".into())
+        .dangerous_accept_invalid_certs(true)
+        .build_rustls()
+        .unwrap();
+    let t = SmtpTransport::builder_dangerous("127.0.0.1")
+        .port(sink.addr.port())
+        .tls(Tls::Required(any_certificate))
+        .timeout(Some(Duration::from_secs(20)))
+        .build();
+    t.send(&message("a@local.example", "r@dest.example", "to the sink")).unwrap();
+    let stored = wait_for("the message in the maildir", || maildir_messages(&maildir).pop());
+    assert!(String::from_utf8_lossy(&stored).contains("Subject: to the sink"));
+}
