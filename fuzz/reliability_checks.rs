@@ -208,6 +208,7 @@ pub fn header_from(data: &[u8]) {
             SenderDomains::List(vec!["shop.example".into()])
         },
         owner: 0,
+        credentials: Vec::new(),
     };
     let whole = check_header_from(&account, &[Bytes::copy_from_slice(message)]);
     let len = message.len();

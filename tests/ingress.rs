@@ -478,7 +478,8 @@ fn the_sink_offers_starttls_when_asked() {
         .tls(Tls::Required(any_certificate))
         .timeout(Some(Duration::from_secs(20)))
         .build();
-    t.send(&message("a@local.example", "r@dest.example", "to the sink")).unwrap();
+    t.send(&message("a@local.example", "r@dest.example", "to the sink"))
+        .unwrap();
     let stored = wait_for("the message in the maildir", || maildir_messages(&maildir).pop());
     assert!(String::from_utf8_lossy(&stored).contains("Subject: to the sink"));
 }

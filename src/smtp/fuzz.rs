@@ -131,7 +131,10 @@ pub fn session(data: &[u8]) {
                 Step::Close(_) => return,
             }
         }
-        assert!(buf.len() <= crate::smtp::server::AUTH_LINE_MAX_BYTES, "bounded input");
+        assert!(
+            buf.len() <= crate::smtp::server::AUTH_LINE_MAX_BYTES,
+            "bounded input"
+        );
     }
 }
 
@@ -141,7 +144,9 @@ mod corpus_replay {
 
     /// Runs `check` on every seed of `fuzz/corpus/<target>/`; the corpus must not be empty.
     fn replay(target: &str, check: fn(&[u8])) {
-        let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus").join(target);
+        let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join("fuzz/corpus")
+            .join(target);
         let entries = std::fs::read_dir(&dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display()));
         let mut count = 0;
         for entry in entries.flatten() {

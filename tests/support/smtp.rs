@@ -62,10 +62,6 @@ impl Client {
         ready
     }
 
-    pub fn send_bytes(&mut self, bytes: &[u8]) {
-        self.writer.write_all(bytes).unwrap();
-    }
-
     /// Reads one reply (all its lines), as wire text.
     pub fn reply(&mut self) -> String {
         let mut out = String::new();
