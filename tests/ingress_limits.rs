@@ -316,7 +316,7 @@ data_end_timeout_ms = 1500"#;
         assert_eq!(c.reply(), TIMEOUT);
         let waited = started.elapsed();
         assert!(
-            waited + Duration::from_millis(50) >= min && waited < min * 4,
+            waited + Duration::from_millis(50) >= min && waited < min * 4 + Duration::from_secs(2),
             "{waited:?} for {min:?}"
         );
         assert!(c.is_closed());
@@ -352,7 +352,7 @@ data_end_timeout_ms = 1500"#;
     assert_eq!(c.reply(), TIMEOUT);
     let waited = started.elapsed();
     assert!(
-        waited >= Duration::from_millis(1400) && lines >= 6,
+        waited >= Duration::from_millis(1400) && lines >= 4,
         "{waited:?}, {lines} lines"
     );
     spooled_exactly(&s, 0);
