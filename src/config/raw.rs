@@ -106,7 +106,7 @@ impl Default for RawSmtp {
             errors_max_count: 10,
             command_timeout_ms: 300_000,
             data_timeout_ms: 180_000,
-            connections_per_ip_max_count: 100,
+            connections_per_ip_max_count: 1000,
             greeting_timeout_ms: 30_000,
             data_end_timeout_ms: 600_000,
             bare_line_feed: "reject".into(),

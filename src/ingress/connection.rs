@@ -7,7 +7,8 @@
 //! handler builds a [`Message`] and hands it to its owner core; `corerelay sink` uses the
 //! same driver.
 //!
-//! Timeouts (RFC 5321 §4.5.3.2): the greeting timeout until the client's first command;
+//! Timeouts (RFC 5321 §4.5.3.2): the greeting timeout (at most the command timeout) until
+//! the client's first command;
 //! then the command timeout, which runs from the moment the relay waits for a command to
 //! the end of its line, so a client trickling a byte at a time (slowloris) cannot hold a
 //! connection beyond it; inside DATA or a BDAT chunk the data-block timeout, per read, as
@@ -128,7 +129,11 @@ pub async fn drive<P: Policy, H: Handler<P::Account>>(
                 };
                 let since = *command_since.get_or_insert(now);
                 let mut timeout = match (greeted, session.phase()) {
-                    (false, _) => timeouts.greeting.saturating_sub(since.elapsed()),
+                    // The first command gets the greeting timeout, never more than any other.
+                    (false, _) => timeouts
+                        .greeting
+                        .min(timeouts.command)
+                        .saturating_sub(since.elapsed()),
                     (true, Phase::Data) => {
                         command_since = None;
                         timeouts.data

@@ -308,7 +308,7 @@ mod tests {
     fn large_chunks_are_slices_of_the_input_not_copies() {
         let mut r = ChunkReceiver::new(1 << 20, 1 << 20, false);
         let line = [vec![b'x'; 998], b"\r\n".to_vec()].concat();
-        let mut buf = BytesMut::from(&line.repeat(4)[..]);
+        let mut buf = BytesMut::from(&line.repeat(8)[..]);
         let start = buf.as_ptr();
         r.start_chunk(buf.len() as u64);
         let mut body = Vec::new();
