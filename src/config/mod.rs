@@ -675,7 +675,6 @@ fn tracking(t: raw::RawTracking) -> Result<TrackingConfig, ConfigError> {
     })
 }
 
-
 /// The listeners: `smtp.listen` alone (the default address when neither is written), or
 /// the `[[listeners]]` entries. Both at once would leave it unclear which addresses are
 /// meant, so that is an error.
