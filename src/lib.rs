@@ -54,6 +54,7 @@
 //! - [`runtime`]: starts one executor per core, binds the listeners, wires the shards.
 //! - [`ingress`]: listeners and accept loops, the per-connection driver around
 //!   [`smtp::server`], TLS (STARTTLS, implicit), AUTH checks, the PROXY protocol.
+//! - [`lifecycle`]: the stop signal a core's tasks watch.
 //! - [`smtp`]: the wire: typed replies, command parser, DATA receiver, server session,
 //!   client transaction (all sans-IO).
 //! - [`account`]: the account directory: identification and owner core.
@@ -78,6 +79,7 @@ pub mod doctor;
 pub mod handoff;
 pub mod http;
 pub mod ingress;
+pub mod lifecycle;
 pub mod mesh;
 pub mod message;
 pub mod observe;

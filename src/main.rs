@@ -28,6 +28,15 @@ enum Command {
     Sink(SinkArgs),
     /// Send a load of messages to an SMTP server and report throughput and latency.
     Load(LoadArgs),
+    /// Ask the running relay to reload its configuration (SIGHUP to the pid in the spool's
+    /// lock file); the outcome is in the core logs (`reloaded` or `reload_refused`).
+    Reload {
+        /// The relay's configuration file (to find its spool directory).
+        #[arg(long)]
+        config: Option<PathBuf>,
+        #[arg(long)]
+        spool_dir: Option<String>,
+    },
     /// Check this host against tuning/ for a configuration and print each finding with its fix.
     Doctor {
         /// The TOML file (the embedded default when omitted).
@@ -169,6 +178,7 @@ fn main() -> ExitCode {
         Command::Load(a) => run_load(a),
         Command::CheckConfig { file } => check_config(file),
         Command::Doctor { config } => doctor(config),
+        Command::Reload { config, spool_dir } => reload(config, spool_dir),
         Command::Dkim {
             command:
                 DkimCommand::Keygen {
@@ -194,14 +204,7 @@ fn main() -> ExitCode {
 }
 
 fn load_config(file: Option<&PathBuf>, overrides: &Overrides) -> Result<Config, String> {
-    match file {
-        None => Config::embedded(overrides).map_err(|e| e.to_string()),
-        Some(path) => {
-            let text =
-                std::fs::read_to_string(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-            Config::from_toml_with(&text, overrides).map_err(|e| format!("{}: {e}", path.display()))
-        }
-    }
+    Config::load(file.map(PathBuf::as_path), overrides)
 }
 
 fn serve(args: ServeArgs) -> Result<(), String> {
@@ -216,7 +219,11 @@ fn serve(args: ServeArgs) -> Result<(), String> {
     };
     let config = load_config(args.config.as_ref(), &overrides)?;
     corerelay::ingress::tls::ensure_provider();
-    corerelay::runtime::serve(config)
+    let source = corerelay::runtime::control::Source {
+        path: args.config,
+        overrides,
+    };
+    corerelay::runtime::serve(config, source)
 }
 
 fn run_load(a: LoadArgs) -> Result<(), String> {
@@ -242,6 +249,32 @@ fn run_load(a: LoadArgs) -> Result<(), String> {
     if report.acked == 0 && a.messages > 0 {
         return Err("no message was acknowledged".into());
     }
+    Ok(())
+}
+
+fn reload(file: Option<PathBuf>, spool_dir: Option<String>) -> Result<(), String> {
+    let overrides = Overrides {
+        spool_dir,
+        ..Overrides::default()
+    };
+    let config = load_config(file.as_ref(), &overrides)?;
+    let lock = config.spool.dir.join("corerelay.lock");
+    let text = std::fs::read_to_string(&lock).map_err(|e| format!("cannot read {}: {e}", lock.display()))?;
+    let pid: i32 = text
+        .trim()
+        .parse()
+        .map_err(|_| format!("{} holds no pid: is corerelay running?", lock.display()))?;
+    // SAFETY: kill(2) with a pid read from our lock file and a valid signal number.
+    if unsafe { libc::kill(pid, libc::SIGHUP) } != 0 {
+        return Err(format!(
+            "cannot signal pid {pid}: {}",
+            std::io::Error::last_os_error()
+        ));
+    }
+    println!(
+        "corerelay: asked pid {pid} to reload; see `reloaded` or `reload_refused` in {}",
+        config.log.dir.display()
+    );
     Ok(())
 }
 

@@ -24,6 +24,7 @@ mod fuzz_replay;
 mod hostile;
 mod ingress;
 mod ingress_limits;
+mod lifecycle;
 mod observe;
 mod relay;
 mod support;

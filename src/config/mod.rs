@@ -102,6 +102,8 @@ pub struct ServerConfig {
     pub io_memory_bytes: usize,
     /// Messages in flight from one acceptor core to one owner core.
     pub handoff_window_max_count: usize,
+    /// On SIGTERM, how long transactions in flight may take to finish.
+    pub shutdown_grace: Duration,
 }
 
 /// Inbound SMTP: the listeners and every limit a client meets.
@@ -307,6 +309,19 @@ impl Config {
         Config::from_raw(raw)
     }
 
+    /// Reads the file at `path` (the embedded default when `None`), applies the overrides,
+    /// and validates. Errors name the file and the key.
+    pub fn load(path: Option<&std::path::Path>, overrides: &Overrides) -> Result<Config, String> {
+        match path {
+            None => Config::embedded(overrides).map_err(|e| e.to_string()),
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+                Config::from_toml_with(&text, overrides).map_err(|e| format!("{}: {e}", path.display()))
+            }
+        }
+    }
+
     /// The embedded default with overrides applied.
     pub fn embedded(overrides: &Overrides) -> Result<Config, ConfigError> {
         Self::from_toml_with(DEFAULT_TOML, overrides)
@@ -331,6 +346,7 @@ impl Config {
                 "server.handoff_window_max_count",
                 raw.server.handoff_window_max_count,
             )?,
+            shutdown_grace: millis("server.shutdown_grace_ms", raw.server.shutdown_grace_ms)?,
         };
         match &server.cores {
             Cores::Count(0) => return Err(ConfigError::new("server.cores", "must be at least 1")),

@@ -53,6 +53,7 @@ pub struct RawServer {
     pub hostname: String,
     pub io_memory_bytes: usize,
     pub handoff_window_max_count: usize,
+    pub shutdown_grace_ms: u64,
 }
 
 impl Default for RawServer {
@@ -63,6 +64,7 @@ impl Default for RawServer {
             hostname: "corerelay.localhost".into(),
             io_memory_bytes: 1 << 20,
             handoff_window_max_count: 256,
+            shutdown_grace_ms: 30_000,
         }
     }
 }

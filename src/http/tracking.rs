@@ -23,7 +23,8 @@ const PIXEL_GIF: &[u8] = &[
 
 /// What the tracking routes need on a core.
 pub struct Tracking {
-    pub keyring: Arc<Keyring>,
+    /// Replaced whole by a reload (key rotation).
+    pub keyring: std::cell::RefCell<Arc<Keyring>>,
     /// The core's event log (`events-core-N.jsonl`).
     pub events: Log,
 }
@@ -55,7 +56,8 @@ impl Tracking {
         } else {
             return None;
         };
-        let token = match self.keyring.verify(token, unix_now_s()) {
+        let keyring = self.keyring.borrow().clone();
+        let token = match keyring.verify(token, unix_now_s()) {
             Ok(t) if t.kind == kind => t,
             Ok(_) => return Some(self.refuse("wrong kind", client)),
             Err(e) => return Some(self.refuse(e.as_str(), client)),
@@ -240,7 +242,7 @@ mod tests {
         let k = keyring();
         let (events, _drain) = Log::new(0, 16);
         let t = Tracking {
-            keyring: Arc::new(keyring()),
+            keyring: std::cell::RefCell::new(Arc::new(keyring())),
             events,
         };
         let ip: IpAddr = "192.0.2.7".parse().unwrap();

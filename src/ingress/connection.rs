@@ -31,6 +31,7 @@ use super::stream::{Prefixed, Stream};
 use super::{DirectoryPolicy, Ingress, ListenerRuntime, proxy};
 use crate::account::{AccountRef, check_header_from};
 use crate::config::{SmtpConfig, TlsSettings};
+use crate::lifecycle::Stop;
 use crate::message::{Envelope, Message, MessageId, Recipient};
 use crate::observe::Event;
 use crate::smtp::reply::{Reply, catalogue};
@@ -93,6 +94,12 @@ pub trait Handler<A> {
     async fn message(&mut self, hello: &Hello, txn: Transaction<A>) -> Result<(), Reply>;
     /// Checks AUTH credentials: the account they log in to, or the refusal.
     async fn authenticate(&mut self, credentials: Credentials) -> Result<A, Reply>;
+    /// The core's stop signal, when the server stops gracefully: a session waiting for its
+    /// next command is then answered `421 4.3.0` and closed, while a message being
+    /// received is let finish.
+    fn stop(&self) -> Option<Stop> {
+        None
+    }
 }
 
 /// Runs `session` over `stream` until the client quits, a limit closes the session, a
@@ -143,9 +150,20 @@ pub async fn drive<P: Policy, H: Handler<P::Account>>(
                 if let Some(deadline) = transfer_deadline {
                     timeout = timeout.min(deadline.saturating_duration_since(now));
                 }
-                match read(stream, &mut input, timeout).await {
+                let stop = if session.in_transfer() {
+                    None
+                } else {
+                    handler.stop()
+                };
+                if stop.as_ref().is_some_and(Stop::is_raised) {
+                    catalogue::SHUTTING_DOWN.write_to(&mut output);
+                    return flush(stream, &mut output, timeouts.command).await;
+                }
+                match read(stream, &mut input, timeout, stop.as_ref()).await {
                     Ok(0) => return Ok(()),
                     Ok(_) => {}
+                    // Stopping: the check above answers the client.
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                     Err(e) if e.kind() == io::ErrorKind::TimedOut => {
                         catalogue::TIMEOUT.write_to(&mut output);
                         return flush(stream, &mut output, timeouts.command).await;
@@ -208,13 +226,34 @@ pub async fn handshake(
 }
 
 /// Reads more input after what `input` holds, waiting at most `timeout`.
-async fn read(stream: &mut Stream, input: &mut BytesMut, timeout: Duration) -> io::Result<usize> {
+/// Reads more input, waiting at most `timeout`; when `stop` is raised first, gives up with
+/// `Interrupted`.
+async fn read(
+    stream: &mut Stream,
+    input: &mut BytesMut,
+    timeout: Duration,
+    stop: Option<&Stop>,
+) -> io::Result<usize> {
     if timeout.is_zero() {
         return Err(io::ErrorKind::TimedOut.into());
     }
     let start = input.len();
     input.resize(start + READ_CHUNK_BYTES, 0);
-    let result = glommio::timer::timeout(timeout, async { Ok(stream.read(&mut input[start..]).await) }).await;
+    let buf = &mut input[start..];
+    let result = glommio::timer::timeout(timeout, async {
+        let read = async { stream.read(buf).await };
+        Ok(match stop {
+            None => read.await,
+            Some(stop) => {
+                futures_lite::future::or(read, async {
+                    stop.wait().await;
+                    Err(io::ErrorKind::Interrupted.into())
+                })
+                .await
+            }
+        })
+    })
+    .await;
     let result = match result {
         Ok(r) => r,
         Err(_) => Err(io::Error::new(io::ErrorKind::TimedOut, "read timed out")),
@@ -261,7 +300,7 @@ pub async fn serve(tcp: TcpStream, ingress: Rc<Ingress>, listener: Rc<ListenerRu
             let _ = tcp.close().await;
             return;
         }
-        match read_proxy_header(&mut tcp, ingress.timeouts.greeting).await {
+        match read_proxy_header(&mut tcp, ingress.limits().timeouts.greeting).await {
             Ok((source, rest)) => {
                 peer = source.unwrap_or(real_peer);
                 input = rest;
@@ -285,14 +324,14 @@ pub async fn serve(tcp: TcpStream, ingress: Rc<Ingress>, listener: Rc<ListenerRu
                 let mut stream = Stream::Plain(tcp);
                 let mut out = BytesMut::new();
                 reply.write_to(&mut out);
-                let _ = flush(&mut stream, &mut out, ingress.timeouts.command).await;
+                let _ = flush(&mut stream, &mut out, ingress.limits().timeouts.command).await;
                 let _ = stream.close().await;
             }
             return;
         }
     };
     ingress.log.emit(Event::Connect { peer });
-    run_session(Stream::Plain(tcp), input, peer, &ingress, &listener).await;
+    run_session(Stream::Plain(tcp), input, peer, ingress.clone(), &listener).await;
     drop(slot);
 }
 
@@ -301,19 +340,21 @@ async fn run_session(
     mut stream: Stream,
     mut input: BytesMut,
     peer: IpAddr,
-    ingress: &Ingress,
+    ingress: Rc<Ingress>,
     listener: &ListenerRuntime,
 ) {
+    let ingress = &ingress;
     let tls = ingress.tls.get();
     let acceptor = tls.acceptor();
     let policy = DirectoryPolicy {
-        directory: ingress.directory.clone(),
+        ingress: ingress.clone(),
         log: ingress.log.clone(),
     };
-    let mut session = Session::new(ingress.session.clone(), policy, peer).with_options(listener.options);
+    let limits = ingress.limits();
+    let mut session = Session::new(limits.session.clone(), policy, peer).with_options(listener.options);
     if listener.config.implicit_tls {
         let prefix = std::mem::take(&mut input);
-        if handshake(&mut stream, prefix, &acceptor, ingress.timeouts.tls_handshake)
+        if handshake(&mut stream, prefix, &acceptor, limits.timeouts.tls_handshake)
             .await
             .is_err()
         {
@@ -326,7 +367,7 @@ async fn run_session(
         &mut stream,
         input,
         &mut session,
-        &ingress.timeouts,
+        &limits.timeouts,
         Some(&acceptor),
         &mut handler,
     )
@@ -388,7 +429,7 @@ impl Handler<AccountRef> for RelayHandler<'_> {
         let result = self
             .ingress
             .auth
-            .authenticate(&self.ingress.directory, self.peer, credentials)
+            .authenticate(&self.ingress.directory(), self.peer, credentials)
             .await;
         if let Err(reply) = &result {
             self.ingress.log.emit(Event::Reject {
@@ -399,6 +440,10 @@ impl Handler<AccountRef> for RelayHandler<'_> {
             });
         }
         result
+    }
+
+    fn stop(&self) -> Option<Stop> {
+        Some(self.ingress.stop.clone())
     }
 }
 
@@ -439,7 +484,7 @@ async fn submit(
         envelope,
         body: txn.body,
     };
-    let owner = ingress.directory.owner(&txn.account);
+    let owner = ingress.directory().owner(&txn.account);
     let result = ingress.handoff.submit(owner, message).await;
     match &result {
         Ok(()) => ingress.log.emit(Event::Accept {

@@ -52,7 +52,14 @@ fn new_socket(addr: SocketAddr) -> io::Result<Socket> {
 pub async fn accept_loop(listener: TcpListener, ingress: Rc<Ingress>, runtime: Rc<ListenerRuntime>) {
     let mut backoff = Duration::from_millis(5);
     loop {
-        let stream = match listener.accept().await {
+        let accepted = futures_lite::future::or(async { Some(listener.accept().await) }, async {
+            ingress.stop.wait().await;
+            None
+        })
+        .await;
+        // Stopping: dropping the listener closes it on this core.
+        let Some(accepted) = accepted else { return };
+        let stream = match accepted {
             Ok(s) => {
                 backoff = Duration::from_millis(5);
                 s

@@ -28,6 +28,7 @@ use std::sync::Arc;
 use crate::account::{AccountRef, Directory};
 use crate::config::{BareLineFeed, Config, ListenerConfig, SmtpConfig};
 use crate::handoff::Handoff;
+use crate::lifecycle::Stop;
 use crate::message::IdGenerator;
 use crate::observe::{Event, Log};
 use crate::smtp::reply::{Reply, catalogue};
@@ -62,18 +63,36 @@ impl ListenerRuntime {
     }
 }
 
-/// What every connection on a core shares: read-only settings and the core's handles.
-pub struct Ingress {
+/// The limits a connection runs under, taken when it starts; replaced whole by a reload.
+pub struct Limits {
     pub smtp: SmtpConfig,
-    pub hostname: String,
     pub session: Rc<SessionConfig>,
     pub timeouts: Timeouts,
-    pub directory: Arc<Directory>,
+}
+
+impl Limits {
+    pub fn from_config(config: &Config) -> Limits {
+        Limits {
+            smtp: config.smtp.clone(),
+            session: Rc::new(SessionConfig::from_config(config)),
+            timeouts: Timeouts::from_config(&config.smtp, &config.tls),
+        }
+    }
+}
+
+/// What every connection on a core shares: settings and the core's handles.
+pub struct Ingress {
+    pub hostname: String,
+    limits: RefCell<Rc<Limits>>,
+    /// The account directory; replaced whole by a reload (the next MAIL sees the new one).
+    directory: RefCell<Arc<Directory>>,
     pub handoff: Rc<Handoff>,
     pub log: Log,
     pub ids: RefCell<IdGenerator>,
     pub tls: TlsStore,
     pub auth: auth::Authenticator,
+    /// Raised when the server stops: listeners close, idle sessions get `421`.
+    pub stop: Stop,
     /// Connections open on this core now.
     pub open_connections: Cell<usize>,
     /// Connections open on this core now, per client address (bounded by the above).
@@ -90,25 +109,45 @@ impl Ingress {
     ) -> Rc<Ingress> {
         let core = handoff.core() as u16;
         Rc::new(Ingress {
-            smtp: config.smtp.clone(),
             hostname: config.server.hostname.clone(),
-            session: Rc::new(SessionConfig::from_config(config)),
-            timeouts: Timeouts::from_config(&config.smtp, &config.tls),
-            directory,
+            limits: RefCell::new(Rc::new(Limits::from_config(config))),
+            directory: RefCell::new(directory),
             handoff,
             log,
             ids: RefCell::new(IdGenerator::new(core)),
             tls: TlsStore::new(tls),
             auth: auth::Authenticator::new(config.auth.clone()),
+            stop: Stop::new(),
             open_connections: Cell::new(0),
             open_per_ip: RefCell::new(HashMap::new()),
         })
     }
 
+    /// The limits new connections run under.
+    pub fn limits(&self) -> Rc<Limits> {
+        self.limits.borrow().clone()
+    }
+
+    /// Swaps in new limits (a reload); connections opened from now on use them.
+    pub fn set_limits(&self, limits: Limits) {
+        *self.limits.borrow_mut() = Rc::new(limits);
+    }
+
+    /// The current account directory.
+    pub fn directory(&self) -> Arc<Directory> {
+        self.directory.borrow().clone()
+    }
+
+    /// Swaps in a new account directory (a reload); sessions see it at their next MAIL.
+    pub fn set_directory(&self, directory: Arc<Directory>) {
+        *self.directory.borrow_mut() = directory;
+    }
+
     /// The listeners as this core runs them.
     pub fn listeners(&self, bare_line_feed: BareLineFeed) -> Vec<Rc<ListenerRuntime>> {
-        let auth = self.directory.has_credentials();
-        self.smtp
+        let auth = self.directory().has_credentials();
+        self.limits()
+            .smtp
             .listeners
             .iter()
             .map(|l| Rc::new(ListenerRuntime::new(l.clone(), auth, bare_line_feed)))
@@ -118,12 +157,13 @@ impl Ingress {
     /// Takes a connection slot for a client at `peer`, or the `421 4.7.0` that refuses it
     /// (too many connections on this core, or from this address on this core).
     pub fn open_slot(self: &Rc<Self>, peer: IpAddr) -> Result<Slot, Reply> {
-        if self.open_connections.get() >= self.smtp.connections_per_core_max_count {
+        let limits = self.limits();
+        if self.open_connections.get() >= limits.smtp.connections_per_core_max_count {
             return Err(catalogue::TOO_MANY_CONNECTIONS);
         }
         let mut per_ip = self.open_per_ip.borrow_mut();
         let count = per_ip.entry(peer).or_insert(0);
-        if *count >= self.smtp.connections_per_ip_max_count {
+        if *count >= limits.smtp.connections_per_ip_max_count {
             return Err(catalogue::TOO_MANY_CONNECTIONS_FROM_IP);
         }
         *count += 1;
@@ -157,10 +197,11 @@ impl Drop for Slot {
     }
 }
 
-/// The session policy of the relay: identify the account from the account directory, and
-/// log the clients it refuses.
+/// The session policy of the relay: identify the account from the core's current account
+/// directory (so a reload applies to the next MAIL of an open session), and log the
+/// clients it refuses.
 pub struct DirectoryPolicy {
-    pub directory: Arc<Directory>,
+    pub ingress: Rc<Ingress>,
     pub log: Log,
 }
 
@@ -186,7 +227,11 @@ impl Policy for DirectoryPolicy {
     type Account = AccountRef;
 
     fn identify(&self, peer: IpAddr, mail_from: &str) -> Result<AccountRef, Reply> {
-        self.logged(peer, mail_from, self.directory.identify(peer, mail_from))
+        self.logged(
+            peer,
+            mail_from,
+            self.ingress.directory().identify(peer, mail_from),
+        )
     }
 
     fn identify_authenticated(
@@ -198,7 +243,9 @@ impl Policy for DirectoryPolicy {
         self.logged(
             peer,
             mail_from,
-            self.directory.identify_authenticated(account, mail_from),
+            self.ingress
+                .directory()
+                .identify_authenticated(account, mail_from),
         )
     }
 }

@@ -112,6 +112,18 @@ pub enum Event {
         user_agent: String,
         client: IpAddr,
     },
+    /// The process was asked to stop; `connections` were open on this core.
+    Stopping { connections: usize },
+    /// The core stopped; `connections_cut` were still open when the grace period ended.
+    Stopped { connections_cut: usize },
+    /// A new configuration was swapped in on this core.
+    Reloaded {
+        generation: u64,
+        accounts: usize,
+        needs_restart: String,
+    },
+    /// A new configuration was refused; the running one stays.
+    ReloadRefused { reason: String },
     /// A tracking request carried a token that does not verify (answered 404).
     BadToken { reason: &'static str, client: IpAddr },
 }
@@ -124,9 +136,12 @@ struct Record<'a> {
     event: &'a Event,
 }
 
-/// Counters of what the ring lost.
+/// Counters of what the ring lost, and the request to reopen the file.
 #[derive(Debug, Default)]
 pub struct LogDrops {
+    /// Set by a reload: the drain closes and reopens its file before the next write, so
+    /// logrotate can move the old one away.
+    pub reopen: Cell<bool>,
     /// Records dropped because the ring was full.
     pub ring_full: Cell<u64>,
     /// Records dropped because the file could not be written.
@@ -189,6 +204,16 @@ impl Log {
         }
     }
 
+    /// Asks the drain to reopen its file before its next write (after logrotate).
+    pub fn reopen(&self) {
+        self.drops.reopen.set(true);
+    }
+
+    /// Records queued in the ring and not yet written.
+    pub fn pending(&self) -> usize {
+        self.tx.len()
+    }
+
     /// The core's metric handles.
     pub fn metrics(&self) -> &CoreMetrics {
         &self.metrics
@@ -237,6 +262,11 @@ pub async fn run_drain(drain: LogDrain, path: PathBuf) {
             };
             format_record(drain.core, next, &mut batch);
             count += 1;
+        }
+        if drain.drops.reopen.replace(false)
+            && let Some((f, _)) = file.take()
+        {
+            let _ = f.close().await;
         }
         if file.is_none() {
             file = open_append(&path).await.ok();

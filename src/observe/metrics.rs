@@ -152,7 +152,9 @@ pub struct AccountCounters {
 /// every account at start.
 pub struct CoreMetrics {
     pub core: Core,
-    accounts: HashMap<String, AccountCounters>,
+    core_label: String,
+    /// Grows when a reload adds accounts (counters of removed accounts stay, frozen).
+    accounts: std::cell::RefCell<HashMap<String, AccountCounters>>,
 }
 
 impl CoreMetrics {
@@ -160,26 +162,34 @@ impl CoreMetrics {
     /// none installed, when every handle is a no-op).
     pub fn new<'a>(core: usize, accounts: impl IntoIterator<Item = &'a str>) -> CoreMetrics {
         let core_label = core.to_string();
-        let accounts = accounts
-            .into_iter()
-            .map(|id| {
-                let labels = [("core", core_label.clone()), ("account", id.to_string())];
-                let counters = AccountCounters {
-                    accepted: metrics::counter!("corerelay_account_accepted_total", &labels),
-                    rejected: metrics::counter!("corerelay_account_rejected_total", &labels),
-                    delivered: metrics::counter!("corerelay_account_delivered_total", &labels),
-                    deferred: metrics::counter!("corerelay_account_deferred_total", &labels),
-                    failed: metrics::counter!("corerelay_account_failed_total", &labels),
-                    opens: metrics::counter!("corerelay_account_opens_total", &labels),
-                    clicks: metrics::counter!("corerelay_account_clicks_total", &labels),
-                    unsubscribes: metrics::counter!("corerelay_account_unsubscribes_total", &labels),
-                };
-                (id.to_string(), counters)
-            })
-            .collect();
-        CoreMetrics {
+        let metrics = CoreMetrics {
             core: Core::new(&core_label),
-            accounts,
+            core_label,
+            accounts: Default::default(),
+        };
+        metrics.add_accounts(accounts);
+        metrics
+    }
+
+    /// Resolves the counters of accounts not seen yet (at start, and after a reload).
+    pub fn add_accounts<'a>(&self, ids: impl IntoIterator<Item = &'a str>) {
+        let mut accounts = self.accounts.borrow_mut();
+        for id in ids {
+            if accounts.contains_key(id) {
+                continue;
+            }
+            let labels = [("core", self.core_label.clone()), ("account", id.to_string())];
+            let counters = AccountCounters {
+                accepted: metrics::counter!("corerelay_account_accepted_total", &labels),
+                rejected: metrics::counter!("corerelay_account_rejected_total", &labels),
+                delivered: metrics::counter!("corerelay_account_delivered_total", &labels),
+                deferred: metrics::counter!("corerelay_account_deferred_total", &labels),
+                failed: metrics::counter!("corerelay_account_failed_total", &labels),
+                opens: metrics::counter!("corerelay_account_opens_total", &labels),
+                clicks: metrics::counter!("corerelay_account_clicks_total", &labels),
+                unsubscribes: metrics::counter!("corerelay_account_unsubscribes_total", &labels),
+            };
+            accounts.insert(id.to_string(), counters);
         }
     }
 
@@ -192,16 +202,14 @@ impl CoreMetrics {
             }
             Event::Reject { account, .. } => {
                 c.messages_rejected_total.increment(1);
-                if let Some(a) = account.as_deref().and_then(|a| self.accounts.get(a)) {
-                    a.rejected.increment(1);
+                if let Some(a) = account.as_deref() {
+                    self.account(a, |a| a.rejected.increment(1));
                 }
             }
             Event::Accept { account, size, .. } => {
                 c.messages_accepted_total.increment(1);
                 c.messages_accepted_bytes_total.increment(*size as u64);
-                if let Some(a) = self.accounts.get(account) {
-                    a.accepted.increment(1);
-                }
+                self.account(account, |a| a.accepted.increment(1));
             }
             Event::Spooled { .. } => c.messages_spooled_total.increment(1),
             Event::Attempt { .. } => c.delivery_attempts_total.increment(1),
@@ -220,12 +228,17 @@ impl CoreMetrics {
             Event::Click { account, .. } => self.account(account, |a| a.clicks.increment(1)),
             Event::Unsubscribe { account, .. } => self.account(account, |a| a.unsubscribes.increment(1)),
             Event::BadToken { .. } => c.tracking_bad_tokens_total.increment(1),
-            Event::Start { .. } | Event::Error { .. } => {}
+            Event::Start { .. }
+            | Event::Error { .. }
+            | Event::Stopping { .. }
+            | Event::Stopped { .. }
+            | Event::Reloaded { .. }
+            | Event::ReloadRefused { .. } => {}
         }
     }
 
     fn account(&self, id: &str, f: impl FnOnce(&AccountCounters)) {
-        if let Some(a) = self.accounts.get(id) {
+        if let Some(a) = self.accounts.borrow().get(id) {
             f(a);
         }
     }

@@ -5,6 +5,7 @@
 //!
 //! This module wires everything; nothing below it depends on it.
 
+pub mod control;
 mod shard;
 
 use std::fs::File;
@@ -24,6 +25,7 @@ use crate::ingress::tls::{self, TlsSnapshot};
 use crate::mesh::Meshes;
 use crate::observe::metrics::{LATENCY_BUCKETS_SECONDS, describe_all};
 use crate::rewrite::Keyring;
+use control::{Control, Source, spawn_signal_thread};
 
 /// What every core is started with (read-only after start).
 pub struct Shared {
@@ -38,12 +40,13 @@ pub struct Shared {
     pub prometheus: PrometheusHandle,
     pub health: Arc<Health>,
     pub keyring: Arc<Keyring>,
+    pub control: Arc<Control>,
     ready: mpsc::Sender<Result<usize, String>>,
 }
 
 /// Runs the relay until the process is stopped. Returns an error message when start-up
 /// fails.
-pub fn serve(config: Config) -> Result<(), String> {
+pub fn serve(config: Config, source: Source) -> Result<(), String> {
     let online = CpuSet::online().map(|s| s.len()).unwrap_or(1);
     let cores = config.core_count(online);
     config.check_pinned_against(cores).map_err(|e| e.to_string())?;
@@ -73,6 +76,8 @@ pub fn serve(config: Config) -> Result<(), String> {
     let placement = placement(&config.server.cores, config.server.pin, cores)?;
     let io_memory = config.server.io_memory_bytes;
     let (ready_tx, ready_rx) = mpsc::channel();
+    let control = Control::new(cores);
+    let running_config = config.clone();
     // The meshes are Send but not Sync: each executor gets its own clone.
     let meshes = Meshes::new(cores, config.server.handoff_window_max_count);
     let shared = Arc::new(Shared {
@@ -85,6 +90,7 @@ pub fn serve(config: Config) -> Result<(), String> {
         prometheus: prometheus.clone(),
         health: Arc::new(Health::new(cores)),
         keyring,
+        control: control.clone(),
         ready: ready_tx,
     });
     let handles = LocalExecutorPoolBuilder::new(placement)
@@ -115,7 +121,7 @@ pub fn serve(config: Config) -> Result<(), String> {
             }
         }
     }
-    ignore_sighup()?;
+    spawn_signal_thread(control, source, running_config, cores)?;
     // One line per listener; the first keeps the form scripts and tests parse.
     for (i, (addr, l)) in listen.iter().zip(&shared_listeners).enumerate() {
         if i == 0 {
@@ -131,6 +137,7 @@ pub fn serve(config: Config) -> Result<(), String> {
             return Err(format!("a core stopped: {e}"));
         }
     }
+    println!("corerelay: stopped");
     Ok(())
 }
 
@@ -175,30 +182,29 @@ fn describe(l: &crate::config::ListenerConfig) -> String {
     parts.join(", ")
 }
 
-/// Live reload is not built yet: until it is, SIGHUP (a `systemctl reload`, a terminal
-/// hang-up) must not stop the relay, so it is caught and answered with a note on stderr.
-fn ignore_sighup() -> Result<(), String> {
-    let mut signals = signal_hook::iterator::Signals::new([signal_hook::consts::SIGHUP])
-        .map_err(|e| format!("cannot install the SIGHUP handler: {e}"))?;
-    std::thread::spawn(move || {
-        for _ in signals.forever() {
-            eprintln!(
-                "corerelay: SIGHUP ignored: live reload is not supported yet; restart to apply a new configuration"
-            );
-        }
-    });
-    Ok(())
-}
-
 /// Takes `<spool-dir>/corerelay.lock`: with SO_REUSEPORT a second relay would otherwise
 /// bind the same port silently and share the spool.
 fn lock_spool(config: &Config) -> Result<File, String> {
     let dir = &config.spool.dir;
     std::fs::create_dir_all(dir).map_err(|e| format!("cannot create spool dir {}: {e}", dir.display()))?;
     let path = dir.join("corerelay.lock");
-    let file = File::create(&path).map_err(|e| format!("cannot create {}: {e}", path.display()))?;
+    // Not truncated before the lock is ours: the pid in it may be another relay's.
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&path)
+        .map_err(|e| format!("cannot create {}: {e}", path.display()))?;
     file.try_lock()
         .map_err(|_| format!("{} is locked: another corerelay uses this spool", path.display()))?;
+    // The pid, for `corerelay reload`.
+    use std::io::Write;
+    file.set_len(0)
+        .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+    let mut writer = &file;
+    writer
+        .write_all(format!("{}\n", std::process::id()).as_bytes())
+        .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
     Ok(file)
 }
 

@@ -6,14 +6,16 @@
 use std::path::Path;
 use std::rc::Rc;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use glommio::net::TcpListener;
 
 use super::Shared;
+use super::control::{self, Control, Reload};
 use crate::deliver::engine::Deliverer;
 use crate::handoff::{Handoff, Owner};
 use crate::http;
-use crate::ingress::{Ingress, listener};
+use crate::ingress::{Ingress, Limits, listener};
 use crate::mesh::Meshes;
 use crate::observe::Event;
 use crate::observe::log::{self, Log};
@@ -23,19 +25,9 @@ use crate::spool::Spool;
 
 pub async fn run(shared: Arc<Shared>, meshes: Meshes) {
     match start(&shared, meshes).await {
-        Ok((core, listeners, ingress)) => {
-            let _ = shared.ready.send(Ok(core));
-            let runtimes = ingress.listeners(shared.config.smtp.bare_line_feed);
-            let mut loops = Vec::new();
-            for (socket, runtime) in listeners.into_iter().zip(runtimes) {
-                let ingress = ingress.clone();
-                loops.push(glommio::spawn_local(listener::accept_loop(
-                    socket, ingress, runtime,
-                )));
-            }
-            for task in loops {
-                task.await;
-            }
+        Ok(core) => {
+            let _ = shared.ready.send(Ok(core.id));
+            core.serve(&shared).await;
         }
         Err(e) => {
             let _ = shared.ready.send(Err(e));
@@ -43,7 +35,123 @@ pub async fn run(shared: Arc<Shared>, meshes: Meshes) {
     }
 }
 
-async fn start(shared: &Shared, meshes: Meshes) -> Result<(usize, Vec<TcpListener>, Rc<Ingress>), String> {
+/// A started core: what its lifecycle (serve, reload, stop) needs to reach.
+struct Core {
+    id: usize,
+    deliverer: Rc<Deliverer>,
+    listeners: Vec<TcpListener>,
+    ingress: Rc<Ingress>,
+    app: Rc<http::App>,
+    spool: Spool,
+    log: Log,
+    events: Log,
+}
+
+impl Core {
+    /// Accepts on every listener until the process stops, then stops gracefully: listeners
+    /// close, idle sessions get `421`, transactions in flight get `server.shutdown_grace_ms`
+    /// to finish on every core, and only then is the spool flushed and closed.
+    async fn serve(self, shared: &Shared) {
+        let runtimes = self.ingress.listeners(shared.config.smtp.bare_line_feed);
+        for (socket, runtime) in self.listeners.into_iter().zip(runtimes) {
+            glommio::spawn_local(listener::accept_loop(socket, self.ingress.clone(), runtime)).detach();
+        }
+        let watcher = Watcher {
+            ingress: self.ingress.clone(),
+            app: self.app.clone(),
+            log: self.log.clone(),
+            events: self.events.clone(),
+        };
+        glommio::spawn_local(watcher.run(shared.control.clone())).detach();
+        glommio::spawn_local(gauges(
+            self.deliverer.clone(),
+            self.ingress.clone(),
+            self.log.clone(),
+        ))
+        .detach();
+
+        self.ingress.stop.wait().await;
+        self.log.emit(Event::Stopping {
+            connections: self.ingress.open_connections.get(),
+        });
+        let deadline = Instant::now() + shared.config.server.shutdown_grace;
+        wait_until(deadline, || self.ingress.open_connections.get() == 0).await;
+        // Other cores may still hand messages to this one: keep the spool open until every
+        // core has drained its connections (or the grace period is over).
+        shared.control.core_drained();
+        wait_until(deadline, || shared.control.cores_serving() == 0).await;
+        self.spool.close().await;
+        self.log.emit(Event::Stopped {
+            connections_cut: self.ingress.open_connections.get(),
+        });
+        let flushed = Instant::now() + Duration::from_secs(2);
+        wait_until(flushed, || self.log.pending() == 0 && self.events.pending() == 0).await;
+        // The drain writes what it took off the ring; give that write a moment.
+        glommio::timer::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn wait_until(deadline: Instant, mut done: impl FnMut() -> bool) {
+    while !done() && Instant::now() < deadline {
+        glommio::timer::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// The core's view of the control block: raises the core's stop signal, applies reloads.
+struct Watcher {
+    ingress: Rc<Ingress>,
+    app: Rc<http::App>,
+    log: Log,
+    events: Log,
+}
+
+impl Watcher {
+    async fn run(self, control: Arc<Control>) {
+        let (mut generation, mut failures) = (control.generation(), control.failures());
+        loop {
+            glommio::timer::sleep(control::POLL).await;
+            if control.stop_requested() {
+                self.ingress.stop.raise();
+                return;
+            }
+            if control.failures() != failures {
+                failures = control.failures();
+                self.log.emit(Event::ReloadRefused {
+                    reason: control.last_failure(),
+                });
+            }
+            if control.generation() != generation {
+                generation = control.generation();
+                if let Some(reload) = control.latest() {
+                    self.apply(&reload, generation);
+                }
+            }
+        }
+    }
+
+    /// Swaps in a reload on this core. Each piece is replaced whole, so a session sees
+    /// either the old or the new value, never a mix within one lookup.
+    fn apply(&self, reload: &Reload, generation: u64) {
+        self.ingress.set_directory(reload.directory.clone());
+        self.ingress.set_limits(Limits::from_config(&reload.config));
+        self.ingress.tls.replace(reload.tls.clone());
+        if let Some(tracking) = &self.app.tracking {
+            *tracking.keyring.borrow_mut() = reload.keyring.clone();
+        }
+        self.log
+            .metrics()
+            .add_accounts(reload.directory.accounts().iter().map(|a| a.id.as_str()));
+        self.log.reopen();
+        self.events.reopen();
+        self.log.emit(Event::Reloaded {
+            generation,
+            accounts: reload.directory.accounts().len(),
+            needs_restart: reload.needs_restart.join(", "),
+        });
+    }
+}
+
+async fn start(shared: &Shared, meshes: Meshes) -> Result<Core, String> {
     let config = &shared.config;
     let (senders, receivers) = meshes
         .handoff
@@ -84,9 +192,14 @@ async fn start(shared: &Shared, meshes: Meshes) -> Result<(usize, Vec<TcpListene
         deliverer.enqueue_recovered(message);
     }
     deliverer.start();
-    let deliverer_gauge = deliverer.clone();
+    let gauge_source = deliverer.clone();
 
-    let owner = Rc::new(Owner::new(spool, deliverer, log.clone(), shared.health.clone()));
+    let owner = Rc::new(Owner::new(
+        spool.clone(),
+        deliverer,
+        log.clone(),
+        shared.health.clone(),
+    ));
     let handoff = Handoff::start(
         owner,
         senders,
@@ -123,24 +236,34 @@ async fn start(shared: &Shared, meshes: Meshes) -> Result<(usize, Vec<TcpListene
         prometheus: Some(shared.prometheus.clone()),
         health: shared.health.clone(),
         tracking: Some(http::tracking::Tracking {
-            keyring: shared.keyring.clone(),
-            events,
+            keyring: std::cell::RefCell::new(shared.keyring.clone()),
+            events: events.clone(),
         }),
     });
-    glommio::spawn_local(http::accept_loop(http_listener, app)).detach();
-    glommio::spawn_local(gauges(deliverer_gauge, log.clone())).detach();
+    glommio::spawn_local(http::accept_loop(http_listener, app.clone())).detach();
     shared.health.set_running(core);
     log.emit(Event::Start {
         listen: listen.join(" "),
         accounts: shared.directory.accounts().len(),
     });
-    Ok((core, listeners, ingress))
+    Ok(Core {
+        id: core,
+        deliverer: gauge_source,
+        listeners,
+        ingress,
+        app,
+        spool,
+        log,
+        events,
+    })
 }
 
 /// Sets the core's gauges once a second.
-async fn gauges(deliverer: Rc<Deliverer>, log: Log) {
+async fn gauges(deliverer: Rc<Deliverer>, ingress: Rc<Ingress>, log: Log) {
     loop {
-        log.metrics().core.queue_messages.set(deliverer.queued() as f64);
+        let core = &log.metrics().core;
+        core.queue_messages.set(deliverer.queued() as f64);
+        core.connections_open.set(ingress.open_connections.get() as f64);
         glommio::timer::sleep(std::time::Duration::from_secs(1)).await;
     }
 }

@@ -121,6 +121,29 @@ impl Running {
         }
     }
 
+    /// Sends a signal to the process.
+    pub fn signal(&self, signal: i32) {
+        if let Some(c) = &self.child {
+            // SAFETY: sending a signal to our own child process by its pid.
+            unsafe { libc::kill(c.id() as i32, signal) };
+        }
+    }
+
+    /// Waits for the process to exit; its exit code, or `None` when still running after
+    /// [`PATIENCE`].
+    pub fn wait_exit(&mut self) -> Option<i32> {
+        let deadline = Instant::now() + PATIENCE;
+        let child = self.child.as_mut()?;
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = child.try_wait() {
+                self.child = None;
+                return status.code();
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+
     /// Stops the process with SIGTERM and returns what it printed afterwards.
     pub fn terminate(&mut self) -> Vec<String> {
         if let Some(mut c) = self.child.take() {
@@ -138,9 +161,15 @@ impl Drop for Running {
     }
 }
 
-/// A relay started from a config file written into `dir`.
+/// A relay started from a config file written into `dir`. Unless the config says
+/// otherwise, its HTTP listener takes a free port, so relays of parallel tests never share
+/// one (SO_REUSEPORT would let them, silently).
 pub fn relay(dir: &Path, config: &str) -> Running {
     let path = dir.join("corerelay.toml");
+    let mut config = config.to_string();
+    if !config.contains("[http]") {
+        config.push_str("\n[http]\nlisten = \"127.0.0.1:0\"\n");
+    }
     std::fs::write(&path, config).unwrap();
     Running::start(&["serve", "--config", path.to_str().unwrap()], "listening on ")
 }

@@ -1,0 +1,173 @@
+//! Issue 7's lifecycle through the real binary: live reload on SIGHUP (a changed account
+//! applies to the next MAIL on every core while sessions stay open; an invalid file is
+//! refused and the old configuration stays), graceful stop on SIGTERM (idle sessions get
+//! 421, the process exits 0, and nothing acknowledged is lost).
+
+use std::path::Path;
+
+use crate::support::load::{self, LoadRun, Tally};
+use crate::support::process::{self, events, maildir_messages, wait_for};
+use crate::support::smtp::Client;
+
+fn config(dir: &Path, sink: std::net::SocketAddr, domains: &str) -> String {
+    format!(
+        r#"
+[server]
+cores = 2
+pin = false
+io_memory_bytes = 524288
+shutdown_grace_ms = 5000
+
+[smtp]
+listen = "127.0.0.1:0"
+
+[spool]
+dir = "{spool}"
+
+[log]
+dir = "{log}"
+
+[delivery]
+smarthost = "{sink}"
+retry_schedule_ms = [200]
+
+[[accounts]]
+id = "shop"
+networks = ["127.0.0.0/8"]
+sender_domains = [{domains}]
+"#,
+        spool = dir.join("spool").display(),
+        log = dir.join("log").display(),
+    )
+}
+
+#[test]
+fn a_reload_applies_to_the_next_mail_of_open_sessions_on_every_core() {
+    let dir = tempfile::tempdir().unwrap();
+    let sink = process::sink(&dir.path().join("maildir"), &[]);
+    let relay = process::relay(dir.path(), &config(dir.path(), sink.addr, r#""a.example""#));
+    // Enough sessions that the kernel spreads them over both cores.
+    let mut sessions: Vec<Client> = (0..8)
+        .map(|_| {
+            let (mut c, _) = Client::connect(relay.addr);
+            assert!(c.cmd("EHLO client.test").starts_with("250"));
+            assert!(c.cmd("MAIL FROM:<x@b.example>").starts_with("550 5.7.1"));
+            c
+        })
+        .collect();
+
+    // An invalid file is refused, and the running configuration stays.
+    let path = dir.path().join("corerelay.toml");
+    let good = std::fs::read_to_string(&path).unwrap();
+    std::fs::write(&path, good.replace("sender_domains", "sender_domain")).unwrap();
+    relay.signal(libc::SIGHUP);
+    let log = dir.path().join("log");
+    let refused = wait_for("a refused reload on both cores", || {
+        let r = events(&log, "reload_refused");
+        (r.len() == 2).then_some(r)
+    });
+    assert!(
+        refused[0]["reason"].as_str().unwrap().contains("sender_domain"),
+        "{}",
+        refused[0]
+    );
+    assert!(sessions[0].cmd("MAIL FROM:<x@b.example>").starts_with("550"));
+    assert!(sessions[0].cmd("MAIL FROM:<x@a.example>").starts_with("250"));
+    assert!(sessions[0].cmd("RSET").starts_with("250"));
+
+    // A valid one that adds a domain applies to the next MAIL of every open session.
+    std::fs::write(
+        &path,
+        good.replace(r#"["a.example"]"#, r#"["a.example", "b.example"]"#),
+    )
+    .unwrap();
+    relay.signal(libc::SIGHUP);
+    wait_for("a reload on both cores", || {
+        (events(&log, "reloaded").len() == 2).then_some(())
+    });
+    for c in &mut sessions {
+        let r = c.cmd("MAIL FROM:<x@b.example>");
+        assert!(r.starts_with("250"), "{r}");
+        assert!(c.cmd("QUIT").starts_with("221"));
+    }
+    // `corerelay reload` finds the relay through its spool and does the same.
+    let out = std::process::Command::new(process::BIN)
+        .args(["reload", "--config", path.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    wait_for("a second reload", || {
+        (events(&log, "reloaded").len() == 4).then_some(())
+    });
+}
+
+#[test]
+fn sigterm_answers_idle_sessions_421_and_exits_cleanly() {
+    let dir = tempfile::tempdir().unwrap();
+    let maildir = dir.path().join("maildir");
+    let sink = process::sink(&maildir, &[]);
+    let mut relay = process::relay(dir.path(), &config(dir.path(), sink.addr, r#""*""#));
+    let (mut idle, _) = Client::connect(relay.addr);
+    assert!(idle.cmd("EHLO client.test").starts_with("250"));
+    let (mut busy, _) = Client::connect(relay.addr);
+    busy.cmd("EHLO client.test");
+    assert!(busy.cmd("MAIL FROM:<a@shop.example>").starts_with("250"));
+    assert!(busy.cmd("RCPT TO:<r@dest.example>").starts_with("250"));
+    assert!(busy.cmd("DATA").starts_with("354"));
+    busy.send("From: <a@shop.example>\r\nSubject: in flight\r\n\r\nhalf");
+
+    relay.signal(libc::SIGTERM);
+    assert_eq!(
+        idle.reply(),
+        "421 4.3.0 Service shutting down; closing connection\r\n"
+    );
+    assert!(idle.is_closed());
+    // The message in flight is let finish, and it is durable before its 250.
+    busy.send(" a body\r\n.\r\n");
+    assert!(busy.reply().starts_with("250"));
+    assert_eq!(relay.wait_exit(), Some(0), "a graceful stop exits 0");
+    let log = dir.path().join("log");
+    assert_eq!(events(&log, "stopped").len(), 2);
+
+    // Restarted, it delivers what it acknowledged.
+    let _relay = process::relay(dir.path(), &config(dir.path(), sink.addr, r#""*""#));
+    wait_for("the message acknowledged during the stop", || {
+        maildir_messages(&maildir)
+            .into_iter()
+            .find(|m| String::from_utf8_lossy(m).contains("half a body"))
+    });
+}
+
+#[test]
+fn sigterm_during_load_loses_nothing_acknowledged() {
+    let dir = tempfile::tempdir().unwrap();
+    let maildir = dir.path().join("maildir");
+    let sink = process::sink(&maildir, &[]);
+    let cfg = config(dir.path(), sink.addr, r#""*""#);
+    let mut relay = process::relay(dir.path(), &cfg);
+    let ack_log = dir.path().join("acked.txt");
+    let mut load = load::spawn_load(&LoadRun {
+        target: relay.addr,
+        messages: 3000,
+        concurrency: 8,
+        size_bytes: 2048,
+        ack_log: &ack_log,
+        retry_ms: 0,
+    });
+    let log = dir.path().join("log");
+    wait_for("some accepted messages", || {
+        (events(&log, "accept").len() >= 300).then_some(())
+    });
+    relay.signal(libc::SIGTERM);
+    assert_eq!(relay.wait_exit(), Some(0));
+    let _ = load.wait();
+    let acked = load::acked_ids(&ack_log);
+    assert!(acked.len() >= 300, "only {} acknowledged", acked.len());
+
+    let _relay = process::relay(dir.path(), &cfg);
+    let tally: Tally = wait_for("every acknowledged message at the sink", || {
+        let t = load::tally(&acked, &load::sink_ids(&maildir));
+        t.lost.is_empty().then_some(t)
+    });
+    assert_eq!(tally.acked, acked.len());
+}
