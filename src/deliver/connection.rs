@@ -6,21 +6,30 @@
 //! [`AttemptError`] that says in which [`Phase`] it happened. What the replies mean for
 //! each recipient is decided elsewhere, once, by [`super::outcome::classify`].
 //!
+//! Opening a connection ([`Connection::dial`]) connects from the egress source's address,
+//! reads the greeting, says EHLO with the source's name, upgrades with STARTTLS as the
+//! route's TLS policy asks (and says EHLO again), and authenticates to a smarthost that
+//! needs it. Credentials are only ever sent over TLS.
+//!
 //! A connection is reused for several transactions while it stays usable: after any I/O
 //! error, timeout, protocol error or `421` it is not, and the caller drops it.
 
 use std::fmt;
 use std::future::Future;
 use std::io;
-use std::net::{Shutdown, SocketAddr};
+use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use futures_lite::{AsyncReadExt, AsyncWriteExt, FutureExt};
-use glommio::net::TcpStream;
+use futures_rustls::TlsConnector;
 
+use super::stream::{self, Stream};
+use super::tls;
 use crate::config::DeliveryConfig;
+use crate::config::egress::Credentials;
 pub use crate::smtp::client::Phase;
+use crate::smtp::client::auth::{self, AuthExchange, AuthNext};
 use crate::smtp::client::{
     Capabilities, Command, DataWriter, Next, ReplyReader, Transaction, TransactionResult, Unsendable,
     choose_eight_bit, parse_ehlo,
@@ -69,6 +78,10 @@ pub enum AttemptError {
     Refused(Phase, Reply),
     /// The message was not offered: this server cannot take it as it is (nothing sent).
     Unsendable(Unsendable),
+    /// The TLS handshake after STARTTLS failed; the connection is gone.
+    Tls(String),
+    /// The policy requires TLS and this server does not offer STARTTLS.
+    TlsUnavailable,
     /// The transaction broke after some replies came back; `partial` keeps them so the
     /// recipients already decided (say, a 550 to RCPT) stay decided.
     Interrupted {
@@ -89,6 +102,10 @@ impl fmt::Display for AttemptError {
             AttemptError::Protocol(phase, why) => write!(f, "protocol error at {phase}: {why}"),
             AttemptError::Refused(phase, reply) => write!(f, "refused at {phase}: {reply}"),
             AttemptError::Unsendable(why) => write!(f, "not sent: {why}"),
+            AttemptError::Tls(why) => f.write_str(why),
+            AttemptError::TlsUnavailable => {
+                f.write_str("TLS is required but the server does not offer STARTTLS")
+            }
             AttemptError::Interrupted { cause, .. } => cause.fmt(f),
         }
     }
@@ -96,9 +113,33 @@ impl fmt::Display for AttemptError {
 
 impl std::error::Error for AttemptError {}
 
+/// How to open a connection: where to, from where, and with what TLS and AUTH.
+#[derive(Clone, Copy)]
+pub struct Dial<'a> {
+    pub addr: SocketAddr,
+    /// The host name the address belongs to: TLS server name, and reasons.
+    pub host: &'a str,
+    /// The local address to connect from; `None`: the system picks.
+    pub bind: Option<IpAddr>,
+    pub helo_name: &'a str,
+    pub tls: TlsMode<'a>,
+    /// Authenticate after TLS (smarthosts).
+    pub auth: Option<&'a Credentials>,
+}
+
+/// STARTTLS for this connection.
+#[derive(Clone, Copy)]
+pub enum TlsMode<'a> {
+    Off,
+    /// When offered; a refused STARTTLS leaves the session in plaintext.
+    Opportunistic(&'a TlsConnector),
+    /// STARTTLS must be offered, accepted and complete.
+    Required(&'a TlsConnector),
+}
+
 /// An open SMTP session, past the greeting and EHLO.
 pub struct Connection {
-    stream: TcpStream,
+    stream: Stream,
     peer: SocketAddr,
     timeouts: Timeouts,
     caps: Capabilities,
@@ -114,25 +155,35 @@ pub struct Connection {
 }
 
 impl Connection {
-    /// TCP connect (with TCP_NODELAY), read greeting (non-2xx → Refused), EHLO; on 5xx to
-    /// EHLO fall back to HELO.
+    /// A plain connection from the system's choice of address, without TLS or AUTH.
     pub async fn open(
         addr: SocketAddr,
         helo_name: &str,
         timeouts: &Timeouts,
     ) -> Result<Connection, AttemptError> {
-        let stream = TcpStream::connect_timeout(addr, timeouts.connect)
+        let dial = Dial {
+            addr,
+            host: "",
+            bind: None,
+            helo_name,
+            tls: TlsMode::Off,
+            auth: None,
+        };
+        Connection::dial(&dial, timeouts).await
+    }
+
+    /// TCP connect (with TCP_NODELAY), read greeting (non-2xx → Refused), EHLO (on 5xx
+    /// fall back to HELO), STARTTLS and EHLO again as `dial.tls` asks, then AUTH.
+    pub async fn dial(dial: &Dial<'_>, timeouts: &Timeouts) -> Result<Connection, AttemptError> {
+        let stream = stream::connect(dial.addr, dial.bind, timeouts.connect)
             .await
-            .map_err(|e| match io::Error::from(e) {
-                e if e.kind() == io::ErrorKind::TimedOut => AttemptError::Timeout(Phase::Connect),
-                e => AttemptError::Connect(e),
+            .map_err(|e| match e.kind() {
+                io::ErrorKind::TimedOut => AttemptError::Timeout(Phase::Connect),
+                _ => AttemptError::Connect(e),
             })?;
-        stream
-            .set_nodelay(true)
-            .map_err(|e| AttemptError::Connect(io::Error::from(e)))?;
         let mut conn = Connection {
-            stream,
-            peer: addr,
+            stream: Stream::Plain(stream),
+            peer: dial.addr,
             timeouts: *timeouts,
             caps: Capabilities::default(),
             reader: ReplyReader::new(),
@@ -147,14 +198,114 @@ impl Connection {
             conn.quit().await;
             return Err(AttemptError::Refused(Phase::Greeting, greeting));
         }
-        match conn.hello(helo_name).await {
+        match conn.negotiate(dial).await {
             Ok(()) => Ok(conn),
-            Err(refusal @ AttemptError::Refused(..)) => {
+            Err(e @ (AttemptError::Refused(..) | AttemptError::TlsUnavailable)) => {
                 conn.quit().await;
-                Err(refusal)
+                Err(e)
             }
             Err(e) => Err(e),
         }
+    }
+
+    /// EHLO, STARTTLS and EHLO again, AUTH: whatever `dial` asks for after the greeting.
+    async fn negotiate(&mut self, dial: &Dial<'_>) -> Result<(), AttemptError> {
+        self.hello(dial.helo_name).await?;
+        let (connector, required) = match dial.tls {
+            TlsMode::Off => (None, false),
+            TlsMode::Opportunistic(c) => (Some(c), false),
+            TlsMode::Required(c) => (Some(c), true),
+        };
+        match connector {
+            Some(connector) if self.caps.starttls => {
+                if self.starttls(connector, dial, required).await? {
+                    self.hello(dial.helo_name).await?;
+                }
+            }
+            _ if required => return Err(AttemptError::TlsUnavailable),
+            _ => {}
+        }
+        match dial.auth {
+            Some(credentials) => self.authenticate(credentials).await,
+            None => Ok(()),
+        }
+    }
+
+    /// STARTTLS and the handshake (RFC 3207). `Ok(false)`: the server refused STARTTLS and
+    /// the policy lets the session go on in plaintext.
+    async fn starttls(
+        &mut self,
+        connector: &TlsConnector,
+        dial: &Dial<'_>,
+        required: bool,
+    ) -> Result<bool, AttemptError> {
+        Command::Starttls.write_to(&mut self.out);
+        let reply = self.exchange(Phase::Starttls, self.timeouts.command).await?;
+        if reply.code != 220 {
+            return match required {
+                true => Err(AttemptError::Refused(Phase::Starttls, reply)),
+                false => Ok(false),
+            };
+        }
+        if self.reader.buffered_bytes() > 0 {
+            // Bytes after the 220 were sent before the handshake: they could be injected
+            // replies (CVE-2011-0411 class), so the session is not trusted.
+            self.usable = false;
+            return Err(AttemptError::Protocol(
+                Phase::Starttls,
+                "data after the 220 to STARTTLS".into(),
+            ));
+        }
+        self.usable = false;
+        let Stream::Plain(tcp) = std::mem::replace(&mut self.stream, Stream::Closed) else {
+            return Err(AttemptError::Protocol(
+                Phase::Starttls,
+                "TLS is already active".into(),
+            ));
+        };
+        let name = tls::server_name(dial.host, dial.addr.ip());
+        let handshake = async {
+            connector
+                .connect(name, tcp)
+                .await
+                .map_err(|e| AttemptError::Tls(tls::describe(&e)))
+        };
+        let tls = within(self.timeouts.command, Phase::Starttls, handshake).await?;
+        self.stream = Stream::Tls(Box::new(tls));
+        self.caps = Capabilities::default();
+        self.usable = true;
+        Ok(true)
+    }
+
+    /// AUTH PLAIN or LOGIN, only over TLS.
+    async fn authenticate(&mut self, credentials: &Credentials) -> Result<(), AttemptError> {
+        if !self.stream.is_tls() {
+            return Err(AttemptError::Protocol(
+                Phase::Auth,
+                "credentials are only sent over TLS".into(),
+            ));
+        }
+        let Some(mechanism) = auth::choose(&self.caps) else {
+            return Err(AttemptError::Protocol(
+                Phase::Auth,
+                "the server offers neither AUTH PLAIN nor AUTH LOGIN".into(),
+            ));
+        };
+        let mut exchange = AuthExchange::new(mechanism, &credentials.user, &credentials.password);
+        exchange.start(&mut self.out);
+        loop {
+            let reply = self.exchange(Phase::Auth, self.timeouts.command).await?;
+            match exchange.on_reply(reply, &mut self.out) {
+                Ok(AuthNext::Done) => return Ok(()),
+                Ok(AuthNext::Reply) => {}
+                Err(refusal) => return Err(AttemptError::Refused(Phase::Auth, refusal)),
+            }
+        }
+    }
+
+    /// Whether the session runs over TLS.
+    pub fn is_tls(&self) -> bool {
+        self.stream.is_tls()
     }
 
     pub fn capabilities(&self) -> &Capabilities {
@@ -233,7 +384,7 @@ impl Connection {
             let wait = self.timeouts.command.min(QUIT_WAIT_MAX);
             let _ = self.exchange(Phase::Quit, wait).await;
         }
-        let _ = self.stream.shutdown(Shutdown::Both).await;
+        let _ = self.stream.close().await;
     }
 
     /// Transactions started on this connection so far (MAIL sent, delivered or not):
@@ -280,6 +431,11 @@ impl Connection {
                     self.write_body(body).await?;
                     self.exchange(Phase::DataEnd, self.timeouts.data).await?
                 }
+                Next::Chunk => {
+                    self.flush(Phase::DataEnd, self.timeouts.command).await?;
+                    self.write_chunk(body).await?;
+                    self.exchange(Phase::DataEnd, self.timeouts.data).await?
+                }
             };
             next = tx
                 .on_reply(reply, &mut self.out)
@@ -301,6 +457,18 @@ impl Connection {
             }
         }
         writer.finish(&mut self.out);
+        Ok(())
+    }
+
+    /// Writes the body as stored, straight from its chunks (BDAT: no stuffing, no copy).
+    async fn write_chunk(&mut self, body: &[Bytes]) -> Result<(), AttemptError> {
+        for chunk in body {
+            let io_error = |e| AttemptError::Io(Phase::DataEnd, e);
+            within(self.timeouts.data, Phase::DataEnd, async {
+                self.stream.write_all(chunk).await.map_err(io_error)
+            })
+            .await?;
+        }
         Ok(())
     }
 
@@ -326,7 +494,7 @@ impl Connection {
     }
 }
 
-async fn write_all(stream: &mut TcpStream, out: &mut BytesMut, phase: Phase) -> Result<(), AttemptError> {
+async fn write_all(stream: &mut Stream, out: &mut BytesMut, phase: Phase) -> Result<(), AttemptError> {
     if out.is_empty() {
         return Ok(());
     }
@@ -338,7 +506,7 @@ async fn write_all(stream: &mut TcpStream, out: &mut BytesMut, phase: Phase) -> 
 }
 
 async fn read_reply(
-    stream: &mut TcpStream,
+    stream: &mut Stream,
     reader: &mut ReplyReader,
     phase: Phase,
 ) -> Result<Reply, AttemptError> {
