@@ -250,8 +250,8 @@ impl Deliverer {
     }
 
     /// One connection attempt to one address, with the TLS the policy and the memory of
-    /// failed handshakes allow: after a failed handshake under the opportunistic policy,
-    /// the same host is tried again at once in plaintext.
+    /// failed handshakes (per host and port) allow: after a failed handshake under the
+    /// opportunistic policy, the same host is tried again at once in plaintext.
     async fn dial(
         &self,
         source: &SourceConfig,
@@ -261,7 +261,8 @@ impl Deliverer {
         addr: SocketAddr,
     ) -> Result<Connection, Reason> {
         let now = self.clock.now_ms();
-        let remembered = self.tls_memory.borrow().is_failing(host, now);
+        let memory_key = format!("{host}:{}", addr.port());
+        let remembered = self.tls_memory.borrow().is_failing(&memory_key, now);
         let mode = match tls.policy {
             TlsPolicy::Disabled => TlsMode::Off,
             TlsPolicy::Opportunistic if remembered => TlsMode::Off,
@@ -286,7 +287,12 @@ impl Deliverer {
         match Connection::dial(&dial, &self.timeouts).await {
             Ok(conn) => Ok(conn),
             Err(AttemptError::Tls(why)) => {
-                self.tls_memory.borrow_mut().failed(host, now);
+                // Only a handshake that failed without certificate checks says this host's
+                // TLS is broken; a certificate that fails verification does not.
+                let unverified = tls.policy == TlsPolicy::Opportunistic || !tls.verify;
+                if unverified {
+                    self.tls_memory.borrow_mut().failed(&memory_key, now);
+                }
                 if tls.policy != TlsPolicy::Opportunistic {
                     return Err(reason(AttemptError::Tls(why)));
                 }
