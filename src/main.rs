@@ -128,6 +128,9 @@ struct SinkArgs {
     /// Offer CHUNKING and accept BDAT.
     #[arg(long)]
     chunking: bool,
+    /// Offer STARTTLS but break the handshake (answer 220, then send garbage).
+    #[arg(long)]
+    broken_tls: bool,
     /// Offer AUTH PLAIN LOGIN over TLS and require it: USER:PASSWORD.
     #[arg(long)]
     auth: Option<String>,
@@ -262,6 +265,7 @@ fn run_sink(a: SinkArgs) -> Result<(), String> {
             no_pipelining: a.no_pipelining,
             chunking: a.chunking,
             starttls: a.tls,
+            broken_tls: a.broken_tls,
             auth,
             size_max_bytes: a.size,
             rcpts_per_transaction_max_count: a.max_rcpts,

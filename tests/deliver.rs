@@ -370,6 +370,44 @@ fn tls_policies_and_auth_behave() {
 }
 
 #[test]
+fn a_failed_handshake_is_remembered_and_plaintext_used_where_allowed() {
+    let dir = tempfile::tempdir().unwrap();
+    let (broken, record) = sink(dir.path(), "broken", &["--broken-tls"]);
+    let dns = TestDns::start();
+    let port = broken.addr.port();
+    let egress = format!(
+        "[[egress.routes]]\ndomains = [\"opp.test\"]\nsmarthost = \"127.0.0.1:{port}\"\n\
+         [[egress.routes]]\ndomains = [\"req.test\"]\nsmarthost = \"127.0.0.1:{port}\"\n\
+         tls = \"required\"\ntls_verify = false\n{ACCOUNTS}"
+    );
+    let relay = process::relay(dir.path(), &config(dir.path(), &dns, 25, &egress));
+    send(&relay, "a@shop.example", &["first@opp.test"], "first");
+    let first = wait_records(&record, 1);
+    // Connection 1 failed its handshake; connection 2 delivered in plaintext.
+    assert_eq!(
+        (first[0]["conn"].as_u64(), first[0]["tls"].as_bool()),
+        (Some(2), Some(false))
+    );
+    // After the idle connection is gone, the next message goes in plaintext straight away.
+    std::thread::sleep(Duration::from_millis(700));
+    send(&relay, "a@shop.example", &["second@opp.test"], "second");
+    let second = wait_records(&record, 2);
+    assert_eq!(
+        second[1]["conn"].as_u64(),
+        Some(3),
+        "no second failed handshake: {second:?}"
+    );
+    send(&relay, "a@shop.example", &["r@req.test"], "required");
+    let log = dir.path().join("log");
+    let deferred = wait_for("the required-TLS deferral", || {
+        events(&log, "deferred")
+            .into_iter()
+            .find(|r| r["rcpt"] == "r@req.test")
+    });
+    assert!(deferred["reason"].as_str().unwrap().contains("TLS"), "{deferred}");
+}
+
+#[test]
 fn remote_capabilities_and_limits_are_honoured() {
     let dir = tempfile::tempdir().unwrap();
     let (chunking, chunking_record) = sink(dir.path(), "chunking", &["--chunking"]);

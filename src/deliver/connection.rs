@@ -218,7 +218,17 @@ impl Connection {
         };
         match connector {
             Some(connector) if self.caps.starttls => {
-                if self.starttls(connector, dial, required).await? {
+                // Whatever breaks between STARTTLS and a working TLS session is a TLS
+                // failure of this host (remembered, and plaintext where allowed); only an
+                // explicit refusal of STARTTLS is the server's answer.
+                let upgraded = self
+                    .starttls(connector, dial, required)
+                    .await
+                    .map_err(|e| match e {
+                        AttemptError::Refused(..) | AttemptError::Tls(_) => e,
+                        other => AttemptError::Tls(format!("STARTTLS failed: {other}")),
+                    })?;
+                if upgraded {
                     self.hello(dial.helo_name).await?;
                 }
             }

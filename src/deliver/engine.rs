@@ -369,3 +369,7 @@ fn dns_outcome(route: &Route, e: &DnsError) -> Outcome {
         )),
     }
 }
+
+#[cfg(test)]
+#[path = "engine_tests.rs"]
+mod tests;

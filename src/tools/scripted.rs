@@ -2,7 +2,8 @@
 //! the delivery tests. It answers per recipient (`--rcpt-reply ADDR=CODE,...`), limits
 //! recipients per transaction (`--max-rcpts`, answered `452 4.5.3`), drops connections in
 //! the middle of DATA (`--drop-mid-data N`), offers or refuses PIPELINING, CHUNKING (BDAT),
-//! STARTTLS (a self-signed certificate made at start) and AUTH, announces a SIZE, and
+//! STARTTLS (a self-signed certificate made at start, or a broken handshake) and AUTH,
+//! announces a SIZE, and
 //! records every message it takes, with the peer's source address and the connection it
 //! came on (`--record FILE`, see [`super::record`]).
 //!
@@ -47,6 +48,8 @@ pub struct Script {
     pub no_pipelining: bool,
     pub chunking: bool,
     pub starttls: bool,
+    /// Offer STARTTLS, answer 220, then send bytes that are not TLS and hang up.
+    pub broken_tls: bool,
     /// Offer AUTH PLAIN LOGIN (over TLS only) and require it before MAIL.
     pub auth: Option<(String, String)>,
     pub size_max_bytes: Option<u64>,
@@ -62,6 +65,7 @@ impl Script {
             || self.drop_mid_data_count > 0
             || self.no_pipelining
             || self.chunking
+            || self.broken_tls
             || self.auth.is_some()
             || self.size_max_bytes.is_some()
             || self.rcpts_per_transaction_max_count.is_some()
@@ -258,7 +262,7 @@ impl<'a> Session<'a> {
         if script.chunking {
             lines.push("CHUNKING".into());
         }
-        if script.starttls && !self.io.is_tls() {
+        if (script.starttls || script.broken_tls) && !self.io.is_tls() {
             lines.push("STARTTLS".into());
         }
         if script.auth.is_some() && self.io.is_tls() {
@@ -272,6 +276,12 @@ impl<'a> Session<'a> {
     }
 
     async fn starttls(&mut self) -> io::Result<()> {
+        if self.script().broken_tls {
+            self.say(220, "2.0.0 ready to start TLS");
+            self.flush().await?;
+            self.io.write_all(b"this is not a TLS server hello\r\n").await?;
+            return Err(io::Error::other("broken TLS, as scripted"));
+        }
         let Some(acceptor) = self.shared.tls.clone().filter(|_| !self.io.is_tls()) else {
             self.say(502, "5.5.1 STARTTLS not offered");
             return Ok(());
