@@ -592,6 +592,21 @@ tls_verify = false
         );
     }
 
+    /// The routing example in README.md is a valid configuration.
+    #[test]
+    fn the_readme_example_is_valid() {
+        let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+        let section = &readme[readme.find("## Delivery: egress routing").expect("the section")..];
+        let start = section.find("```toml\n").expect("a toml block") + 8;
+        let end = start + section[start..].find("```").expect("its end");
+        let c = Config::from_toml(&section[start..end]).unwrap();
+        assert_eq!(
+            c.egress.pools[c.egress.default_pool].members,
+            vec![(1, 3), (2, 1)]
+        );
+        assert_eq!(c.accounts[0].class.as_deref(), Some("certified"));
+    }
+
     #[test]
     fn mistakes_name_their_key() {
         let bad = |toml: &str, key: &str| {
