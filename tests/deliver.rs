@@ -283,8 +283,9 @@ fn the_message_rate_spaces_deliveries() {
     let got = wait_records(&record, 6);
     let mut times: Vec<u64> = got.iter().map(|r| r["time_ms"].as_u64().unwrap()).collect();
     times.sort_unstable();
-    // 600 per minute is one per 100 ms: six starts span at least 500 ms.
-    assert!(times[5] - times[0] >= 480, "{times:?}");
+    // 600 per minute is one per 100 ms: six starts span 500 ms. The sink sees ends of
+    // transactions, which jitter by a few ms; without the limit all six take a few ms.
+    assert!(times[5] - times[0] >= 400, "{times:?}");
 }
 
 #[test]

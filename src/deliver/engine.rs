@@ -289,7 +289,7 @@ impl Deliverer {
         }
         self.record(id, decided);
         if jobs_left == 0 {
-            return self.finish_attempt(id).await;
+            return self.finish_attempt(id, Vec::new()).await;
         }
         for ((source, site, route), job) in jobs {
             let key = ReadyKey {

@@ -6,7 +6,8 @@
 //! Order matters for crash safety. A DSN is spooled before the recipients it reports are
 //! marked failed: a crash in between sends the DSN twice, never zero times. Delivered
 //! states of a job are durable before that job counts as done, so the record that ends the
-//! attempt always comes after them in the spool.
+//! attempt always comes after them in the spool; the last job's deliveries go in that
+//! record itself (a message with one job costs one record: its Done).
 
 use std::net::{IpAddr, Ipv4Addr};
 use std::rc::Rc;
@@ -21,6 +22,15 @@ use crate::message::{BodyType, Envelope, Message, MessageId, Recipient};
 use crate::observe::Event;
 use crate::smtp::reply::Enhanced;
 use crate::spool::{RcptState, Update};
+
+/// What [`Deliverer::record_job`] filed.
+struct Recorded {
+    changes: Vec<(u32, RcptState)>,
+    attempts: u32,
+    due_ms: u64,
+    /// This was the attempt's last job.
+    last: bool,
+}
 
 /// The end of an attempt, decided without I/O; then written out.
 struct Closing {
@@ -44,15 +54,19 @@ impl Deliverer {
     }
 
     async fn apply_job(&self, id: MessageId, host: String, outcomes: Vec<(usize, Outcome)>) {
-        let Some((changes, attempts, due_ms)) = self.record_job(id, &host, outcomes) else {
+        let Some(recorded) = self.record_job(id, &host, outcomes) else {
             return;
         };
-        if !changes.is_empty() {
+        if recorded.last {
+            // The record that ends the attempt carries these states: one write, not two.
+            return self.finish_attempt(id, recorded.changes).await;
+        }
+        if !recorded.changes.is_empty() {
             // Delivered recipients are durable now, not at the end of the attempt.
             let update = Update {
-                rcpt_states: changes,
-                attempts,
-                next_attempt_ms: due_ms,
+                rcpt_states: recorded.changes,
+                attempts: recorded.attempts,
+                next_attempt_ms: recorded.due_ms,
             };
             if let Err(e) = self.spool.update(id, update).await {
                 self.log.emit(Event::Error {
@@ -72,19 +86,14 @@ impl Deliverer {
             }
         };
         if last {
-            self.finish_attempt(id).await;
+            self.finish_attempt(id, Vec::new()).await;
         }
     }
 
-    /// Marks delivered recipients and files the rest in the attempt. Returns the state
-    /// changes to write, the attempt count and when this attempt was due.
-    #[allow(clippy::type_complexity)]
-    fn record_job(
-        &self,
-        id: MessageId,
-        host: &str,
-        outcomes: Vec<(usize, Outcome)>,
-    ) -> Option<(Vec<(u32, RcptState)>, u32, u64)> {
+    /// Marks delivered recipients and files the rest in the attempt. When this is the
+    /// attempt's last job (every other one has counted itself done), it is counted done
+    /// here too and `last` says so.
+    fn record_job(&self, id: MessageId, host: &str, outcomes: Vec<(usize, Outcome)>) -> Option<Recorded> {
         let mut q = self.queue.borrow_mut();
         let entry = q.get_mut(&id)?;
         let mut changes = Vec::new();
@@ -113,18 +122,40 @@ impl Deliverer {
                 }
             }
         }
-        Some((changes, entry.attempts, entry.due_ms))
+        let last = match entry.attempt.as_mut() {
+            Some(a) if a.jobs_left <= 1 => {
+                a.jobs_left = 0;
+                true
+            }
+            _ => false,
+        };
+        Some(Recorded {
+            changes,
+            attempts: entry.attempts,
+            due_ms: entry.due_ms,
+            last,
+        })
     }
 
     /// Files outcomes decided without a connection (DNS) in the message's attempt.
     pub(super) fn record(&self, id: MessageId, decided: Vec<(usize, Outcome)>) {
-        if !decided.is_empty() {
-            let _ = self.record_job(id, "", decided);
+        let mut q = self.queue.borrow_mut();
+        let Some(attempt) = q.get_mut(&id).and_then(|e| e.attempt.as_mut()) else {
+            return;
+        };
+        for (i, outcome) in decided {
+            match outcome {
+                Outcome::Failed(r) => attempt.failed.push((i, r)),
+                Outcome::Deferred(r) => attempt.deferred.push((i, r)),
+                // Nothing is delivered without a connection.
+                Outcome::Delivered(_) => {}
+            }
         }
     }
 
-    /// Every job of the attempt is in: bounce, plan the retry or finish, and write it down.
-    pub(super) async fn finish_attempt(&self, id: MessageId) {
+    /// Every job of the attempt is in: bounce, plan the retry or finish, and write it down
+    /// (with `delivered`, the last job's deliveries not yet written).
+    pub(super) async fn finish_attempt(&self, id: MessageId, delivered: Vec<(u32, RcptState)>) {
         let now = self.clock.now_ms();
         let Some(closing) = self.close_attempt(id, now) else {
             return;
@@ -137,11 +168,8 @@ impl Deliverer {
             self.notify(&closing, &closing.deferred, Action::Delayed, now)
                 .await;
         }
-        let changes: Vec<(u32, RcptState)> = closing
-            .failed
-            .iter()
-            .map(|(i, _)| (*i as u32, RcptState::Failed))
-            .collect();
+        let mut changes = delivered;
+        changes.extend(closing.failed.iter().map(|(i, _)| (*i as u32, RcptState::Failed)));
         match closing.next_ms {
             None => {
                 self.queue.borrow_mut().remove(&id);
