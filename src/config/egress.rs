@@ -92,6 +92,11 @@ pub struct RawRoute {
     pub connections_max_count: Option<usize>,
     pub messages_per_connection_max_count: Option<usize>,
     pub messages_per_minute_max_count: Option<u32>,
+    /// Per-phase timeouts for this route; absent: `delivery.*_timeout_ms`.
+    pub connect_timeout_ms: Option<u64>,
+    pub greeting_timeout_ms: Option<u64>,
+    pub command_timeout_ms: Option<u64>,
+    pub data_timeout_ms: Option<u64>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -176,6 +181,15 @@ pub struct TlsSettings {
     pub verify: bool,
 }
 
+/// A route's own phase timeouts; `None` takes the `[delivery]` one.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub struct PhaseTimeouts {
+    pub connect: Option<Duration>,
+    pub greeting: Option<Duration>,
+    pub command: Option<Duration>,
+    pub data: Option<Duration>,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RouteConfig {
     pub domains: Vec<DomainMatch>,
@@ -183,6 +197,7 @@ pub struct RouteConfig {
     pub smarthost: Option<SmarthostConfig>,
     pub tls: TlsSettings,
     pub shaping: Shaping,
+    pub timeouts: PhaseTimeouts,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -455,12 +470,23 @@ fn route(
             .unwrap_or(shaping_default.messages_per_minute_max_count),
         recipients_per_transaction_max_count: shaping_default.recipients_per_transaction_max_count,
     };
+    let timeout = |field: &str, ms: Option<u64>| match ms {
+        Some(0) => Err(ConfigError::new(key(field), "must be greater than 0")),
+        other => Ok(other.map(Duration::from_millis)),
+    };
+    let timeouts = PhaseTimeouts {
+        connect: timeout("connect_timeout_ms", r.connect_timeout_ms)?,
+        greeting: timeout("greeting_timeout_ms", r.greeting_timeout_ms)?,
+        command: timeout("command_timeout_ms", r.command_timeout_ms)?,
+        data: timeout("data_timeout_ms", r.data_timeout_ms)?,
+    };
     Ok(RouteConfig {
         domains,
         pool,
         smarthost,
         tls,
         shaping,
+        timeouts,
     })
 }
 
@@ -548,6 +574,7 @@ sources = { b = 1 }
 domains = ["gmail.com", ".GoogleMail.com."]
 pool = "warm"
 connections_max_count = 4
+connect_timeout_ms = 5000
 
 [[egress.routes]]
 domains = ["partner.example"]
@@ -578,6 +605,8 @@ tls_verify = false
         );
         assert_eq!(gmail.shaping.connections_max_count, 4);
         assert_eq!(gmail.shaping.messages_per_connection_max_count, 100);
+        assert_eq!(gmail.timeouts.connect, Some(Duration::from_secs(5)));
+        assert_eq!(gmail.timeouts.data, None);
         assert_eq!(gmail.tls, c.tls);
         let partner = &c.routes[1];
         let smarthost = partner.smarthost.as_ref().unwrap();
@@ -629,6 +658,10 @@ tls_verify = false
         bad(
             "[[egress.routes]]\ndomains = [\"a.b\"]\ntls = \"maybe\"\n",
             "egress.routes[0].tls",
+        );
+        bad(
+            "[[egress.routes]]\ndomains = [\"a.b\"]\ndata_timeout_ms = 0\n",
+            "egress.routes[0].data_timeout_ms",
         );
         bad(
             "[[egress.routes]]\ndomains = [\"a.b\"]\nsmarthost = \"h:25\"\nauth_user = \"u\"\nauth_password = \"p\"\n",

@@ -27,7 +27,7 @@ use futures_rustls::TlsConnector;
 use super::stream::{self, Stream};
 use super::tls;
 use crate::config::DeliveryConfig;
-use crate::config::egress::Credentials;
+use crate::config::egress::{Credentials, PhaseTimeouts};
 pub use crate::smtp::client::Phase;
 use crate::smtp::client::auth::{self, AuthExchange, AuthNext};
 use crate::smtp::client::{
@@ -53,6 +53,18 @@ pub struct Timeouts {
     pub command: Duration,
     /// Each write of the body, and the reply to the final dot.
     pub data: Duration,
+}
+
+impl Timeouts {
+    /// These timeouts with a route's own where it sets them.
+    pub fn with(self, own: PhaseTimeouts) -> Timeouts {
+        Timeouts {
+            connect: own.connect.unwrap_or(self.connect),
+            greeting: own.greeting.unwrap_or(self.greeting),
+            command: own.command.unwrap_or(self.command),
+            data: own.data.unwrap_or(self.data),
+        }
+    }
 }
 
 impl From<&DeliveryConfig> for Timeouts {

@@ -5,8 +5,9 @@
 //!
 //! Limits: a queue has at most its route's `connections_max_count` tasks; a connection
 //! carries at most `messages_per_connection_max_count` transactions; the queue's rate
-//! spaces message starts; the core runs at most `delivery.concurrency_per_core_max_count`
-//! connections in all.
+//! spaces message starts; the route's phase timeouts override `[delivery]`'s; the core runs
+//! at most `delivery.concurrency_per_core_max_count` connections in all (idle ones
+//! included, for at most `delivery.idle_connection_ms`).
 //!
 //! Hosts: the site's hosts in MX order, at most [`HOSTS_PER_ATTEMPT_MAX_COUNT`] and
 //! [`ADDRS_PER_HOST_MAX_COUNT`] addresses each, the next one tried when a connection
@@ -22,7 +23,7 @@ use std::time::Duration;
 
 use futures_lite::FutureExt;
 
-use super::connection::{AttemptError, Connection, Dial, Phase, TlsMode};
+use super::connection::{AttemptError, Connection, Dial, Phase, Timeouts, TlsMode};
 use super::engine::{Deliverer, SCHEDULER_TICK};
 use super::outcome::{Outcome, Reason, Remote, classify, too_many_recipients};
 use super::ready::{Job, ReadyKey, ReadyQueue, Take};
@@ -217,6 +218,7 @@ impl Deliverer {
         let source = self.egress.source(key.source);
         let tls = self.egress.tls(key.route);
         let auth = self.egress.auth(key.route);
+        let timeouts = self.timeouts.with(self.egress.timeouts(key.route));
         let mut last = Reason::local(
             Enhanced::new(4, 4, 4),
             format!("no host of {} could be reached", key.site),
@@ -235,7 +237,7 @@ impl Deliverer {
                 .filter(|ip| source.bind.is_none_or(|b| b.is_ipv4() == ip.is_ipv4()));
             for ip in usable.take(ADDRS_PER_HOST_MAX_COUNT) {
                 let addr = SocketAddr::new(ip, hop.port);
-                match self.dial(source, tls, auth, &hop.host, addr).await {
+                match self.dial(source, (tls, &timeouts), auth, &hop.host, addr).await {
                     Ok(conn) => {
                         return Ok(Open {
                             conn,
@@ -255,7 +257,7 @@ impl Deliverer {
     async fn dial(
         &self,
         source: &SourceConfig,
-        tls: TlsSettings,
+        (tls, timeouts): (TlsSettings, &Timeouts),
         auth: Option<&Credentials>,
         host: &str,
         addr: SocketAddr,
@@ -284,7 +286,7 @@ impl Deliverer {
                 format!("{host}[{addr}]: connection failed"),
             ),
         };
-        match Connection::dial(&dial, &self.timeouts).await {
+        match Connection::dial(&dial, timeouts).await {
             Ok(conn) => Ok(conn),
             Err(AttemptError::Tls(why)) => {
                 // Only a handshake that failed without certificate checks says this host's
@@ -300,7 +302,7 @@ impl Deliverer {
                     tls: TlsMode::Off,
                     ..dial
                 };
-                Connection::dial(&plain, &self.timeouts).await.map_err(reason)
+                Connection::dial(&plain, timeouts).await.map_err(reason)
             }
             Err(e) => Err(reason(e)),
         }

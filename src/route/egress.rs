@@ -21,7 +21,7 @@ use std::collections::HashMap;
 use super::plan::Route;
 use crate::config::Config;
 use crate::config::egress::{
-    Credentials, DomainMatch, EgressConfig, PoolConfig, Shaping, SourceConfig, TlsSettings,
+    Credentials, DomainMatch, EgressConfig, PhaseTimeouts, PoolConfig, Shaping, SourceConfig, TlsSettings,
 };
 
 /// Where one recipient's mail goes: a pool, and the route whose settings apply (`None`:
@@ -125,6 +125,11 @@ impl Egress {
 
     pub fn shaping(&self, route: Option<usize>) -> Shaping {
         route.map_or(self.config.shaping, |r| self.config.routes[r].shaping)
+    }
+
+    /// The route's own phase timeouts (each `None` takes the `[delivery]` default).
+    pub fn timeouts(&self, route: Option<usize>) -> PhaseTimeouts {
+        route.map_or(PhaseTimeouts::default(), |r| self.config.routes[r].timeouts)
     }
 
     pub fn tls(&self, route: Option<usize>) -> TlsSettings {
