@@ -67,6 +67,10 @@ async fn busy_session(mut stream: TcpStream, rcpts: &Cell<usize>) {
 }
 
 fn config(dir: &std::path::Path, smarthost: SocketAddr) -> Config {
+    config_with(dir, smarthost, "")
+}
+
+fn config_with(dir: &std::path::Path, smarthost: SocketAddr, extra: &str) -> Config {
     Config::from_toml(&format!(
         r#"
 [server]
@@ -81,6 +85,7 @@ retry_schedule_ms = [60000, 300000, 900000]
 message_max_age_ms = 3600000
 idle_connection_ms = 50
 connect_timeout_ms = 1000
+{extra}
 "#,
         dir.display()
     ))
@@ -93,6 +98,25 @@ async fn until(what: &str, mut f: impl FnMut() -> bool) {
     while !f() {
         assert!(Instant::now() < deadline, "timed out waiting for {what}");
         glommio::timer::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+fn message(id: MessageId, mail_from: &str) -> Message {
+    Message {
+        envelope: Envelope {
+            id,
+            account: "local".into(),
+            received_at_ms: T0_MS,
+            source: "127.0.0.1".parse().unwrap(),
+            helo: "client.test".into(),
+            mail_from: mail_from.into(),
+            body_type: BodyType::SevenBit,
+            rcpts: vec![Recipient {
+                addr: "r@dest.example".into(),
+            }],
+        },
+        trace: Bytes::from_static(b"Received: by relay.test\r\n"),
+        body: vec![Bytes::from_static(b"Subject: retry\r\n\r\nhi\r\n")],
     }
 }
 
@@ -114,23 +138,8 @@ fn retries_follow_the_schedule_on_the_injected_clock_then_expire() {
             engine.start();
 
             let id = MessageId::new(T0_MS * 1000, 0, 1);
-            let message = Message {
-                envelope: Envelope {
-                    id,
-                    account: "local".into(),
-                    received_at_ms: T0_MS,
-                    source: "127.0.0.1".parse().unwrap(),
-                    helo: "client.test".into(),
-                    // The null sender: no bounce, so only this message is in the queue.
-                    mail_from: String::new(),
-                    body_type: BodyType::SevenBit,
-                    rcpts: vec![Recipient {
-                        addr: "r@dest.example".into(),
-                    }],
-                },
-                trace: Bytes::from_static(b"Received: by relay.test\r\n"),
-                body: vec![Bytes::from_static(b"Subject: retry\r\n\r\nhi\r\n")],
-            };
+            // The null sender: no bounce, so only this message is in the queue.
+            let message = message(id, "");
             spool.append(&message).await.unwrap();
             engine.enqueue(message);
 
@@ -156,6 +165,51 @@ fn retries_follow_the_schedule_on_the_injected_clock_then_expire() {
             assert_eq!(due_after_s, [60, 360, 1260, 2160, 3060, 3600]);
             assert_eq!(rcpts.get(), 7, "one RCPT per attempt");
             until("the Done record", || spool.stats().live_messages == 0).await;
+        })
+        .unwrap()
+        .join()
+        .unwrap();
+}
+
+#[test]
+fn one_delay_notice_goes_out_once_the_message_is_older_than_the_threshold() {
+    LocalExecutorBuilder::default()
+        .io_memory(512 << 10)
+        .spawn(|| async {
+            let dir = tempfile::tempdir().unwrap();
+            let (remote, _) = always_busy();
+            let extra = "[bounce]\ndelay_notification_after_ms = 600000";
+            let config = config_with(dir.path(), remote, extra);
+            let (spool, _, _) = Spool::open(&config.spool, 0, 1).await.unwrap();
+            let resolver =
+                Resolver::new(&config.delivery.dns_servers, Duration::from_millis(100), 1).unwrap();
+            let (log, _drain) = Log::new(0, 4096);
+            let clock = Rc::new(ManualClock::new(T0_MS));
+            let engine =
+                Deliverer::with_clock(&config, 0, spool.clone(), resolver, log, clock.clone()).unwrap();
+            engine.start();
+            let id = MessageId::new(T0_MS * 1000, 0, 1);
+            let original = message(id, "sender@shop.example");
+            spool.append(&original).await.unwrap();
+            engine.enqueue(original);
+            // Attempts at 0, 60, 360 s: younger than 10 minutes, no notice.
+            for (attempt, next_s) in [(1, 60), (2, 360), (3, 1260)] {
+                until("the attempt", || {
+                    engine.attempts(id) == Some(attempt) && engine.next_retry().1 > 0
+                })
+                .await;
+                assert_eq!(engine.queued(), 1, "no notice after attempt {attempt}");
+                assert_eq!(engine.next_retry().0, Some(T0_MS + next_s * 1000));
+                clock.set(T0_MS + next_s * 1000);
+            }
+            // The attempt at 1260 s is the first to end past 600 s: one notice, a new
+            // message from the null sender in the same queue.
+            until("the notice", || engine.queued() == 2).await;
+            until("attempt 4", || engine.attempts(id) == Some(4)).await;
+            clock.set(T0_MS + 2160 * 1000);
+            until("attempt 5", || engine.attempts(id) == Some(5)).await;
+            glommio::timer::sleep(SCHEDULER_TICK).await;
+            assert_eq!(engine.queued(), 2, "the notice is sent once");
         })
         .unwrap()
         .join()

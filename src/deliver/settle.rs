@@ -202,6 +202,13 @@ impl Deliverer {
         let mut q = self.queue.borrow_mut();
         let entry = q.get_mut(&id)?;
         let attempt = entry.attempt.take()?;
+        // When the attempt before this one ended: this one was due a schedule step later.
+        let previous_end_ms = match entry.attempts {
+            0 => 0,
+            n => entry
+                .due_ms
+                .saturating_sub(retry::delay_after(&self.config.retry_schedule, n).as_millis() as u64),
+        };
         entry.attempts += 1;
         let envelope = entry.envelope.clone();
         let expires_ms = envelope
@@ -235,8 +242,9 @@ impl Deliverer {
         let delay_notice = next_ms.is_some()
             && self.bounce.delay_notification_after.is_some_and(|after| {
                 let threshold = envelope.received_at_ms + after.as_millis() as u64;
-                // The one attempt that was due before the threshold and ended after it.
-                entry.due_ms < threshold && threshold <= now
+                // The first attempt to end past the threshold: once per message, and
+                // the same one again after a restart.
+                previous_end_ms < threshold && threshold <= now
             });
         Some(Closing {
             envelope,
