@@ -19,8 +19,8 @@
 //!   timeout, SMTP smuggling, STARTTLS injection, PROXY protocol, AUTH throttling.
 
 mod crash;
-mod diskfull;
 mod deliver;
+mod diskfull;
 mod dns;
 mod faults;
 mod fuzz_replay;
