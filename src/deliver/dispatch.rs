@@ -30,11 +30,15 @@ use super::ready::{Job, ReadyKey, ReadyQueue, Take};
 use crate::config::egress::{Credentials, SourceConfig, TlsPolicy, TlsSettings};
 use crate::message::BodyType;
 use crate::observe::Event;
+use crate::smtp::client::TransactionResult;
 use crate::smtp::reply::Enhanced;
 
 /// Hosts tried per connection attempt, and addresses tried per host.
 pub const HOSTS_PER_ATTEMPT_MAX_COUNT: usize = 5;
 pub const ADDRS_PER_HOST_MAX_COUNT: usize = 2;
+
+/// What one transaction gave, and the host and address it was with.
+type Sent = (Result<TransactionResult, AttemptError>, String, SocketAddr);
 
 /// An open connection and the name of the host it goes to.
 struct Open {
@@ -154,21 +158,13 @@ impl Deliverer {
     /// One transaction on the open connection, opening one first if the job's previous
     /// transaction lost it. A warm connection that the remote closed meanwhile is replaced
     /// once: that failure says nothing about the message.
-    #[allow(clippy::type_complexity)]
     async fn transact(
         &self,
         key: &ReadyKey,
         open: &mut Option<Open>,
         job: &Job,
         batch: &[usize],
-    ) -> Result<
-        (
-            Result<crate::smtp::client::TransactionResult, AttemptError>,
-            String,
-            SocketAddr,
-        ),
-        Reason,
-    > {
+    ) -> Result<Sent, Reason> {
         let rcpts: Vec<&str> = batch
             .iter()
             .map(|&i| job.envelope.rcpts[i].addr.as_str())
