@@ -291,9 +291,9 @@ fn the_message_rate_spaces_deliveries() {
 #[test]
 fn tls_policies_and_auth_behave() {
     let dir = tempfile::tempdir().unwrap();
-    let (tls_sink, tls_record) = sink(dir.path(), "tls", &["--starttls"]);
+    let (tls_sink, tls_record) = sink(dir.path(), "tls", &["--tls"]);
     let (plain_sink, plain_record) = sink(dir.path(), "plain", &[]);
-    let (auth_sink, auth_record) = sink(dir.path(), "auth", &["--starttls", "--auth", "relay:s3cret"]);
+    let (auth_sink, auth_record) = sink(dir.path(), "auth", &["--tls", "--auth", "relay:s3cret"]);
     let dns = TestDns::start();
     let route = |domain: &str, port: u16, settings: &str| {
         format!("[[egress.routes]]\ndomains = [\"{domain}\"]\nsmarthost = \"127.0.0.1:{port}\"\n{settings}\n")
@@ -620,4 +620,69 @@ fn null_mx_fails_at_once_and_bounces() {
     let text = String::from_utf8_lossy(&stored);
     assert!(text.contains("Status: 5.1.10"), "{text}");
     assert!(dsn.subject().unwrap().contains("Undelivered"));
+}
+
+#[test]
+fn the_clients_dsn_parameters_shape_the_bounce() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = process::free_port();
+    let (_mx, _) = sink_at(
+        dir.path(),
+        "mx",
+        &format!("127.0.0.1:{port}"),
+        &[
+            "--rcpt-reply",
+            "bad@dest.example=550",
+            "--rcpt-reply",
+            "quiet@dest.example=550",
+        ],
+    );
+    let (_bounces, bounce_record) = sink_at(dir.path(), "bounces", &format!("127.0.0.9:{port}"), &[]);
+    let dns = dns_with(&[
+        ("dest.example", "mx.dest.example", "127.0.0.1"),
+        ("shop.example", "mx.shop.example", "127.0.0.9"),
+    ]);
+    let relay = process::relay(dir.path(), &config(dir.path(), &dns, port, ACCOUNTS));
+    let (mut c, _) = Client::connect(relay.addr);
+    c.cmd("EHLO client.test");
+    assert!(
+        c.cmd("MAIL FROM:<news@shop.example> RET=FULL ENVID=env-7")
+            .starts_with("250")
+    );
+    assert!(
+        c.cmd("RCPT TO:<bad@dest.example> NOTIFY=FAILURE ORCPT=rfc822;Bad@dest.example")
+            .starts_with("250")
+    );
+    assert!(
+        c.cmd("RCPT TO:<quiet@dest.example> NOTIFY=NEVER")
+            .starts_with("250")
+    );
+    assert!(c.cmd("DATA").starts_with("354"));
+    c.send("From: <news@shop.example>\r\nSubject: dsn params\r\n\r\nthe whole body\r\n.\r\n");
+    assert!(c.reply().starts_with("250"));
+
+    wait_records(&bounce_record, 1);
+    let stored = wait_for("the DSN stored", || {
+        maildir_messages(&dir.path().join("bounces")).pop()
+    });
+    let text = String::from_utf8_lossy(&stored).into_owned();
+    assert!(text.contains("Original-Envelope-Id: env-7\r\n"), "{text}");
+    assert!(
+        text.contains(
+            "Final-Recipient: rfc822; bad@dest.example\r\nOriginal-Recipient: rfc822;Bad@dest.example\r\n"
+        ),
+        "{text}"
+    );
+    assert!(
+        !text.contains("quiet@dest.example"),
+        "NOTIFY=NEVER: not reported\n{text}"
+    );
+    let dsn = MessageParser::default().parse(&stored).unwrap();
+    let returned = dsn
+        .parts
+        .last()
+        .unwrap()
+        .message()
+        .expect("RET=FULL returns the message");
+    assert!(returned.body_text(0).unwrap().contains("the whole body"));
 }

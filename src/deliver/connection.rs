@@ -26,6 +26,7 @@ use futures_lite::{AsyncReadExt, AsyncWriteExt, FutureExt};
 use super::stream::{self, Stream};
 use crate::config::DeliveryConfig;
 use crate::config::egress::{Credentials, PhaseTimeouts};
+use crate::message::BodyType;
 pub use crate::smtp::client::Phase;
 use crate::smtp::client::{
     Capabilities, Command, DataWriter, Next, ReplyReader, Transaction, TransactionResult, Unsendable,
@@ -237,21 +238,29 @@ impl Connection {
     }
 
     /// One transaction. `body` is the message (trace header chunk + body chunks), sent
-    /// dot-stuffed; `eight_bit` adds BODY=8BITMIME when the server offers it (a body
-    /// declared 8-bit that is plain ASCII goes to other servers as 7-bit; one with 8-bit
-    /// bytes is [`Unsendable::EightBit`]); SIZE= when offered. A RSET is sent first when
+    /// dot-stuffed after DATA, or as is in BDAT when the server offers CHUNKING. An 8-bit
+    /// `body_type` adds BODY=8BITMIME when the server offers it (a body declared 8-bit that
+    /// is plain ASCII goes to other servers as 7-bit; one with 8-bit bytes is
+    /// [`Unsendable::EightBit`]); BINARYMIME needs BINARYMIME and CHUNKING
+    /// ([`Unsendable::Binary`]); SIZE= when offered. A RSET is sent first when
     /// the previous transaction left a MAIL open.
     pub async fn send(
         &mut self,
         mail_from: &str,
         rcpts: &[&str],
         body: &[Bytes],
-        eight_bit: bool,
+        body_type: BodyType,
     ) -> Result<TransactionResult, AttemptError> {
         self.check_usable(Phase::Mail)?;
-        let eight_bit = choose_eight_bit(eight_bit, &self.caps, body).map_err(AttemptError::Unsendable)?;
+        let declared_eight_bit = body_type == BodyType::EightBitMime;
+        let eight_bit =
+            choose_eight_bit(declared_eight_bit, &self.caps, body).map_err(AttemptError::Unsendable)?;
         let size_bytes = body.iter().map(|c| c.len() as u64).sum();
         let mut tx = Transaction::new(&self.caps, mail_from, rcpts, size_bytes, eight_bit)
+            .and_then(|tx| match body_type {
+                BodyType::BinaryMime => tx.with_binary_mime(&self.caps),
+                _ => Ok(tx),
+            })
             .map_err(AttemptError::Unsendable)?;
         if self.reset_needed {
             self.reset().await?;

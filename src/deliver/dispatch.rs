@@ -28,7 +28,6 @@ use super::engine::{Deliverer, SCHEDULER_TICK};
 use super::outcome::{Outcome, Reason, Remote, classify, too_many_recipients};
 use super::ready::{Job, ReadyKey, ReadyQueue, Take};
 use crate::config::egress::{Credentials, SourceConfig, TlsPolicy, TlsSettings};
-use crate::message::BodyType;
 use crate::observe::Event;
 use crate::smtp::client::TransactionResult;
 use crate::smtp::reply::Enhanced;
@@ -169,7 +168,6 @@ impl Deliverer {
             .iter()
             .map(|&i| job.envelope.rcpts[i].addr.as_str())
             .collect();
-        let eight_bit = job.envelope.body_type == BodyType::EightBitMime;
         for _ in 0..2 {
             if open.is_none() {
                 *open = Some(self.connect(key, job).await?);
@@ -178,7 +176,12 @@ impl Deliverer {
             let warm = o.conn.messages_sent() > 0;
             let result = o
                 .conn
-                .send(&job.envelope.mail_from, &rcpts, &job.chunks, eight_bit)
+                .send(
+                    &job.envelope.mail_from,
+                    &rcpts,
+                    &job.chunks,
+                    job.envelope.body_type,
+                )
                 .await;
             self.log.emit(Event::Attempt {
                 msg: job.id,

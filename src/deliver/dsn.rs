@@ -8,45 +8,28 @@
 //! Will-Retry-Until), and the original message's headers (`text/rfc822-headers`) or, with
 //! `RET=FULL` and within a size bound, the whole message (`message/rfc822`).
 //!
-//! The DSN parameters a client may give (RFC 3461: RET, ENVID on MAIL; NOTIFY, ORCPT on
-//! RCPT) arrive as `Option`s: absent means the RFC 3461 default, which corerelay reads as
-//! NOTIFY=FAILURE (a delay notice is sent to a recipient without NOTIFY only when the
+//! The DSN parameters a client gave (RFC 3461: RET, ENVID on MAIL; NOTIFY, ORCPT on RCPT)
+//! come from the envelope as `Option`s: absent means the RFC 3461 default, which corerelay
+//! reads as NOTIFY=FAILURE (a delay notice goes to a recipient without NOTIFY only when the
 //! operator turned delay notices on) and RET=HDRS.
 
 use bytes::Bytes;
 
 use super::outcome::Reason;
-use crate::message::MessageId;
+use crate::message::{DsnReturn, MessageId, Notify};
 
-/// RFC 3461 `RET`: what of the original message comes back.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Ret {
-    Full,
-    Headers,
+/// Whether a failure is reported for a recipient with this NOTIFY (absent: yes; all
+/// false is NOTIFY=NEVER).
+pub fn wants_failure(notify: Option<Notify>) -> bool {
+    notify.is_none_or(|n| n.failure)
 }
 
-/// RFC 3461 `NOTIFY` of one recipient.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct Notify {
-    pub never: bool,
-    pub success: bool,
-    pub failure: bool,
-    pub delay: bool,
-}
-
-impl Notify {
-    /// Whether a failure is reported for a recipient with this NOTIFY (absent: yes).
-    pub fn wants_failure(notify: Option<Notify>) -> bool {
-        notify.is_none_or(|n| !n.never && n.failure)
-    }
-
-    /// Whether a delay is reported: NOTIFY=DELAY asks for it; without NOTIFY it is the
-    /// operator's choice (`delay_by_default`).
-    pub fn wants_delay(notify: Option<Notify>, delay_by_default: bool) -> bool {
-        match notify {
-            Some(n) => !n.never && n.delay,
-            None => delay_by_default,
-        }
+/// Whether a delay is reported: NOTIFY=DELAY asks for it; without NOTIFY it is the
+/// operator's choice (`delay_by_default`).
+pub fn wants_delay(notify: Option<Notify>, delay_by_default: bool) -> bool {
+    match notify {
+        Some(n) => n.delay,
+        None => delay_by_default,
     }
 }
 
@@ -62,7 +45,7 @@ pub enum Action {
 pub struct RcptReport<'a> {
     pub recipient: &'a str,
     /// RFC 3461 ORCPT as given (`rfc822;addr`).
-    pub orcpt: Option<&'a str>,
+    pub orcpt: Option<String>,
     pub action: Action,
     pub reason: &'a Reason,
 }
@@ -76,7 +59,7 @@ pub struct DsnInput<'a> {
     /// The original message's envelope sender: the notification's recipient.
     pub to: &'a str,
     pub envid: Option<&'a str>,
-    pub ret: Option<Ret>,
+    pub ret: Option<DsnReturn>,
     pub arrival_ms: u64,
     pub now_ms: u64,
     /// For delay notices: when corerelay gives up.
@@ -185,7 +168,7 @@ fn status_part(out: &mut String, input: &DsnInput<'_>, boundary: &str) {
                 field(r.recipient)
             )],
         );
-        if let Some(orcpt) = r.orcpt {
+        if let Some(orcpt) = &r.orcpt {
             push_lines(out, &[&format!("Original-Recipient: {}", field(orcpt))]);
         }
         let action = match r.action {
@@ -216,7 +199,7 @@ fn status_part(out: &mut String, input: &DsnInput<'_>, boundary: &str) {
 /// The original's headers, or all of it (RET=FULL within the bound).
 fn returned_part(out: &mut Vec<u8>, input: &DsnInput<'_>, boundary: &str) {
     let size: usize = input.original.iter().map(Bytes::len).sum();
-    let full = input.ret == Some(Ret::Full) && size <= input.return_max_bytes;
+    let full = input.ret == Some(DsnReturn::Full) && size <= input.return_max_bytes;
     let returned = match full {
         true => input.original.concat(),
         false => header_block(input.original),

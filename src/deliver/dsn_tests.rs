@@ -22,7 +22,7 @@ fn failed_reason() -> Reason {
 fn input<'a>(
     reasons: &'a [(&'a str, Action, Reason)],
     original: &'a [Bytes],
-    ret: Option<Ret>,
+    ret: Option<DsnReturn>,
 ) -> DsnInput<'a> {
     DsnInput {
         hostname: "relay.test",
@@ -37,7 +37,7 @@ fn input<'a>(
             .iter()
             .map(|(rcpt, action, reason)| RcptReport {
                 recipient: rcpt,
-                orcpt: Some("rfc822;A@dest.example"),
+                orcpt: Some("rfc822;A@dest.example".into()),
                 action: *action,
                 reason,
             })
@@ -129,14 +129,14 @@ fn a_failure_report_parses_as_multipart_report_with_the_recipient_fields() {
 fn ret_full_returns_the_message_within_the_bound() {
     let reasons = [("a@dest.example", Action::Failed, failed_reason())];
     let original = split(ORIGINAL);
-    let bytes = build(&input(&reasons, &original, Some(Ret::Full)));
+    let bytes = build(&input(&reasons, &original, Some(DsnReturn::Full)));
     let msg = MessageParser::default().parse(&bytes).unwrap();
     let last = msg.parts.last().unwrap();
     let returned = last.message().expect("a message/rfc822 part");
     assert_eq!(returned.subject(), Some("Sale"));
     assert!(returned.body_text(0).unwrap().contains("Body line two."));
 
-    let mut small = input(&reasons, &original, Some(Ret::Full));
+    let mut small = input(&reasons, &original, Some(DsnReturn::Full));
     small.return_max_bytes = 100;
     let bytes = build(&small);
     let text = String::from_utf8_lossy(&bytes);
@@ -173,22 +173,19 @@ fn notify_decides_who_hears_about_what() {
         failure: true,
         ..Notify::default()
     };
-    let never = Notify {
-        never: true,
-        ..Notify::default()
-    };
+    let never = Notify::default();
     let delay = Notify {
         delay: true,
         ..Notify::default()
     };
-    assert!(Notify::wants_failure(None));
-    assert!(Notify::wants_failure(Some(failure_only)));
-    assert!(!Notify::wants_failure(Some(never)));
-    assert!(!Notify::wants_failure(Some(delay)));
-    assert!(Notify::wants_delay(Some(delay), false));
-    assert!(!Notify::wants_delay(Some(failure_only), true));
-    assert!(Notify::wants_delay(None, true));
-    assert!(!Notify::wants_delay(None, false));
+    assert!(wants_failure(None), "RFC 3461 default");
+    assert!(wants_failure(Some(failure_only)));
+    assert!(!wants_failure(Some(never)));
+    assert!(!wants_failure(Some(delay)));
+    assert!(wants_delay(Some(delay), false));
+    assert!(!wants_delay(Some(failure_only), true));
+    assert!(wants_delay(None, true));
+    assert!(!wants_delay(None, false));
 }
 
 #[test]

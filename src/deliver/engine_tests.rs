@@ -113,7 +113,12 @@ fn message(id: MessageId, mail_from: &str) -> Message {
             body_type: BodyType::SevenBit,
             rcpts: vec![Recipient {
                 addr: "r@dest.example".into(),
+                ..Recipient::default()
             }],
+            smtputf8: false,
+            dsn_return: None,
+            dsn_envid: None,
+            auth_user: None,
         },
         trace: Bytes::from_static(b"Received: by relay.test\r\n"),
         body: vec![Bytes::from_static(b"Subject: retry\r\n\r\nhi\r\n")],

@@ -146,6 +146,7 @@ fn from_error(e: &AttemptError, remote: Remote<'_>) -> Outcome {
 fn unsendable_status(why: &Unsendable) -> Enhanced {
     match why {
         Unsendable::EightBit => Enhanced::new(5, 6, 3),
+        Unsendable::Binary => Enhanced::new(5, 6, 3),
         Unsendable::SmtpUtf8 => Enhanced::new(5, 6, 7),
         Unsendable::BadPath(_) => Enhanced::new(5, 1, 3),
         Unsendable::NoRecipients => Enhanced::new(5, 5, 1),

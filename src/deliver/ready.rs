@@ -224,7 +224,12 @@ mod tests {
             body_type: BodyType::SevenBit,
             rcpts: vec![Recipient {
                 addr: "r@y.example".into(),
+                ..Recipient::default()
             }],
+            smtputf8: false,
+            dsn_return: None,
+            dsn_envid: None,
+            auth_user: None,
         };
         Job {
             id: envelope.id,

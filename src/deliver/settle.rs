@@ -14,7 +14,7 @@ use std::rc::Rc;
 
 use bytes::Bytes;
 
-use super::dsn::{self, Action, DsnInput, Notify, RcptReport, Ret};
+use super::dsn::{self, Action, DsnInput, RcptReport};
 use super::engine::Deliverer;
 use super::outcome::{Outcome, Reason};
 use super::retry::{self, Next};
@@ -287,21 +287,23 @@ impl Deliverer {
         if !self.bounce.enabled || original.mail_from.is_empty() {
             return;
         }
-        let (ret, envid) = dsn_params(original);
         let reports: Vec<RcptReport<'_>> = rcpts
             .iter()
             .filter(|(i, _)| {
-                let (notify, _) = rcpt_dsn_params(original, *i);
+                let notify = original.rcpts[*i].notify;
                 match action {
-                    Action::Failed => Notify::wants_failure(notify),
-                    Action::Delayed => Notify::wants_delay(notify, true),
+                    Action::Failed => dsn::wants_failure(notify),
+                    Action::Delayed => dsn::wants_delay(notify, true),
                 }
             })
-            .map(|(i, reason)| RcptReport {
-                recipient: &original.rcpts[*i].addr,
-                orcpt: rcpt_dsn_params(original, *i).1,
-                action,
-                reason,
+            .map(|(i, reason)| {
+                let rcpt = &original.rcpts[*i];
+                RcptReport {
+                    recipient: &rcpt.addr,
+                    orcpt: rcpt.orcpt.as_ref().map(|o| format!("{};{}", o.addr_type, o.addr)),
+                    action,
+                    reason,
+                }
             })
             .collect();
         if reports.is_empty() {
@@ -313,8 +315,8 @@ impl Deliverer {
             hostname: &self.hostname,
             dsn_id,
             to: &original.mail_from,
-            envid,
-            ret,
+            envid: original.dsn_envid.as_deref(),
+            ret: original.dsn_return,
             arrival_ms: original.received_at_ms,
             now_ms: now,
             retry_until_ms: Some(c.expires_ms),
@@ -359,7 +361,13 @@ impl Deliverer {
                 body_type,
                 rcpts: vec![Recipient {
                     addr: original.mail_from.clone(),
+                    ..Recipient::default()
                 }],
+                // The DSN goes to the original sender, whose address may need SMTPUTF8.
+                smtputf8: !original.mail_from.is_ascii(),
+                dsn_return: None,
+                dsn_envid: None,
+                auth_user: None,
             },
             trace: Bytes::new(),
             body: vec![Bytes::from(bytes)],
@@ -377,15 +385,4 @@ fn expired(attempts: u32, last: &Reason) -> Reason {
     reason.reply = last.reply.clone();
     reason.remote = last.remote.clone();
     reason
-}
-
-/// The message's RFC 3461 RET and ENVID. The envelope does not carry them yet (ingress
-/// learns them in issue 3); until it does, the RFC 3461 defaults apply.
-fn dsn_params(_envelope: &Envelope) -> (Option<Ret>, Option<&str>) {
-    (None, None)
-}
-
-/// A recipient's RFC 3461 NOTIFY and ORCPT, defaults until the envelope carries them.
-fn rcpt_dsn_params(_envelope: &Envelope, _rcpt: usize) -> (Option<Notify>, Option<&str>) {
-    (None, None)
 }

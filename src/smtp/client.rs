@@ -83,6 +83,8 @@ pub struct Capabilities {
     pub starttls: bool,
     pub enhanced_status_codes: bool,
     pub dsn: bool,
+    /// `BINARYMIME` offered (RFC 3030; only usable with CHUNKING).
+    pub binarymime: bool,
     /// `AUTH PLAIN` offered (RFC 4616).
     pub auth_plain: bool,
     /// `AUTH LOGIN` offered (the common non-standard mechanism).
@@ -106,6 +108,7 @@ pub fn parse_ehlo(reply: &Reply) -> Capabilities {
             "8BITMIME" => caps.eightbitmime = true,
             "SMTPUTF8" => caps.smtputf8 = true,
             "CHUNKING" => caps.chunking = true,
+            "BINARYMIME" => caps.binarymime = true,
             "STARTTLS" => caps.starttls = true,
             "ENHANCEDSTATUSCODES" => caps.enhanced_status_codes = true,
             "DSN" => caps.dsn = true,
@@ -131,6 +134,8 @@ pub struct MailParams {
     pub size_bytes: Option<u64>,
     /// `BODY=8BITMIME` (RFC 6152).
     pub eight_bit_mime: bool,
+    /// `BODY=BINARYMIME` (RFC 3030); wins over `eight_bit_mime`.
+    pub binary_mime: bool,
     /// `SMTPUTF8` (RFC 6531), for non-ASCII addresses.
     pub smtputf8: bool,
 }
@@ -181,7 +186,9 @@ fn write_mail(out: &mut BytesMut, from: &str, params: &MailParams) -> std::fmt::
     if let Some(size) = params.size_bytes {
         write!(out, " SIZE={size}")?;
     }
-    if params.eight_bit_mime {
+    if params.binary_mime {
+        write!(out, " BODY=BINARYMIME")?;
+    } else if params.eight_bit_mime {
         write!(out, " BODY=8BITMIME")?;
     }
     if params.smtputf8 {
@@ -202,6 +209,9 @@ pub enum Unsendable {
     BadPath(String),
     /// The transaction has no recipient.
     NoRecipients,
+    /// The message arrived as BINARYMIME and the server does not offer BINARYMIME with
+    /// CHUNKING (RFC 3030 §3: it cannot be sent with DATA without a conversion).
+    Binary,
     /// The message is larger than the SIZE the server announced (RFC 1870 §6.1).
     TooLarge { size_bytes: u64, max_bytes: u64 },
 }
@@ -217,6 +227,9 @@ impl std::fmt::Display for Unsendable {
             }
             Unsendable::BadPath(path) => write!(f, "5.1.3 address holds a control character: {path:?}"),
             Unsendable::NoRecipients => f.write_str("5.5.1 no recipients"),
+            Unsendable::Binary => f.write_str(
+                "5.6.3 message has binary content and the server does not offer BINARYMIME with CHUNKING",
+            ),
             Unsendable::TooLarge {
                 size_bytes,
                 max_bytes,
@@ -280,6 +293,7 @@ mod tests {
                 starttls: true,
                 enhanced_status_codes: true,
                 dsn: true,
+                binarymime: false,
                 auth_plain: true,
                 auth_login: false,
             }
@@ -309,6 +323,7 @@ mod tests {
         let all = MailParams {
             size_bytes: Some(1234),
             eight_bit_mime: true,
+            binary_mime: false,
             smtputf8: true,
         };
         check(
@@ -319,6 +334,15 @@ mod tests {
         check(Command::Data, "DATA\r\n");
         check(Command::Rset, "RSET\r\n");
         check(Command::BdatLast(1234), "BDAT 1234 LAST\r\n");
+        let binary = MailParams {
+            binary_mime: true,
+            eight_bit_mime: true,
+            ..MailParams::default()
+        };
+        check(
+            Command::Mail("a@b", binary),
+            "MAIL FROM:<a@b> BODY=BINARYMIME\r\n",
+        );
         check(Command::Starttls, "STARTTLS\r\n");
         check(Command::Auth("PLAIN AHUAcA=="), "AUTH PLAIN AHUAcA==\r\n");
         check(Command::AuthResponse("dQ=="), "dQ==\r\n");

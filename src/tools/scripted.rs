@@ -32,8 +32,8 @@ use glommio::net::TcpStream;
 
 use super::record::{Record, Recorder};
 use super::sink::{SinkOptions, SinkStats};
-use crate::ingress::tls::TlsSnapshot;
 use crate::ingress::listener;
+use crate::ingress::tls::TlsSnapshot;
 use crate::smtp::command::{self, Command};
 use crate::smtp::data::{DataProgress, DataReceiver};
 use crate::smtp::reply::{Enhanced, Reply};

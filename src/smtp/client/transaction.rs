@@ -137,6 +137,7 @@ impl<'a> Transaction<'a> {
         let params = MailParams {
             size_bytes: caps.size.map(|_| size_bytes),
             eight_bit_mime: eight_bit,
+            binary_mime: false,
             smtputf8,
         };
         Ok(Transaction {
@@ -150,6 +151,18 @@ impl<'a> Transaction<'a> {
             mail: None,
             rcpt_replies: vec![None; rcpts.len()],
         })
+    }
+
+    /// Sends the message as `BODY=BINARYMIME` in BDAT chunks (RFC 3030): only to a server
+    /// that offers both BINARYMIME and CHUNKING.
+    pub fn with_binary_mime(mut self, caps: &Capabilities) -> Result<Transaction<'a>, Unsendable> {
+        if !(caps.binarymime && caps.chunking) {
+            return Err(Unsendable::Binary);
+        }
+        self.params.binary_mime = true;
+        self.params.eight_bit_mime = false;
+        self.chunking = true;
+        Ok(self)
     }
 
     /// Appends the first command(s) to `out`: MAIL alone, or with PIPELINING MAIL, every

@@ -392,3 +392,26 @@ fn unsendable_messages_are_refused_before_any_byte() {
     tx.start(&mut out);
     assert_eq!(&out[..], b"MAIL FROM:<a@b> BODY=8BITMIME SMTPUTF8\r\n");
 }
+
+#[test]
+fn binary_mime_needs_binarymime_and_chunking() {
+    let rcpts = ["r@b.example"];
+    let chunking_only = Capabilities {
+        chunking: true,
+        ..Capabilities::default()
+    };
+    let new = |caps: &Capabilities| Transaction::new(caps, "s@a", &rcpts, 3, false).unwrap();
+    assert_eq!(
+        new(&chunking_only).with_binary_mime(&chunking_only).map(|_| ()),
+        Err(Unsendable::Binary)
+    );
+    let both = Capabilities {
+        chunking: true,
+        binarymime: true,
+        ..Capabilities::default()
+    };
+    let mut tx = new(&both).with_binary_mime(&both).unwrap();
+    let mut out = BytesMut::new();
+    tx.start(&mut out);
+    assert_eq!(&out[..], b"MAIL FROM:<s@a> BODY=BINARYMIME\r\n");
+}
