@@ -20,7 +20,7 @@
 //!                    ◀──ack── the client's 250 is sent only now
 //!                    ▼
 //!                deliver: per-core queue → route (MX via hickory on glommio, or smarthost)
-//!                    │  smtp::client over one connection per host (reused while warm)
+//!                    │  per-(source, site) ready queues; connections reused under limits
 //!                    │  2xx delivered · 4xx/IO retried on the backoff schedule · 5xx failed
 //!                    │  each outcome appended to the spool; finished messages let segments go
 //!                    ▼
@@ -65,7 +65,8 @@
 //! - [`route`]: DNS (hickory on glommio) and MX selection.
 //! - [`rewrite`]: MIME walk, transfer codecs, HTML link and pixel rewrite, tracking tokens.
 //! - [`dkim`]: DKIM keys and the streaming signer over chunk lists.
-//! - [`deliver`]: per-core delivery queue, outbound connections, outcome classifier, retries.
+//! - [`deliver`]: two-tier queues (scheduled → ready per source × site × route), connection
+//!   tasks with reuse and limits, outbound TLS/AUTH, outcome classifier, retries, DSN bounces.
 //! - [`observe`]: per-core log ring and its file; the metrics table and per-core handles.
 //! - [`http`]: the HTTP listener on every core: `/metrics`, `/healthz`, `/readyz`.
 //! - [`doctor`]: `corerelay doctor`, the host checked against `tuning/`.

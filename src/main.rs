@@ -7,7 +7,7 @@ use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
 use corerelay::config::{self, Config, Overrides};
-use corerelay::tools::{load, sink};
+use corerelay::tools::{load, scripted, sink};
 
 #[derive(Parser)]
 #[command(
@@ -125,6 +125,33 @@ struct SinkArgs {
     /// Offer STARTTLS with a self-signed certificate.
     #[arg(long)]
     tls: bool,
+    /// Reply codes to successive RCPTs for one address: ADDR=CODE[,CODE...] (repeatable).
+    #[arg(long = "rcpt-reply")]
+    rcpt_replies: Vec<String>,
+    /// Drop the connection in the middle of DATA for the first N messages.
+    #[arg(long, default_value_t = 0)]
+    drop_mid_data: usize,
+    /// Do not offer PIPELINING.
+    #[arg(long)]
+    no_pipelining: bool,
+    /// Offer CHUNKING and accept BDAT.
+    #[arg(long)]
+    chunking: bool,
+    /// Offer STARTTLS but break the handshake (answer 220, then send garbage).
+    #[arg(long)]
+    broken_tls: bool,
+    /// Offer AUTH PLAIN LOGIN over TLS and require it: USER:PASSWORD.
+    #[arg(long)]
+    auth: Option<String>,
+    /// Announce this SIZE limit in bytes.
+    #[arg(long)]
+    size: Option<u64>,
+    /// Answer 452 4.5.3 to RCPTs beyond this many in one transaction.
+    #[arg(long)]
+    max_rcpts: Option<usize>,
+    /// Write one JSON line per accepted message to this file.
+    #[arg(long)]
+    record: Option<PathBuf>,
 }
 
 #[derive(Args)]
@@ -166,15 +193,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Serve(args) => serve(args),
-        Command::Sink(a) => sink::run(sink::SinkOptions {
-            listen: a.listen,
-            maildir: a.maildir,
-            replies: a.replies,
-            then: a.then,
-            random_fail_percent: a.random_fail,
-            cores: a.cores,
-            tls: a.tls,
-        }),
+        Command::Sink(a) => run_sink(a),
         Command::Load(a) => run_load(a),
         Command::CheckConfig { file } => check_config(file),
         Command::Doctor { config } => doctor(config),
@@ -224,6 +243,42 @@ fn serve(args: ServeArgs) -> Result<(), String> {
         overrides,
     };
     corerelay::runtime::serve(config, source)
+}
+
+fn run_sink(a: SinkArgs) -> Result<(), String> {
+    let rcpt_replies = a
+        .rcpt_replies
+        .iter()
+        .map(|r| scripted::Script::parse_rcpt_reply(r))
+        .collect::<Result<_, _>>()?;
+    let auth = match &a.auth {
+        None => None,
+        Some(pair) => {
+            let (user, password) = pair.split_once(':').ok_or("--auth takes USER:PASSWORD")?;
+            Some((user.to_string(), password.to_string()))
+        }
+    };
+    sink::run(sink::SinkOptions {
+        listen: a.listen,
+        maildir: a.maildir,
+        replies: a.replies,
+        then: a.then,
+        random_fail_percent: a.random_fail,
+        cores: a.cores,
+        tls: a.tls,
+        script: scripted::Script {
+            rcpt_replies,
+            drop_mid_data_count: a.drop_mid_data,
+            no_pipelining: a.no_pipelining,
+            chunking: a.chunking,
+            starttls: a.tls,
+            broken_tls: a.broken_tls,
+            auth,
+            size_max_bytes: a.size,
+            rcpts_per_transaction_max_count: a.max_rcpts,
+            record: a.record,
+        },
+    })
 }
 
 fn run_load(a: LoadArgs) -> Result<(), String> {

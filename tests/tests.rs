@@ -4,6 +4,8 @@
 //! - `crash`: issue 9: `kill -9` of the relay under load loses no acknowledged message.
 //! - `diskfull`: issue 9: a full spool disk answers 452 and recovers; an unwritable log
 //!   directory never stops mail (mounts a loop ext4 image: needs root).
+//! - `deliver`: issue 5's delivery engine: egress routing and source addresses, limits and
+//!   reuse, TLS policies, remote capabilities, restarts with mixed outcomes, bounces.
 //! - `dns`: the per-core resolver against a real DNS server started by the test.
 //! - `faults`: issue 9: the test tools' fault injection (sink --random-fail, load --rate).
 //! - `fuzz_replay`: issue 9: the fuzz corpora through the fuzz targets' checks, on stable.
@@ -17,6 +19,7 @@
 //!   timeout, SMTP smuggling, STARTTLS injection, PROXY protocol, AUTH throttling.
 
 mod crash;
+mod deliver;
 mod diskfull;
 mod dns;
 mod faults;

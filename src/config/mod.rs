@@ -6,6 +6,7 @@
 //! (addresses parse, limits are non-zero, a pinned core exists), and leave the rest of the
 //! program free of `Option`s and strings that might not parse.
 
+pub mod egress;
 pub mod raw;
 
 use std::fmt;
@@ -15,6 +16,7 @@ use std::time::Duration;
 
 use ipnet::IpNet;
 
+pub use egress::{BounceConfig, EgressConfig, TlsPolicy};
 use raw::{RawConfig, RawCores};
 
 /// The largest `smtp.message_max_bytes` allowed: a spool record holds the whole message
@@ -267,6 +269,10 @@ pub struct AccountConfig {
     pub core: Option<usize>,
     /// AUTH logins that identify this account (several per account).
     pub credentials: Vec<Credential>,
+    /// Reputation class (a key of `egress.classes`): its pool wins over every route.
+    pub class: Option<String>,
+    /// The pool for this account's mail when no class or route picks one.
+    pub pool: Option<String>,
 }
 
 /// The validated configuration.
@@ -279,6 +285,8 @@ pub struct Config {
     pub delivery: DeliveryConfig,
     pub http: HttpConfig,
     pub tracking: TrackingConfig,
+    pub egress: EgressConfig,
+    pub bounce: BounceConfig,
     pub accounts: Vec<AccountConfig>,
     pub tls: TlsSettings,
     pub auth: AuthConfig,
@@ -489,6 +497,12 @@ impl Config {
             },
         };
         let tracking = tracking(raw.tracking)?;
+        let egress = egress::validate(
+            raw.egress,
+            &delivery.helo_name,
+            delivery.messages_per_connection_max_count,
+        )?;
+        let bounce = BounceConfig::from_raw(raw.bounce);
         let accounts = raw
             .accounts
             .into_iter()
@@ -504,6 +518,7 @@ impl Config {
             ));
         }
         check_usernames(&accounts)?;
+        check_account_routing(&accounts, &egress)?;
         let config = Config {
             server,
             smtp,
@@ -512,6 +527,8 @@ impl Config {
             delivery,
             http,
             tracking,
+            egress,
+            bounce,
             accounts,
             tls: tls(raw.tls)?,
             auth: AuthConfig {
@@ -666,6 +683,8 @@ fn account(i: usize, a: raw::RawAccount) -> Result<AccountConfig, ConfigError> {
         sender_domains,
         core: a.core,
         credentials,
+        class: a.class,
+        pool: a.pool,
     })
 }
 
@@ -818,6 +837,29 @@ fn check_usernames(accounts: &[AccountConfig]) -> Result<(), ConfigError> {
     }
 }
 
+/// An account's class and pool must name what `[egress]` defines.
+fn check_account_routing(accounts: &[AccountConfig], egress: &EgressConfig) -> Result<(), ConfigError> {
+    for (i, a) in accounts.iter().enumerate() {
+        if let Some(class) = &a.class
+            && !egress.classes.contains_key(class)
+        {
+            return Err(ConfigError::new(
+                format!("accounts[{i}].class"),
+                format!("class `{class}` is not in egress.classes"),
+            ));
+        }
+        if let Some(pool) = &a.pool
+            && egress.pool_index(pool).is_none()
+        {
+            return Err(ConfigError::new(
+                format!("accounts[{i}].pool"),
+                format!("no pool is named `{pool}`"),
+            ));
+        }
+    }
+    Ok(())
+}
+
 fn parse_net(s: &str) -> Option<IpNet> {
     s.parse::<IpNet>()
         .ok()
@@ -933,6 +975,8 @@ mod tests {
         assert_eq!(format!("{:?}", file.tracking), format!("{:?}", empty.tracking));
         assert_eq!(file.tls, empty.tls);
         assert_eq!(file.auth, empty.auth);
+        assert_eq!(file.egress, empty.egress);
+        assert_eq!(file.bounce, empty.bounce);
     }
 
     #[test]

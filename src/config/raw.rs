@@ -21,6 +21,10 @@ pub struct RawConfig {
     #[serde(default)]
     pub tracking: RawTracking,
     #[serde(default)]
+    pub egress: super::egress::RawEgress,
+    #[serde(default)]
+    pub bounce: super::egress::RawBounce,
+    #[serde(default)]
     pub accounts: Vec<RawAccount>,
     #[serde(default)]
     pub listeners: Vec<RawListener>,
@@ -253,6 +257,10 @@ pub struct RawAccount {
     pub sender_domains: Vec<String>,
     #[serde(default)]
     pub core: Option<usize>,
+    #[serde(default)]
+    pub class: Option<String>,
+    #[serde(default)]
+    pub pool: Option<String>,
     #[serde(default)]
     pub credentials: Vec<RawCredential>,
 }

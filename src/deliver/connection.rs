@@ -6,26 +6,34 @@
 //! [`AttemptError`] that says in which [`Phase`] it happened. What the replies mean for
 //! each recipient is decided elsewhere, once, by [`super::outcome::classify`].
 //!
+//! Opening a connection ([`Connection::dial`]) connects from the egress source's address,
+//! reads the greeting, says EHLO with the source's name, upgrades with STARTTLS as the
+//! route's TLS policy asks (and says EHLO again), and authenticates to a smarthost that
+//! needs it. Credentials are only ever sent over TLS.
+//!
 //! A connection is reused for several transactions while it stays usable: after any I/O
 //! error, timeout, protocol error or `421` it is not, and the caller drops it.
 
 use std::fmt;
 use std::future::Future;
 use std::io;
-use std::net::{Shutdown, SocketAddr};
+use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use futures_lite::{AsyncReadExt, AsyncWriteExt, FutureExt};
-use glommio::net::TcpStream;
 
+use super::stream::{self, Stream};
 use crate::config::DeliveryConfig;
+use crate::config::egress::{Credentials, PhaseTimeouts};
+use crate::message::BodyType;
 pub use crate::smtp::client::Phase;
 use crate::smtp::client::{
     Capabilities, Command, DataWriter, Next, ReplyReader, Transaction, TransactionResult, Unsendable,
     choose_eight_bit, parse_ehlo,
 };
 use crate::smtp::reply::Reply;
+use futures_rustls::TlsConnector;
 
 /// The send buffer the body is copied into, dot-stuffed, between writes.
 pub const SEND_BUFFER_BYTES: usize = 64 * 1024;
@@ -44,6 +52,18 @@ pub struct Timeouts {
     pub command: Duration,
     /// Each write of the body, and the reply to the final dot.
     pub data: Duration,
+}
+
+impl Timeouts {
+    /// These timeouts with a route's own where it sets them.
+    pub fn with(self, own: PhaseTimeouts) -> Timeouts {
+        Timeouts {
+            connect: own.connect.unwrap_or(self.connect),
+            greeting: own.greeting.unwrap_or(self.greeting),
+            command: own.command.unwrap_or(self.command),
+            data: own.data.unwrap_or(self.data),
+        }
+    }
 }
 
 impl From<&DeliveryConfig> for Timeouts {
@@ -69,6 +89,10 @@ pub enum AttemptError {
     Refused(Phase, Reply),
     /// The message was not offered: this server cannot take it as it is (nothing sent).
     Unsendable(Unsendable),
+    /// The TLS handshake after STARTTLS failed; the connection is gone.
+    Tls(String),
+    /// The policy requires TLS and this server does not offer STARTTLS.
+    TlsUnavailable,
     /// The transaction broke after some replies came back; `partial` keeps them so the
     /// recipients already decided (say, a 550 to RCPT) stay decided.
     Interrupted {
@@ -89,6 +113,10 @@ impl fmt::Display for AttemptError {
             AttemptError::Protocol(phase, why) => write!(f, "protocol error at {phase}: {why}"),
             AttemptError::Refused(phase, reply) => write!(f, "refused at {phase}: {reply}"),
             AttemptError::Unsendable(why) => write!(f, "not sent: {why}"),
+            AttemptError::Tls(why) => f.write_str(why),
+            AttemptError::TlsUnavailable => {
+                f.write_str("TLS is required but the server does not offer STARTTLS")
+            }
             AttemptError::Interrupted { cause, .. } => cause.fmt(f),
         }
     }
@@ -96,9 +124,33 @@ impl fmt::Display for AttemptError {
 
 impl std::error::Error for AttemptError {}
 
+/// How to open a connection: where to, from where, and with what TLS and AUTH.
+#[derive(Clone, Copy)]
+pub struct Dial<'a> {
+    pub addr: SocketAddr,
+    /// The host name the address belongs to: TLS server name, and reasons.
+    pub host: &'a str,
+    /// The local address to connect from; `None`: the system picks.
+    pub bind: Option<IpAddr>,
+    pub helo_name: &'a str,
+    pub tls: TlsMode<'a>,
+    /// Authenticate after TLS (smarthosts).
+    pub auth: Option<&'a Credentials>,
+}
+
+/// STARTTLS for this connection.
+#[derive(Clone, Copy)]
+pub enum TlsMode<'a> {
+    Off,
+    /// When offered; a refused STARTTLS leaves the session in plaintext.
+    Opportunistic(&'a TlsConnector),
+    /// STARTTLS must be offered, accepted and complete.
+    Required(&'a TlsConnector),
+}
+
 /// An open SMTP session, past the greeting and EHLO.
 pub struct Connection {
-    stream: TcpStream,
+    stream: Stream,
     peer: SocketAddr,
     timeouts: Timeouts,
     caps: Capabilities,
@@ -114,25 +166,35 @@ pub struct Connection {
 }
 
 impl Connection {
-    /// TCP connect (with TCP_NODELAY), read greeting (non-2xx → Refused), EHLO; on 5xx to
-    /// EHLO fall back to HELO.
+    /// A plain connection from the system's choice of address, without TLS or AUTH.
     pub async fn open(
         addr: SocketAddr,
         helo_name: &str,
         timeouts: &Timeouts,
     ) -> Result<Connection, AttemptError> {
-        let stream = TcpStream::connect_timeout(addr, timeouts.connect)
+        let dial = Dial {
+            addr,
+            host: "",
+            bind: None,
+            helo_name,
+            tls: TlsMode::Off,
+            auth: None,
+        };
+        Connection::dial(&dial, timeouts).await
+    }
+
+    /// TCP connect (with TCP_NODELAY), read greeting (non-2xx → Refused), EHLO (on 5xx
+    /// fall back to HELO), STARTTLS and EHLO again as `dial.tls` asks, then AUTH.
+    pub async fn dial(dial: &Dial<'_>, timeouts: &Timeouts) -> Result<Connection, AttemptError> {
+        let stream = stream::connect(dial.addr, dial.bind, timeouts.connect)
             .await
-            .map_err(|e| match io::Error::from(e) {
-                e if e.kind() == io::ErrorKind::TimedOut => AttemptError::Timeout(Phase::Connect),
-                e => AttemptError::Connect(e),
+            .map_err(|e| match e.kind() {
+                io::ErrorKind::TimedOut => AttemptError::Timeout(Phase::Connect),
+                _ => AttemptError::Connect(e),
             })?;
-        stream
-            .set_nodelay(true)
-            .map_err(|e| AttemptError::Connect(io::Error::from(e)))?;
         let mut conn = Connection {
-            stream,
-            peer: addr,
+            stream: Stream::Plain(stream),
+            peer: dial.addr,
             timeouts: *timeouts,
             caps: Capabilities::default(),
             reader: ReplyReader::new(),
@@ -147,14 +209,19 @@ impl Connection {
             conn.quit().await;
             return Err(AttemptError::Refused(Phase::Greeting, greeting));
         }
-        match conn.hello(helo_name).await {
+        match conn.negotiate(dial).await {
             Ok(()) => Ok(conn),
-            Err(refusal @ AttemptError::Refused(..)) => {
+            Err(e @ (AttemptError::Refused(..) | AttemptError::TlsUnavailable)) => {
                 conn.quit().await;
-                Err(refusal)
+                Err(e)
             }
             Err(e) => Err(e),
         }
+    }
+
+    /// Whether the session runs over TLS.
+    pub fn is_tls(&self) -> bool {
+        self.stream.is_tls()
     }
 
     pub fn capabilities(&self) -> &Capabilities {
@@ -171,21 +238,29 @@ impl Connection {
     }
 
     /// One transaction. `body` is the message (trace header chunk + body chunks), sent
-    /// dot-stuffed; `eight_bit` adds BODY=8BITMIME when the server offers it (a body
-    /// declared 8-bit that is plain ASCII goes to other servers as 7-bit; one with 8-bit
-    /// bytes is [`Unsendable::EightBit`]); SIZE= when offered. A RSET is sent first when
+    /// dot-stuffed after DATA, or as is in BDAT when the server offers CHUNKING. An 8-bit
+    /// `body_type` adds BODY=8BITMIME when the server offers it (a body declared 8-bit that
+    /// is plain ASCII goes to other servers as 7-bit; one with 8-bit bytes is
+    /// [`Unsendable::EightBit`]); BINARYMIME needs BINARYMIME and CHUNKING
+    /// ([`Unsendable::Binary`]); SIZE= when offered. A RSET is sent first when
     /// the previous transaction left a MAIL open.
     pub async fn send(
         &mut self,
         mail_from: &str,
         rcpts: &[&str],
         body: &[Bytes],
-        eight_bit: bool,
+        body_type: BodyType,
     ) -> Result<TransactionResult, AttemptError> {
         self.check_usable(Phase::Mail)?;
-        let eight_bit = choose_eight_bit(eight_bit, &self.caps, body).map_err(AttemptError::Unsendable)?;
+        let declared_eight_bit = body_type == BodyType::EightBitMime;
+        let eight_bit =
+            choose_eight_bit(declared_eight_bit, &self.caps, body).map_err(AttemptError::Unsendable)?;
         let size_bytes = body.iter().map(|c| c.len() as u64).sum();
         let mut tx = Transaction::new(&self.caps, mail_from, rcpts, size_bytes, eight_bit)
+            .and_then(|tx| match body_type {
+                BodyType::BinaryMime => tx.with_binary_mime(&self.caps),
+                _ => Ok(tx),
+            })
             .map_err(AttemptError::Unsendable)?;
         if self.reset_needed {
             self.reset().await?;
@@ -233,33 +308,13 @@ impl Connection {
             let wait = self.timeouts.command.min(QUIT_WAIT_MAX);
             let _ = self.exchange(Phase::Quit, wait).await;
         }
-        let _ = self.stream.shutdown(Shutdown::Both).await;
+        let _ = self.stream.close().await;
     }
 
     /// Transactions started on this connection so far (MAIL sent, delivered or not):
     /// what `delivery.messages_per_connection_max_count` limits.
     pub fn messages_sent(&self) -> usize {
         self.transactions_count
-    }
-
-    /// EHLO, or HELO when the server does not know EHLO (5xx). A 4xx (421) is a refusal.
-    async fn hello(&mut self, helo_name: &str) -> Result<(), AttemptError> {
-        Command::Ehlo(helo_name).write_to(&mut self.out);
-        let reply = self.exchange(Phase::Ehlo, self.timeouts.command).await?;
-        if is_completion(&reply) {
-            self.caps = parse_ehlo(&reply);
-            return Ok(());
-        }
-        if !reply.is_permanent() {
-            return Err(AttemptError::Refused(Phase::Ehlo, reply));
-        }
-        Command::Helo(helo_name).write_to(&mut self.out);
-        let reply = self.exchange(Phase::Ehlo, self.timeouts.command).await?;
-        if !is_completion(&reply) {
-            return Err(AttemptError::Refused(Phase::Ehlo, reply));
-        }
-        self.caps = Capabilities::default();
-        Ok(())
     }
 
     /// Drives the transaction's state machine over the socket.
@@ -278,6 +333,11 @@ impl Connection {
                 Next::Body => {
                     self.flush(Phase::Data, self.timeouts.command).await?;
                     self.write_body(body).await?;
+                    self.exchange(Phase::DataEnd, self.timeouts.data).await?
+                }
+                Next::Chunk => {
+                    self.flush(Phase::DataEnd, self.timeouts.command).await?;
+                    self.write_chunk(body).await?;
                     self.exchange(Phase::DataEnd, self.timeouts.data).await?
                 }
             };
@@ -304,6 +364,18 @@ impl Connection {
         Ok(())
     }
 
+    /// Writes the body as stored, straight from its chunks (BDAT: no stuffing, no copy).
+    async fn write_chunk(&mut self, body: &[Bytes]) -> Result<(), AttemptError> {
+        for chunk in body {
+            let io_error = |e| AttemptError::Io(Phase::DataEnd, e);
+            within(self.timeouts.data, Phase::DataEnd, async {
+                self.stream.write_all(chunk).await.map_err(io_error)
+            })
+            .await?;
+        }
+        Ok(())
+    }
+
     /// Writes the pending bytes, then reads one reply, within `limit`.
     async fn exchange(&mut self, phase: Phase, limit: Duration) -> Result<Reply, AttemptError> {
         within(limit, phase, async {
@@ -326,7 +398,7 @@ impl Connection {
     }
 }
 
-async fn write_all(stream: &mut TcpStream, out: &mut BytesMut, phase: Phase) -> Result<(), AttemptError> {
+async fn write_all(stream: &mut Stream, out: &mut BytesMut, phase: Phase) -> Result<(), AttemptError> {
     if out.is_empty() {
         return Ok(());
     }
@@ -338,7 +410,7 @@ async fn write_all(stream: &mut TcpStream, out: &mut BytesMut, phase: Phase) -> 
 }
 
 async fn read_reply(
-    stream: &mut TcpStream,
+    stream: &mut Stream,
     reader: &mut ReplyReader,
     phase: Phase,
 ) -> Result<Reply, AttemptError> {
@@ -377,5 +449,6 @@ fn is_completion(reply: &Reply) -> bool {
     reply.code / 100 == 2
 }
 
+mod negotiate;
 #[cfg(test)]
 mod tests;

@@ -1,90 +1,148 @@
-//! The per-core delivery engine: workers take due messages from the [`Queue`], deliver
-//! each pending recipient group once over a warm or new connection, classify what happened,
-//! write the progress to the spool, and either finish the message or schedule its retry.
+//! The per-core delivery engine: the scheduler that makes messages due, the router that
+//! turns a due message into jobs on the ready queues, and the state they share. The
+//! connection tasks that work the ready queues are in `dispatch.rs`; what happens to the
+//! outcomes (spool, retries, bounces) is in `settle.rs`.
 //!
-//! Everything here runs on the owner core; the queue and the connection pool are plain
-//! `RefCell`s whose borrows never cross an `.await`.
+//! ```text
+//!  enqueue / retry due ─▶ due line ─▶ router: per pending recipient, egress decision
+//!                                     (pool, route) → target (smarthost | MX) → hops
+//!                                     (DNS) → site; source = the pool's next turn
+//!                                            │ one job per (source, site, route)
+//!                                            ▼
+//!                         ready queue (source × site × route) ─▶ connection tasks
+//!                                            │ outcomes per recipient
+//!                                            ▼
+//!                         settle: delivered now; at the attempt's end failures bounce,
+//!                         deferrals reschedule (or expire and bounce)
+//! ```
+//!
+//! Everything here runs on the owner core; queues are `RefCell`s whose borrows never
+//! cross an `.await`. Time comes from the injected [`Clock`].
 
 use std::cell::RefCell;
-use std::collections::BTreeMap;
-use std::net::SocketAddr;
+use std::collections::{BTreeMap, HashMap};
 use std::rc::Rc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use glommio::sync::Semaphore;
+use glommio::sync::{Semaphore, StaticPermit};
 
-use super::connection::{AttemptError, Connection, Phase, Timeouts};
-use super::outcome::{Outcome, Remote, classify};
-use super::pool::Pool;
-use super::queue::{Entry, Queue};
-use super::retry::{self, Next};
-use crate::config::DeliveryConfig;
-use crate::message::{BodyType, Envelope, Message, MessageId};
-use crate::observe::log::now_ms;
+use super::clock::{Clock, SystemClock};
+use super::connection::Timeouts;
+use super::outcome::{Outcome, Reason};
+use super::queue::{Attempt, Entry, Queue};
+use super::ready::{Job, OnPush, ReadyKey, ReadyQueue};
+use super::tls::{TlsClients, TlsMemory};
+use crate::config::{BounceConfig, Config, DeliveryConfig};
+use crate::message::{Envelope, IdGenerator, Message, MessageId};
 use crate::observe::{Event, Log};
-use crate::route::plan::{self, Hop, Route};
+use crate::route::egress::{Decision, Egress, Picker};
+use crate::route::plan::{self, Route};
 use crate::route::resolver::{DnsError, Resolver};
-use crate::spool::{RcptState, RecoveredMessage, Spool, Update};
+use crate::smtp::reply::Enhanced;
+use crate::spool::{RecoveredMessage, Spool};
 
-/// Hosts tried per route in one attempt, and addresses tried per host.
-const HOSTS_PER_ATTEMPT_MAX_COUNT: usize = 5;
-const ADDRS_PER_HOST_MAX_COUNT: usize = 2;
-/// How often the scheduler looks for due retries when nothing is due sooner.
-const SCHEDULER_TICK: Duration = Duration::from_millis(200);
+/// How often the scheduler looks at the clock when nothing is due sooner.
+pub const SCHEDULER_TICK: Duration = Duration::from_millis(200);
+/// Messages routed into the ready queues at once per core (their jobs hold the message
+/// bytes); more due messages wait in the due line.
+pub const ROUTED_MESSAGES_MAX_COUNT: usize = 4096;
+/// Notifications corerelay writes get ids with this bit in the core field, so they never
+/// collide with the ids ingress gives out on the same core.
+const LOCAL_ID_CORE_FLAG: u16 = 0x8000;
 
 /// A core's delivery engine.
 pub struct Deliverer {
-    config: DeliveryConfig,
+    pub(super) config: DeliveryConfig,
+    pub(super) bounce: BounceConfig,
+    pub(super) hostname: String,
+    pub(super) egress: Egress,
     memory_max_bytes: usize,
-    timeouts: Timeouts,
-    queue: RefCell<Queue>,
-    /// Counts the messages in the ready line; workers wait on it.
-    ready: Semaphore,
-    pool: RefCell<Pool>,
-    spool: Spool,
-    resolver: Resolver,
-    log: Log,
+    pub(super) timeouts: Timeouts,
+    pub(super) clock: Rc<dyn Clock>,
+    pub(super) queue: RefCell<Queue>,
+    /// Counts the messages in the due line; the router waits on it.
+    due: Semaphore,
+    /// Messages routed and not yet settled.
+    routed: Rc<Semaphore>,
+    /// Outbound connections open (or opening) on this core.
+    pub(super) connections: Rc<Semaphore>,
+    pub(super) ready: RefCell<HashMap<ReadyKey, Rc<RefCell<ReadyQueue>>>>,
+    picker: RefCell<Picker>,
+    pub(super) tls: TlsClients,
+    pub(super) tls_memory: RefCell<TlsMemory>,
+    pub(super) ids: RefCell<IdGenerator>,
+    pub(super) spool: Spool,
+    pub(super) resolver: Resolver,
+    pub(super) log: Log,
 }
 
 impl Deliverer {
+    /// The engine of core `core`, on the system clock.
     pub fn new(
-        config: DeliveryConfig,
-        memory_max_bytes: usize,
+        config: &Config,
+        core: usize,
         spool: Spool,
         resolver: Resolver,
         log: Log,
-    ) -> Rc<Deliverer> {
-        let timeouts = Timeouts::from(&config);
-        Rc::new(Deliverer {
-            config,
-            memory_max_bytes,
-            timeouts,
+    ) -> Result<Rc<Deliverer>, String> {
+        Deliverer::with_clock(config, core, spool, resolver, log, Rc::new(SystemClock))
+    }
+
+    /// The engine with an injected clock (tests drive time with a `ManualClock`).
+    pub fn with_clock(
+        config: &Config,
+        core: usize,
+        spool: Spool,
+        resolver: Resolver,
+        log: Log,
+        clock: Rc<dyn Clock>,
+    ) -> Result<Rc<Deliverer>, String> {
+        let egress = Egress::new(config);
+        let tls_memory = TlsMemory::new(
+            egress.config().tls_failure_memory,
+            egress.config().tls_failure_hosts_max_count,
+        );
+        let tls = TlsClients::new().map_err(|e| format!("outbound TLS: {e}"))?;
+        Ok(Rc::new(Deliverer {
+            config: config.delivery.clone(),
+            bounce: config.bounce.clone(),
+            hostname: config.server.hostname.clone(),
+            egress,
+            memory_max_bytes: config.spool.memory_max_bytes,
+            timeouts: Timeouts::from(&config.delivery),
+            clock,
             queue: RefCell::new(Queue::default()),
-            ready: Semaphore::new(0),
-            pool: RefCell::new(Pool::default()),
+            due: Semaphore::new(0),
+            routed: Rc::new(Semaphore::new(ROUTED_MESSAGES_MAX_COUNT as u64)),
+            connections: Rc::new(Semaphore::new(
+                config.delivery.concurrency_per_core_max_count as u64,
+            )),
+            ready: RefCell::new(HashMap::new()),
+            picker: RefCell::new(Picker::default()),
+            tls,
+            tls_memory: RefCell::new(tls_memory),
+            ids: RefCell::new(IdGenerator::new((core as u16) | LOCAL_ID_CORE_FLAG)),
             spool,
             resolver,
             log,
-        })
+        }))
     }
 
-    /// Starts the workers, the retry scheduler and the idle-connection reaper on this core.
+    /// Starts the scheduler and the router on this core.
     pub fn start(self: &Rc<Self>) {
-        for _ in 0..self.config.concurrency_per_core_max_count {
-            let me = self.clone();
-            glommio::spawn_local(async move { me.worker().await }).detach();
-        }
         let me = self.clone();
         glommio::spawn_local(async move { me.scheduler().await }).detach();
         let me = self.clone();
-        glommio::spawn_local(async move { me.reaper().await }).detach();
+        glommio::spawn_local(async move { me.router().await }).detach();
     }
 
     /// Queues a message that was just spooled: its first attempt is due now.
     pub fn enqueue(&self, message: Message) {
         let id = message.envelope.id;
-        self.insert(id, Entry::new(message), None);
+        let mut entry = Entry::new(message);
+        entry.due_ms = self.clock.now_ms();
+        self.insert(id, entry, None);
     }
 
     /// Queues a message recovered from the spool at start.
@@ -98,49 +156,51 @@ impl Deliverer {
             entry.states = recovered.rcpt_states;
         }
         entry.attempts = recovered.attempts;
-        let due = (recovered.next_attempt_ms > now_ms()).then_some(recovered.next_attempt_ms);
+        let now = self.clock.now_ms();
+        entry.due_ms = recovered.next_attempt_ms.min(now);
+        let due = (recovered.next_attempt_ms > now).then_some(recovered.next_attempt_ms);
         self.insert(id, entry, due);
     }
 
     fn insert(&self, id: MessageId, entry: Entry, due_ms: Option<u64>) {
+        let data_held = entry.data.is_some();
         let mut q = self.queue.borrow_mut();
         if q.insert(id, entry, due_ms) {
-            if q.memory_bytes() > self.memory_max_bytes {
+            if data_held && q.memory_bytes() > self.memory_max_bytes {
                 // Over the memory budget: the spool has it; read it back when it is due.
                 q.evict_data(&id);
             }
             if due_ms.is_none() {
-                self.ready.signal(1);
+                self.due.signal(1);
             }
         }
     }
 
-    /// Messages queued on this core (ready, scheduled or in flight).
+    /// Messages queued on this core (due, scheduled or in flight).
     pub fn queued(&self) -> usize {
         self.queue.borrow().len()
     }
 
-    async fn worker(self: Rc<Self>) {
-        loop {
-            if self.ready.acquire(1).await.is_err() {
-                return;
-            }
-            let next = self.queue.borrow_mut().pop_ready();
-            if let Some(id) = next {
-                self.attempt(id).await;
-            }
-        }
+    /// When the earliest scheduled retry is due, and how many messages are scheduled.
+    pub fn next_retry(&self) -> (Option<u64>, usize) {
+        let q = self.queue.borrow();
+        (q.next_due_ms(), q.scheduled_len())
+    }
+
+    /// Attempts made so far for a queued message.
+    pub fn attempts(&self, id: MessageId) -> Option<u32> {
+        self.queue.borrow().get(&id).map(|e| e.attempts)
     }
 
     async fn scheduler(self: Rc<Self>) {
         loop {
-            let now = now_ms();
+            let now = self.clock.now_ms();
             let (moved, next) = {
                 let mut q = self.queue.borrow_mut();
                 (q.promote_due(now), q.next_due_ms())
             };
             if moved > 0 {
-                self.ready.signal(moved as u64);
+                self.due.signal(moved as u64);
             }
             let wait = next
                 .map(|at| Duration::from_millis(at.saturating_sub(now)))
@@ -150,24 +210,109 @@ impl Deliverer {
         }
     }
 
-    async fn reaper(self: Rc<Self>) {
-        let idle = self.config.idle_connection;
+    /// Takes due messages, at most [`ROUTED_MESSAGES_MAX_COUNT`] routed at once, and routes
+    /// each in its own task (DNS lookups and spool reads run concurrently).
+    async fn router(self: Rc<Self>) {
         loop {
-            glommio::timer::sleep(idle.max(Duration::from_millis(100)) / 2).await;
-            let expired = self.pool.borrow_mut().expired(idle);
-            for conn in expired {
-                glommio::spawn_local(conn.quit()).detach();
+            if self.due.acquire(1).await.is_err() {
+                return;
+            }
+            let Ok(permit) = self.routed.acquire_static_permit(1).await else {
+                return;
+            };
+            let next = self.queue.borrow_mut().pop_due();
+            if let Some(id) = next {
+                let me = self.clone();
+                glommio::spawn_local(async move { me.route_message(id, permit).await }).detach();
             }
         }
     }
 
-    /// One attempt at every pending recipient of a message.
-    async fn attempt(&self, id: MessageId) {
-        let Some((envelope, data, pending)) = self.snapshot(&id) else {
+    /// One attempt at every pending recipient of a message: route them, and hand the jobs
+    /// to the ready queues. Recipients whose route fails in DNS are decided right here.
+    async fn route_message(self: Rc<Self>, id: MessageId, permit: StaticPermit) {
+        let Some((envelope, pending)) = self.snapshot(&id) else {
             return;
         };
-        let (trace, body) = match data {
-            Some(d) => d,
+        let Some(chunks) = self.message_bytes(id).await else {
+            let delay = super::retry::delay_after(&self.config.retry_schedule, 1);
+            let at = self.clock.now_ms() + delay.as_millis() as u64;
+            self.queue.borrow_mut().reschedule(id, at);
+            return;
+        };
+        let mut groups: BTreeMap<(Decision, Route), Vec<usize>> = BTreeMap::new();
+        for &i in &pending {
+            let domain = envelope.rcpts[i].domain();
+            let decision = self.egress.decide(&envelope.account, domain);
+            let target = self.egress.target(decision, domain);
+            groups.entry((decision, target)).or_default().push(i);
+        }
+        let mut sources: HashMap<usize, usize> = HashMap::new();
+        let mut jobs: BTreeMap<(usize, String, Option<usize>), Job> = BTreeMap::new();
+        let mut decided: Vec<(usize, Outcome)> = Vec::new();
+        for ((decision, target), idxs) in groups {
+            let hops = match plan::hops(&self.resolver, &target, self.config.mx_port).await {
+                Ok(h) if !h.is_empty() => h,
+                Ok(_) => {
+                    let reason = Reason::deferred(format!("no hosts for {}", target.describe()));
+                    decided.extend(idxs.into_iter().map(|i| (i, reason.clone())));
+                    continue;
+                }
+                Err(e) => {
+                    let outcome = dns_outcome(&target, &e);
+                    decided.extend(idxs.into_iter().map(|i| (i, outcome.clone())));
+                    continue;
+                }
+            };
+            let source = *sources
+                .entry(decision.pool)
+                .or_insert_with(|| self.picker.borrow_mut().pick(&self.egress, decision.pool));
+            let site = plan::site(&hops);
+            let job = jobs.entry((source, site, decision.route)).or_insert_with(|| Job {
+                id,
+                envelope: envelope.clone(),
+                chunks: chunks.clone(),
+                rcpts: Vec::new(),
+                hops: Rc::from(hops),
+            });
+            job.rcpts.extend(idxs);
+        }
+        let jobs_left = jobs.len();
+        if let Some(entry) = self.queue.borrow_mut().get_mut(&id) {
+            entry.attempt = Some(Attempt {
+                jobs_left,
+                deferred: Vec::new(),
+                failed: Vec::new(),
+                chunks,
+                permit: Some(permit),
+            });
+        }
+        self.record(id, decided);
+        if jobs_left == 0 {
+            return self.finish_attempt(id, Vec::new()).await;
+        }
+        for ((source, site, route), job) in jobs {
+            let key = ReadyKey {
+                source,
+                site: Rc::from(site),
+                route,
+            };
+            self.dispatch(key, job);
+        }
+    }
+
+    /// The envelope and pending recipients of a queued message.
+    fn snapshot(&self, id: &MessageId) -> Option<(Rc<Envelope>, Vec<usize>)> {
+        let q = self.queue.borrow();
+        let e = q.get(id)?;
+        Some((e.envelope.clone(), e.pending()))
+    }
+
+    /// The message's bytes (trace, then body), from memory or read back from the spool.
+    async fn message_bytes(&self, id: MessageId) -> Option<Rc<[Bytes]>> {
+        let held = self.queue.borrow().get(&id).and_then(|e| e.data.clone());
+        let (trace, body) = match held {
+            Some(data) => data,
             None => match self.spool.load(id).await {
                 Ok(m) => {
                     self.queue
@@ -179,289 +324,28 @@ impl Deliverer {
                     self.log.emit(Event::Error {
                         what: format!("cannot read message {id} back from the spool: {e}"),
                     });
-                    let at = now_ms() + retry::delay_after(&self.config.retry_schedule, 1).as_millis() as u64;
-                    self.queue.borrow_mut().reschedule(id, at);
-                    return;
+                    return None;
                 }
             },
         };
-        let chunks: Vec<Bytes> = std::iter::once(trace).chain(body).collect();
-        let mut outcomes = Vec::with_capacity(pending.len());
-        for (route, idxs) in self.routes(&envelope, &pending) {
-            let group = self.deliver_route(&route, &envelope, &idxs, &chunks).await;
-            outcomes.extend(idxs.into_iter().zip(group));
-        }
-        self.settle(id, &envelope, outcomes).await;
+        Some(std::iter::once(trace).chain(body).collect())
     }
 
-    /// The envelope, data and pending recipients of a queued message.
-    #[allow(clippy::type_complexity)]
-    fn snapshot(&self, id: &MessageId) -> Option<(Rc<Envelope>, Option<(Bytes, Vec<Bytes>)>, Vec<usize>)> {
-        let q = self.queue.borrow();
-        let e = q.get(id)?;
-        Some((e.envelope.clone(), e.data.clone(), e.pending()))
-    }
-
-    /// Groups the pending recipients by route, preserving envelope order within a group.
-    fn routes(&self, envelope: &Envelope, pending: &[usize]) -> BTreeMap<RouteKey, Vec<usize>> {
-        let mut groups: BTreeMap<RouteKey, Vec<usize>> = BTreeMap::new();
-        for &i in pending {
-            let route = Route::for_domain(&self.config, envelope.rcpts[i].domain());
-            groups.entry(RouteKey(route)).or_default().push(i);
-        }
-        groups
-    }
-
-    /// Delivers one route's recipients once: the route's hosts in order until one gives
-    /// an answer about the recipients.
-    async fn deliver_route(
-        &self,
-        route: &RouteKey,
-        envelope: &Envelope,
-        idxs: &[usize],
-        chunks: &[Bytes],
-    ) -> Vec<Outcome> {
-        let n = idxs.len();
-        let hops = match plan::hops(&self.resolver, &route.0, self.config.mx_port).await {
-            Ok(h) if !h.is_empty() => h,
-            Ok(_) => return vec![Outcome::Deferred(format!("no hosts for {}", route.describe())); n],
-            Err(e) => return vec![dns_outcome(&route.0, &e); n],
+    /// Hands a job to its ready queue, starting a connection task when the queue wants one.
+    pub(super) fn dispatch(self: &Rc<Self>, key: ReadyKey, job: Job) {
+        let cell = {
+            let mut ready = self.ready.borrow_mut();
+            ready
+                .entry(key.clone())
+                .or_insert_with(|| Rc::new(RefCell::new(ReadyQueue::new(self.egress.shaping(key.route)))))
+                .clone()
         };
-        let rcpts: Vec<&str> = idxs.iter().map(|&i| envelope.rcpts[i].addr.as_str()).collect();
-        let mut last = format!("no host for {} could be reached", route.describe());
-        for hop in hops.iter().take(HOSTS_PER_ATTEMPT_MAX_COUNT) {
-            let addrs = match self.resolver.addresses(&hop.host).await {
-                Ok(a) => a,
-                Err(e) => {
-                    last = format!("{}: {e}", hop.host);
-                    continue;
-                }
-            };
-            for ip in addrs.into_iter().take(ADDRS_PER_HOST_MAX_COUNT) {
-                let addr = SocketAddr::new(ip, hop.port);
-                match self.transact(addr, hop, envelope, &rcpts, chunks).await {
-                    Transacted::Answered(outcomes) => return outcomes,
-                    Transacted::TryNext(reason) => last = reason,
-                }
-            }
-        }
-        vec![Outcome::Deferred(last); n]
-    }
-
-    /// One transaction with one address, over a pooled connection when there is one.
-    async fn transact(
-        &self,
-        addr: SocketAddr,
-        hop: &Hop,
-        envelope: &Envelope,
-        rcpts: &[&str],
-        chunks: &[Bytes],
-    ) -> Transacted {
-        let eight_bit = envelope.body_type == BodyType::EightBitMime;
-        let pooled = self.pool.borrow_mut().take(addr, self.config.idle_connection);
-        let reused = pooled.is_some();
-        let mut conn = match pooled {
-            Some(c) => c,
-            None => match self.open(addr, hop).await {
-                Ok(c) => c,
-                Err(reason) => return Transacted::TryNext(reason),
-            },
-        };
-        self.log.emit(Event::Attempt {
-            msg: envelope.id,
-            account: envelope.account.clone(),
-            rcpts: rcpts.len(),
-            host: format!("{}[{}]", hop.host, addr),
-        });
-        let mut result = conn.send(&envelope.mail_from, rcpts, chunks, eight_bit).await;
-        if reused && matches!(&result, Err(e) if before_recipients(e)) {
-            // A warm connection the remote had already closed: not this message's fault.
-            conn = match self.open(addr, hop).await {
-                Ok(c) => c,
-                Err(reason) => return Transacted::TryNext(reason),
-            };
-            result = conn.send(&envelope.mail_from, rcpts, chunks, eight_bit).await;
-        }
-        let remote = Remote {
-            host: &hop.host,
-            addr,
-        };
-        if let Err(e) = &result
-            && before_recipients(e)
-        {
-            return Transacted::TryNext(format!("{remote}: {e}"));
-        }
-        let outcomes = classify(&result, rcpts.len(), remote);
-        // A healthy connection goes back to the pool; one that served its share is closed
-        // politely; a broken one is just dropped.
-        let spent = match result.is_ok() && conn.is_usable() {
-            true => self
-                .pool
-                .borrow_mut()
-                .put(conn, self.config.messages_per_connection_max_count),
-            false => None,
-        };
-        if let Some(conn) = spent {
-            glommio::spawn_local(conn.quit()).detach();
-        }
-        Transacted::Answered(outcomes)
-    }
-
-    async fn open(&self, addr: SocketAddr, hop: &Hop) -> Result<Connection, String> {
-        Connection::open(addr, &self.config.helo_name, &self.timeouts)
-            .await
-            .map_err(|e| format!("{}[{}]: {e}", hop.host, addr))
-    }
-
-    /// Applies one attempt's outcomes: log them, write them to the spool, and finish or
-    /// reschedule the message.
-    async fn settle(&self, id: MessageId, envelope: &Envelope, outcomes: Vec<(usize, Outcome)>) {
-        let now = now_ms();
-        let mut changes = Vec::new();
-        let mut deferred = Vec::new();
-        let attempts = {
-            let mut q = self.queue.borrow_mut();
-            let Some(entry) = q.get_mut(&id) else { return };
-            for (i, outcome) in outcomes {
-                let rcpt = envelope.rcpts[i].addr.clone();
-                match outcome {
-                    Outcome::Delivered(reply) => {
-                        entry.states[i] = RcptState::Delivered;
-                        changes.push((i as u32, RcptState::Delivered));
-                        self.log.emit(Event::Delivered {
-                            msg: id,
-                            account: envelope.account.clone(),
-                            rcpt,
-                            host: String::new(),
-                            reply,
-                        });
-                    }
-                    Outcome::Failed(reason) => {
-                        entry.states[i] = RcptState::Failed;
-                        changes.push((i as u32, RcptState::Failed));
-                        self.log.emit(Event::Failed {
-                            msg: id,
-                            account: envelope.account.clone(),
-                            rcpt,
-                            reason,
-                        });
-                    }
-                    Outcome::Deferred(reason) => deferred.push((i, reason)),
-                }
-            }
-            entry.attempts += 1;
-            entry.attempts
-        };
-        if deferred.is_empty() {
-            return self.finish(id).await;
-        }
-        let next = retry::plan(
-            &self.config.retry_schedule,
-            self.config.message_max_age,
-            envelope.received_at_ms,
-            attempts,
-            now,
-        );
-        match next {
-            Next::Expire => {
-                for (i, reason) in deferred {
-                    self.log.emit(Event::Failed {
-                        msg: id,
-                        account: envelope.account.clone(),
-                        rcpt: envelope.rcpts[i].addr.clone(),
-                        reason: format!("expired after {attempts} attempts; last: {reason}"),
-                    });
-                }
-                self.finish(id).await;
-            }
-            Next::RetryAt(at) => {
-                for (i, reason) in deferred {
-                    self.log.emit(Event::Deferred {
-                        msg: id,
-                        account: envelope.account.clone(),
-                        rcpt: envelope.rcpts[i].addr.clone(),
-                        reason,
-                        attempts,
-                        next_ms: at,
-                    });
-                }
-                let update = Update {
-                    rcpt_states: changes,
-                    attempts,
-                    next_attempt_ms: at,
-                };
-                if let Err(e) = self.spool.update(id, update).await {
-                    self.log.emit(Event::Error {
-                        what: format!("spool update of {id} failed: {e}"),
-                    });
-                }
-                let mut q = self.queue.borrow_mut();
-                q.evict_data(&id);
-                q.reschedule(id, at);
-            }
+        let action = cell.borrow_mut().push(job);
+        if action == OnPush::Spawn {
+            let me = self.clone();
+            glommio::spawn_local(async move { me.connection_task(key, cell).await }).detach();
         }
     }
-
-    /// Every recipient is delivered or failed: mark the spool record done and forget it.
-    async fn finish(&self, id: MessageId) {
-        self.queue.borrow_mut().remove(&id);
-        if let Err(e) = self.spool.complete(id).await {
-            self.log.emit(Event::Error {
-                what: format!("spool completion of {id} failed: {e}"),
-            });
-        }
-    }
-}
-
-/// A route as a map key (ordered so groups are attempted in a stable order).
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-struct RouteKey(Route);
-
-impl RouteKey {
-    fn describe(&self) -> String {
-        match &self.0 {
-            Route::Smarthost { host, port } => format!("smarthost {host}:{port}"),
-            Route::Mx { domain } => domain.clone(),
-        }
-    }
-}
-
-impl PartialOrd for RouteKey {
-    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
-        Some(self.cmp(other))
-    }
-}
-
-impl Ord for RouteKey {
-    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
-        self.describe().cmp(&other.describe())
-    }
-}
-
-enum Transacted {
-    /// The remote answered about the recipients (or the transaction broke after it had).
-    Answered(Vec<Outcome>),
-    /// This host gave no answer about the recipients: try the next one.
-    TryNext(String),
-}
-
-/// True when an attempt failed before the server said anything about the message, so the
-/// next host may be tried at once (RFC 5321 §5.1: connection failures and greeting
-/// refusals). A message this server cannot take as it is (`Unsendable`) is decided by the
-/// classifier instead, and so is a transaction interrupted after some replies.
-fn before_recipients(e: &AttemptError) -> bool {
-    let phase = match e {
-        AttemptError::Connect(_) => return true,
-        AttemptError::Timeout(p)
-        | AttemptError::Io(p, _)
-        | AttemptError::Protocol(p, _)
-        | AttemptError::Refused(p, _) => *p,
-        AttemptError::Unsendable(_) | AttemptError::Interrupted { .. } => return false,
-    };
-    matches!(
-        phase,
-        Phase::Connect | Phase::Greeting | Phase::Ehlo | Phase::Mail
-    )
 }
 
 /// What a DNS failure means for the recipients of a route.
@@ -471,8 +355,21 @@ fn dns_outcome(route: &Route, e: &DnsError) -> Outcome {
         Route::Smarthost { host, .. } => host.as_str(),
     };
     match e {
-        DnsError::NullMx(_) => Outcome::Failed(format!("{domain} does not accept mail (null MX, RFC 7505)")),
-        DnsError::NotFound(why) => Outcome::Failed(format!("{domain}: domain not found ({why})")),
-        DnsError::Temporary(why) => Outcome::Deferred(format!("DNS lookup for {domain} failed: {why}")),
+        DnsError::NullMx(_) => Outcome::Failed(Reason::local(
+            Enhanced::new(5, 1, 10),
+            format!("{domain} does not accept mail (null MX, RFC 7505)"),
+        )),
+        DnsError::NotFound(why) => Outcome::Failed(Reason::local(
+            Enhanced::new(5, 1, 2),
+            format!("{domain}: domain not found ({why})"),
+        )),
+        DnsError::Temporary(why) => Outcome::Deferred(Reason::local(
+            Enhanced::new(4, 4, 3),
+            format!("DNS lookup for {domain} failed: {why}"),
+        )),
     }
 }
+
+#[cfg(test)]
+#[path = "engine_tests.rs"]
+mod tests;

@@ -22,15 +22,22 @@
 //! - Connect errors, timeouts, I/O and protocol errors: deferred for every recipient not
 //!   already decided (a 550 to RCPT before the connection dropped stays failed).
 //! - A message this server cannot take as it is (8-bit body without 8BITMIME, non-ASCII
-//!   address without SMTPUTF8): failed. RFC 6152 §3 and RFC 6531 §3.2 make this a
-//!   delivery failure when the client does not downgrade, and corerelay does not; a
-//!   retry would meet the same server days later and fail then, so the sender learns now.
+//!   address without SMTPUTF8, larger than its SIZE): failed. RFC 6152 §3 and RFC 6531
+//!   §3.2 make this a delivery failure when the client does not downgrade, and corerelay
+//!   does not; a retry would meet the same server days later and fail then, so the sender
+//!   learns now.
+//! - TLS: a failed handshake, or no STARTTLS where TLS is required: deferred (a policy
+//!   or a certificate is fixed by people, in hours, not by the next MX in milliseconds).
+//!
+//! Every deferral and failure carries a [`Reason`]: its text for logs, and what a DSN
+//! needs (RFC 3464 Status, Diagnostic-Code, Remote-MTA). A deferral's status is always of
+//! class 4, a failure's of class 5.
 
 use std::fmt;
 use std::net::SocketAddr;
 
 use super::connection::{AttemptError, Phase};
-use crate::smtp::client::TransactionResult;
+use crate::smtp::client::{TransactionResult, Unsendable};
 use crate::smtp::reply::{Enhanced, Reply, Severity};
 
 /// What one attempt means for one recipient.
@@ -39,9 +46,54 @@ pub enum Outcome {
     /// The server's reply to the final dot, on one line.
     Delivered(String),
     /// Try again later; the reason names the remote host and what it said.
-    Deferred(String),
+    Deferred(Reason),
     /// Give up and bounce; the reason names the remote host and what it said.
-    Failed(String),
+    Failed(Reason),
+}
+
+/// Why a recipient was not delivered.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reason {
+    /// One printable line naming the remote and what it said (logs, DSN text).
+    pub text: String,
+    /// RFC 3463 status for the DSN: class 4 for a deferral, 5 for a failure.
+    pub status: Enhanced,
+    /// The remote's reply on one line (`550 5.1.1 no such user`): the DSN's
+    /// `Diagnostic-Code: smtp; …`.
+    pub reply: Option<String>,
+    /// The remote host's name: the DSN's `Remote-MTA: dns; …`.
+    pub remote: Option<String>,
+}
+
+impl Reason {
+    /// A reason decided here, not by a remote reply (DNS, expiry, local errors).
+    pub fn local(status: Enhanced, text: impl Into<String>) -> Reason {
+        Reason {
+            text: bounded(text.into()),
+            status,
+            reply: None,
+            remote: None,
+        }
+    }
+
+    pub fn deferred(text: impl Into<String>) -> Outcome {
+        Outcome::Deferred(Reason::local(Enhanced::new(4, 0, 0), text))
+    }
+
+    fn about(remote: Remote<'_>, status: Enhanced, text: String) -> Reason {
+        Reason {
+            text: bounded(text),
+            status,
+            reply: None,
+            remote: (!remote.host.is_empty()).then(|| remote.host.to_string()),
+        }
+    }
+}
+
+impl fmt::Display for Reason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.text)
+    }
 }
 
 /// The remote end, as reasons name it: `mx.example.com[127.0.0.1]:2525`.
@@ -81,11 +133,40 @@ pub fn classify(
 
 /// An attempt that ended before the transaction began (or whose cause is `e`).
 fn from_error(e: &AttemptError, remote: Remote<'_>) -> Outcome {
+    let text = format!("{remote}: {e}");
     match e {
-        AttemptError::Unsendable(_) => Outcome::Failed(bounded(format!("{remote}: {e}"))),
+        AttemptError::Unsendable(why) => Outcome::Failed(Reason::about(remote, unsendable_status(why), text)),
         // About the host, not the message: see the module doc.
-        AttemptError::Refused(phase, reply) => Outcome::Deferred(said(remote, reply, *phase)),
-        _ => Outcome::Deferred(bounded(format!("{remote}: {e}"))),
+        AttemptError::Refused(phase, reply) => Outcome::Deferred(said(remote, reply, *phase, false)),
+        _ => Outcome::Deferred(Reason::about(remote, error_status(e), text)),
+    }
+}
+
+/// RFC 3463 codes for a message a server cannot take as it is.
+fn unsendable_status(why: &Unsendable) -> Enhanced {
+    match why {
+        Unsendable::EightBit => Enhanced::new(5, 6, 3),
+        Unsendable::Binary => Enhanced::new(5, 6, 3),
+        Unsendable::SmtpUtf8 => Enhanced::new(5, 6, 7),
+        Unsendable::BadPath(_) => Enhanced::new(5, 1, 3),
+        Unsendable::NoRecipients => Enhanced::new(5, 5, 1),
+        Unsendable::TooLarge { .. } => Enhanced::new(5, 3, 4),
+    }
+}
+
+/// RFC 3463 codes for attempts that broke: no answer (4.4.1), a bad connection (4.4.2),
+/// a protocol error (4.5.0), TLS (4.7.5, cryptographic failure; 4.7.0 for "not offered").
+fn error_status(e: &AttemptError) -> Enhanced {
+    match e {
+        AttemptError::Connect(_) | AttemptError::Timeout(Phase::Connect | Phase::Greeting) => {
+            Enhanced::new(4, 4, 1)
+        }
+        AttemptError::Timeout(_) | AttemptError::Io(..) => Enhanced::new(4, 4, 2),
+        AttemptError::Protocol(..) => Enhanced::new(4, 5, 0),
+        AttemptError::Tls(_) => Enhanced::new(4, 7, 5),
+        AttemptError::TlsUnavailable => Enhanced::new(4, 7, 0),
+        AttemptError::Interrupted { cause, .. } => error_status(cause),
+        AttemptError::Refused(..) | AttemptError::Unsendable(_) => Enhanced::new(4, 0, 0),
     }
 }
 
@@ -104,7 +185,7 @@ fn from_result(
             Some(Some(rcpt)) => rcpt_outcome(rcpt, remote),
             Some(None) => unanswered(r, cause, remote, "before this recipient was tried"),
             // The caller passed more recipients than the attempt had; they were not tried.
-            None => Outcome::Deferred(format!("{remote}: recipient was not part of this attempt")),
+            None => Reason::deferred(format!("{remote}: recipient was not part of this attempt")),
         })
         .collect()
 }
@@ -121,7 +202,7 @@ fn data_outcome(r: &TransactionResult, cause: Option<&AttemptError>, remote: Rem
 fn rcpt_outcome(rcpt: &Reply, remote: Remote<'_>) -> Outcome {
     let too_many_recipients = rcpt.code == 552 && rcpt.enhanced.is_none_or(|e| e == Enhanced::new(5, 5, 3));
     if too_many_recipients {
-        return Outcome::Deferred(said(remote, rcpt, Phase::Rcpt));
+        return Outcome::Deferred(said(remote, rcpt, Phase::Rcpt, false));
     }
     by_code(rcpt, Phase::Rcpt, remote)
 }
@@ -134,28 +215,66 @@ fn unanswered(
     when: &str,
 ) -> Outcome {
     let reason = match (cause, r.closing_reply()) {
-        (Some(cause), _) => format!("{remote}: {cause}"),
-        (None, Some(closing)) => format!("{remote} said: {closing} (closing the session {when})"),
-        (None, None) => format!("{remote}: no reply {when}"),
+        (Some(cause), _) => Reason::about(remote, error_status(cause), format!("{remote}: {cause}")),
+        (None, Some(closing)) => {
+            let mut reason = said(remote, closing, Phase::Rcpt, false);
+            reason.text = bounded(format!("{remote} said: {closing} (closing the session {when})"));
+            reason
+        }
+        (None, None) => Reason::about(
+            remote,
+            Enhanced::new(4, 4, 2),
+            format!("{remote}: no reply {when}"),
+        ),
     };
-    Outcome::Deferred(bounded(reason))
+    Outcome::Deferred(reason)
 }
 
 fn by_code(reply: &Reply, phase: Phase, remote: Remote<'_>) -> Outcome {
-    let reason = said(remote, reply, phase);
     match reply.severity() {
-        Severity::Permanent => Outcome::Failed(reason),
+        Severity::Permanent => Outcome::Failed(said(remote, reply, phase, true)),
         // A 2xx/3xx never reaches here (callers check); deferring is the safe reading.
-        Severity::Transient | Severity::Positive => Outcome::Deferred(reason),
+        Severity::Transient | Severity::Positive => Outcome::Deferred(said(remote, reply, phase, false)),
     }
 }
 
-fn said(remote: Remote<'_>, reply: &Reply, phase: Phase) -> String {
+/// The reason for a remote's reply. The status is the reply's enhanced code, with its
+/// class made to agree with the decision (a 554 greeting is deferred, so 4.7.1 not 5.7.1).
+fn said(remote: Remote<'_>, reply: &Reply, phase: Phase, permanent: bool) -> Reason {
     let context = match phase {
         Phase::Greeting => "in its greeting".to_string(),
         phase => format!("in reply to {phase}"),
     };
-    bounded(format!("{remote} said: {reply} ({context})"))
+    let class = if permanent { 5 } else { 4 };
+    let status = match reply.enhanced {
+        Some(e) => Enhanced::new(class, e.subject, e.detail),
+        None => Enhanced::new(class, 0, 0),
+    };
+    let mut reason = Reason::about(remote, status, format!("{remote} said: {reply} ({context})"));
+    reason.reply = Some(bounded(reply.to_string()));
+    reason
+}
+
+/// The recipients of a transaction to send again at once, in a new transaction on the
+/// same connection: refused as "too many recipients" (452, or 552 without another cause,
+/// RFC 5321 §4.5.3.1.10) while another recipient was accepted, so the server was counting,
+/// not refusing. Indexes into the transaction's recipients.
+pub fn too_many_recipients(result: &TransactionResult) -> Vec<usize> {
+    let accepted = result.rcpts.iter().flatten().any(is_completion);
+    if !accepted || !is_completion(&result.mail) {
+        return Vec::new();
+    }
+    let too_many = |r: &Reply| {
+        let enhanced_says = r.enhanced.is_some_and(|e| e.subject == 5 && e.detail == 3);
+        match r.code {
+            452 => r.enhanced.is_none() || enhanced_says,
+            552 => r.enhanced.is_none() || enhanced_says,
+            _ => false,
+        }
+    };
+    (0..result.rcpts.len())
+        .filter(|&i| result.rcpts[i].as_ref().is_some_and(too_many))
+        .collect()
 }
 
 fn is_completion(reply: &Reply) -> bool {

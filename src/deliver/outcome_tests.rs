@@ -24,6 +24,14 @@ fn result(mail: &str, rcpts: &[Option<&str>], data: Option<&str>) -> Transaction
     }
 }
 
+/// The text of a deferral or failure, the reply of a delivery.
+fn text(o: &Outcome) -> &str {
+    match o {
+        Outcome::Delivered(reply) => reply,
+        Outcome::Deferred(r) | Outcome::Failed(r) => &r.text,
+    }
+}
+
 /// `D`, `T` (deferred, temporary) or `F` per recipient, to keep tables short.
 fn kinds(outcomes: &[Outcome]) -> String {
     outcomes
@@ -135,22 +143,20 @@ fn reasons_name_the_host_and_quote_the_reply() {
     );
     let outcomes = classify(&Ok(r), 2, REMOTE);
     assert_eq!(
-        outcomes,
-        [
-            Outcome::Failed(
-                "mx.example.com[127.0.0.1]:2525 said: 550 5.1.1 no such user (in reply to RCPT TO)".into()
-            ),
-            Outcome::Delivered("250 2.0.0 queued as 1".into()),
-        ]
+        outcomes[0],
+        Outcome::Failed(Reason {
+            text: "mx.example.com[127.0.0.1]:2525 said: 550 5.1.1 no such user (in reply to RCPT TO)".into(),
+            status: Enhanced::new(5, 1, 1),
+            reply: Some("550 5.1.1 no such user".into()),
+            remote: Some("mx.example.com".into()),
+        })
     );
+    assert_eq!(outcomes[1], Outcome::Delivered("250 2.0.0 queued as 1".into()));
     let closing = result("250 ok", &[Some("421 4.3.2 bye"), None], None);
     assert_eq!(
-        classify(&Ok(closing), 2, REMOTE)[1],
-        Outcome::Deferred(
-            "mx.example.com[127.0.0.1]:2525 said: 421 4.3.2 bye \
-             (closing the session before this recipient was tried)"
-                .into()
-        )
+        text(&classify(&Ok(closing), 2, REMOTE)[1]),
+        "mx.example.com[127.0.0.1]:2525 said: 421 4.3.2 bye \
+         (closing the session before this recipient was tried)"
     );
 }
 
@@ -189,17 +195,21 @@ fn errors_before_the_transaction_defer_everyone_but_unsendable_fails() {
         REMOTE,
     );
     assert_eq!(
-        greeting,
-        [Outcome::Deferred(
-            "mx.example.com[127.0.0.1]:2525 said: 554 5.7.1 go away (in its greeting)".into()
-        )]
+        text(&greeting[0]),
+        "mx.example.com[127.0.0.1]:2525 said: 554 5.7.1 go away (in its greeting)"
+    );
+    let Outcome::Deferred(reason) = &greeting[0] else {
+        panic!("{greeting:?}")
+    };
+    assert_eq!(
+        reason.status,
+        Enhanced::new(4, 7, 1),
+        "a deferral's status is of class 4"
     );
     let timeout = classify(&Err(AttemptError::Timeout(Phase::DataEnd)), 1, REMOTE);
     assert_eq!(
-        timeout,
-        [Outcome::Deferred(
-            "mx.example.com[127.0.0.1]:2525: timed out at end of data".into()
-        )]
+        text(&timeout[0]),
+        "mx.example.com[127.0.0.1]:2525: timed out at end of data"
     );
 }
 
@@ -216,10 +226,8 @@ fn interrupted_attempts_keep_the_recipients_already_decided() {
     let outcomes = classify(&Err(e), 3, REMOTE);
     assert_eq!(kinds(&outcomes), "FTT");
     assert_eq!(
-        outcomes[1],
-        Outcome::Deferred(
-            "mx.example.com[127.0.0.1]:2525: connection closed by the server at end of data".into()
-        )
+        text(&outcomes[1]),
+        "mx.example.com[127.0.0.1]:2525: connection closed by the server at end of data"
     );
 
     let refused_mail = result("550 5.7.1 blocked", &[None], None);
@@ -244,13 +252,59 @@ fn reasons_are_bounded_and_printable() {
     let Outcome::Failed(reason) = &outcomes[0] else {
         panic!("expected a failure, got {outcomes:?}");
     };
+    let reason = &reason.text;
     assert!(reason.len() <= REASON_MAX_BYTES, "{} bytes", reason.len());
     assert!(reason.ends_with('…'));
     assert!(!reason.chars().any(char::is_control));
 
     let short = classify(&Ok(result("250 ok", &[Some("550 a\tb")], None)), 1, REMOTE);
     assert_eq!(
-        short[0],
-        Outcome::Failed("mx.example.com[127.0.0.1]:2525 said: 550 a b (in reply to RCPT TO)".into())
+        text(&short[0]),
+        "mx.example.com[127.0.0.1]:2525 said: 550 a b (in reply to RCPT TO)"
     );
+}
+
+#[test]
+fn statuses_for_the_dsn() {
+    let status = |o: &Outcome| match o {
+        Outcome::Deferred(r) | Outcome::Failed(r) => r.status.to_string(),
+        Outcome::Delivered(_) => "2".into(),
+    };
+    let r = result("250 ok", &[Some("550 no"), Some("450 4.2.1 busy")], None);
+    let o = classify(&Ok(r), 2, REMOTE);
+    assert_eq!((status(&o[0]), status(&o[1])), ("5.0.0".into(), "4.2.1".into()));
+    let too_big = AttemptError::Unsendable(Unsendable::TooLarge {
+        size_bytes: 2,
+        max_bytes: 1,
+    });
+    assert_eq!(status(&classify(&Err(too_big), 1, REMOTE)[0]), "5.3.4");
+    let refused = AttemptError::Connect(io::Error::from(io::ErrorKind::ConnectionRefused));
+    assert_eq!(status(&classify(&Err(refused), 1, REMOTE)[0]), "4.4.1");
+    assert_eq!(
+        status(&classify(&Err(AttemptError::Tls("bad cert".into())), 1, REMOTE)[0]),
+        "4.7.5"
+    );
+    assert_eq!(
+        status(&classify(&Err(AttemptError::TlsUnavailable), 1, REMOTE)[0]),
+        "4.7.0"
+    );
+}
+
+#[test]
+fn too_many_recipients_are_sent_again_only_when_the_server_was_counting() {
+    let r = result(
+        "250 ok",
+        &[
+            Some("250 ok"),
+            Some("452 4.5.3 too many recipients"),
+            Some("452 4.2.2 mailbox full"),
+            Some("552 too many"),
+        ],
+        Some("250 ok"),
+    );
+    assert_eq!(too_many_recipients(&r), vec![1, 3]);
+    let none_accepted = result("250 ok", &[Some("452 4.5.3 too many")], None);
+    assert!(too_many_recipients(&none_accepted).is_empty());
+    let mail_refused = result("451 later", &[Some("250 ok"), Some("452 4.5.3 x")], None);
+    assert!(too_many_recipients(&mail_refused).is_empty());
 }

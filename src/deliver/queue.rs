@@ -1,19 +1,36 @@
-//! The per-core delivery queue as plain data: the messages this core owns that still have
-//! recipients to deliver to, the time-ordered retry schedule, and the ready line of
-//! messages whose attempt is due. No executor here; [`super::engine`] drives it.
+//! The first tier of the per-core delivery queues, as plain data: the messages this core
+//! owns that still have recipients to deliver to, the time-ordered retry schedule, and the
+//! line of messages whose attempt is due. No executor here; [`super::engine`] drives it.
 //!
-//! Two tiers, as KumoMTA's scheduled/ready split: a message waiting for a retry sits in the
-//! `scheduled` heap keyed by its due time and costs nothing until then; when due it moves to
-//! `ready`, from which delivery workers take it.
+//! A message waiting for a retry sits in the `scheduled` heap keyed by its due time and
+//! costs nothing until then; when due it moves to the `due` line, from which the router
+//! takes it, routes its pending recipients and hands them as jobs to the second tier, the
+//! ready queues per source and site ([`super::ready`]). While its jobs are out, the entry
+//! holds the [`Attempt`]: what the jobs decided so far.
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, VecDeque};
 use std::rc::Rc;
 
 use bytes::Bytes;
+use glommio::sync::StaticPermit;
 
+use super::outcome::Reason;
 use crate::message::{Envelope, Message, MessageId};
 use crate::spool::RcptState;
+
+/// One attempt in progress: the jobs still out, and the outcomes that wait for the end of
+/// the attempt (deferrals and failures are settled together, so one DSN covers them).
+#[derive(Debug)]
+pub struct Attempt {
+    pub jobs_left: usize,
+    pub deferred: Vec<(usize, Reason)>,
+    pub failed: Vec<(usize, Reason)>,
+    /// The message as it went out, for the DSN.
+    pub chunks: Rc<[Bytes]>,
+    /// The router's slot, released when the attempt is settled.
+    pub permit: Option<StaticPermit>,
+}
 
 /// One message this core is delivering.
 #[derive(Debug)]
@@ -27,8 +44,11 @@ pub struct Entry {
     /// Per recipient, in envelope order.
     pub states: Vec<RcptState>,
     pub attempts: u32,
-    /// True while a worker is attempting it (it is then neither ready nor scheduled).
+    /// True while an attempt is out (it is then neither due nor scheduled).
     pub in_flight: bool,
+    /// When the current (or last) attempt was due, ms since the Unix epoch.
+    pub due_ms: u64,
+    pub attempt: Option<Attempt>,
 }
 
 impl Entry {
@@ -42,6 +62,8 @@ impl Entry {
             states,
             attempts: 0,
             in_flight: false,
+            due_ms: 0,
+            attempt: None,
         }
     }
 
@@ -57,12 +79,12 @@ impl Entry {
     }
 }
 
-/// The queue: entries by id, the retry heap and the ready line.
+/// The queue: entries by id, the retry heap and the due line.
 #[derive(Debug, Default)]
 pub struct Queue {
     entries: HashMap<MessageId, Entry>,
     scheduled: BinaryHeap<Reverse<(u64, MessageId)>>,
-    ready: VecDeque<MessageId>,
+    due: VecDeque<MessageId>,
     /// Bytes of message data held in memory across all entries.
     memory_bytes: usize,
 }
@@ -76,8 +98,8 @@ impl Queue {
         self.entries.is_empty()
     }
 
-    pub fn ready_len(&self) -> usize {
-        self.ready.len()
+    pub fn due_len(&self) -> usize {
+        self.due.len()
     }
 
     pub fn scheduled_len(&self) -> usize {
@@ -88,20 +110,23 @@ impl Queue {
         self.memory_bytes
     }
 
-    /// Adds an entry; it is ready now when `due_ms` is `None`, or scheduled for `due_ms`.
+    /// Adds an entry; it is due now when `due_ms` is `None`, or scheduled for `due_ms`.
     /// An id already queued is ignored (a spool record seen twice).
-    pub fn insert(&mut self, id: MessageId, entry: Entry, due_ms: Option<u64>) -> bool {
+    pub fn insert(&mut self, id: MessageId, mut entry: Entry, due_ms: Option<u64>) -> bool {
         if self.entries.contains_key(&id) {
             return false;
         }
         if entry.data.is_some() {
             self.memory_bytes += entry.data_bytes;
         }
-        self.entries.insert(id, entry);
         match due_ms {
-            None => self.ready.push_back(id),
-            Some(at) => self.scheduled.push(Reverse((at, id))),
+            None => self.due.push_back(id),
+            Some(at) => {
+                entry.due_ms = at;
+                self.scheduled.push(Reverse((at, id)));
+            }
         }
+        self.entries.insert(id, entry);
         true
     }
 
@@ -113,9 +138,9 @@ impl Queue {
         self.entries.get_mut(id)
     }
 
-    /// Takes the next ready message and marks it in flight.
-    pub fn pop_ready(&mut self) -> Option<MessageId> {
-        while let Some(id) = self.ready.pop_front() {
+    /// Takes the next due message and marks it in flight.
+    pub fn pop_due(&mut self) -> Option<MessageId> {
+        while let Some(id) = self.due.pop_front() {
             if let Some(e) = self.entries.get_mut(&id) {
                 e.in_flight = true;
                 return Some(id);
@@ -124,7 +149,7 @@ impl Queue {
         None
     }
 
-    /// Moves every scheduled message due at `now_ms` to the ready line; returns how many.
+    /// Moves every scheduled message due at `now_ms` to the due line; returns how many.
     pub fn promote_due(&mut self, now_ms: u64) -> usize {
         let mut moved = 0;
         while let Some(Reverse((at, id))) = self.scheduled.peek().copied() {
@@ -132,8 +157,9 @@ impl Queue {
                 break;
             }
             self.scheduled.pop();
-            if self.entries.contains_key(&id) {
-                self.ready.push_back(id);
+            if let Some(e) = self.entries.get_mut(&id) {
+                e.due_ms = at;
+                self.due.push_back(id);
                 moved += 1;
             }
         }
@@ -149,6 +175,7 @@ impl Queue {
     pub fn reschedule(&mut self, id: MessageId, at_ms: u64) {
         if let Some(e) = self.entries.get_mut(&id) {
             e.in_flight = false;
+            e.attempt = None;
             self.scheduled.push(Reverse((at_ms, id)));
         }
     }
@@ -227,13 +254,13 @@ mod tests {
         assert!(q.insert(b, Entry::new(mb), Some(100)));
         assert!(q.insert(c, Entry::new(mc), None));
         assert_eq!(q.memory_bytes(), 3 * 19);
-        assert_eq!(q.pop_ready(), Some(c));
-        assert_eq!(q.pop_ready(), None);
+        assert_eq!(q.pop_due(), Some(c));
+        assert_eq!(q.pop_due(), None);
         assert_eq!(q.next_due_ms(), Some(100));
         assert_eq!(q.promote_due(99), 0);
         assert_eq!(q.promote_due(500), 2);
-        assert_eq!(q.pop_ready(), Some(b));
-        assert_eq!(q.pop_ready(), Some(a));
+        assert_eq!(q.pop_due(), Some(b));
+        assert_eq!(q.pop_due(), Some(a));
         assert!(q.get(&a).unwrap().in_flight);
     }
 

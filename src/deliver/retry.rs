@@ -80,6 +80,20 @@ mod tests {
         );
     }
 
+    /// The shipped default (issue 5: "minutes growing to hours, maximum age 5 days"):
+    /// 1, 5, 15, 30 minutes, 1, 2, 4 hours, then every 4 hours until day 5.
+    #[test]
+    fn the_configured_default_is_minutes_growing_to_hours_for_five_days() {
+        let c = crate::config::Config::from_toml(crate::config::DEFAULT_TOML).unwrap();
+        assert_eq!(c.delivery.message_max_age, Duration::from_secs(5 * 86_400));
+        let t = timeline(&c.delivery.retry_schedule, c.delivery.message_max_age);
+        assert_eq!(t[..8], [0, 60, 360, 1260, 3060, 6660, 13860, 28260]);
+        let gaps: Vec<u64> = t.windows(2).map(|w| w[1] - w[0]).collect();
+        assert!(gaps[7..gaps.len() - 1].iter().all(|&g| g == 14_400), "{gaps:?}");
+        assert_eq!(*t.last().unwrap(), 432_000, "the last try is at the 5-day expiry");
+        assert_eq!(t.len(), 37);
+    }
+
     #[test]
     fn short_schedule_repeats_its_last_step_until_expiry() {
         let t = timeline(&secs(&[1, 2]), Duration::from_secs(8));

@@ -85,6 +85,15 @@ pub enum Event {
         rcpt: String,
         reason: String,
     },
+    /// A delivery status notification about `msg` was queued for its sender.
+    Bounced {
+        msg: MessageId,
+        account: String,
+        dsn: MessageId,
+        /// `failed` or `delayed`.
+        action: &'static str,
+        rcpts: usize,
+    },
     /// Something went wrong inside corerelay that is not about one message.
     Error { what: String },
     /// A tracking pixel was fetched (written to the core's event log).

@@ -95,6 +95,8 @@ metrics_table! {
             "Messages written to this core's spool (as owner).";
         delivery_attempts_total: Counter, "corerelay_delivery_attempts_total", Count,
             "Delivery transactions started towards a remote host.";
+        bounces_total: Counter, "corerelay_bounces_total", Count,
+            "Delivery status notifications (failed or delayed) queued for senders.";
         log_dropped_total: Counter, "corerelay_log_dropped_total", Count,
             "Log records dropped because the core's log ring was full.";
         log_write_failed_total: Counter, "corerelay_log_write_failed_total", Count,
@@ -213,6 +215,7 @@ impl CoreMetrics {
             }
             Event::Spooled { .. } => c.messages_spooled_total.increment(1),
             Event::Attempt { .. } => c.delivery_attempts_total.increment(1),
+            Event::Bounced { .. } => c.bounces_total.increment(1),
             Event::Delivered { account, .. } => self.account(account, |a| a.delivered.increment(1)),
             Event::Deferred { account, .. } => self.account(account, |a| a.deferred.increment(1)),
             Event::Failed { account, .. } => self.account(account, |a| a.failed.increment(1)),

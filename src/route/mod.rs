@@ -1,14 +1,13 @@
 //! Routing: where a message goes.
 //!
-//! Today that is DNS — the MX hosts of a recipient domain and their addresses, looked up by a
-//! per-core [`Resolver`] (hickory running on glommio, with its own cache) — or the smarthost
-//! from the config. Egress pools (which source address and which class of account) come later.
-//!
+//! - [`egress`]: which pool of sources and which route (smarthost, TLS, AUTH, limits) a
+//!   recipient of an account gets, and the weighted turn of sources within a pool.
 //! - `runtime`: hickory's `RuntimeProvider` for glommio (UDP, TCP, timers, spawning).
-//! - [`plan`]: the route of a recipient (smarthost or MX) and the hosts to try for it.
+//! - [`plan`]: a route's target (smarthost or MX), the hosts to try, and their site.
 //! - [`resolver`]: the per-core resolver, RFC 5321 §5.1 MX order, implicit MX, null MX, and the
 //!   permanent/temporary split of DNS failures ([`DnsError`]).
 
+pub mod egress;
 pub mod plan;
 pub mod resolver;
 mod runtime;

@@ -181,13 +181,8 @@ async fn start(shared: &Shared, meshes: Meshes) -> Result<Core, String> {
         corrupt_records: report.corrupt_records,
     });
     let resolver = resolver(config, &log).map_err(|e| fail("DNS resolver", &e))?;
-    let deliverer = Deliverer::new(
-        config.delivery.clone(),
-        config.spool.memory_max_bytes,
-        spool.clone(),
-        resolver,
-        log.clone(),
-    );
+    let deliverer = Deliverer::new(config, core, spool.clone(), resolver, log.clone())
+        .map_err(|e| fail("delivery", &e))?;
     for message in recovered {
         deliverer.enqueue_recovered(message);
     }

@@ -7,8 +7,9 @@
 //!   buffer, ending with `CRLF.CRLF`.
 //! - [`ReplyReader`] (in `reader.rs`): whole replies out of reads split anywhere, in a
 //!   bounded buffer.
-//! - [`Transaction`] (in `transaction.rs`): one MAIL/RCPT/DATA exchange as a state
-//!   machine, pipelined (RFC 2920) or one command per round trip.
+//! - [`Transaction`] (in `transaction.rs`): one MAIL/RCPT/DATA (or BDAT) exchange as a
+//!   state machine, pipelined (RFC 2920) or one command per round trip.
+//! - [`auth`] (in `auth.rs`): the AUTH PLAIN and LOGIN exchanges (RFC 4616, 4954).
 //!
 //! The socket driver around these is `deliver::connection`; the decision of what a reply
 //! means for each recipient is `deliver::outcome`. Keeping the protocol here lets it be
@@ -20,6 +21,7 @@ use bytes::{BufMut, Bytes, BytesMut};
 
 use crate::smtp::reply::Reply;
 
+pub mod auth;
 mod dot;
 mod reader;
 mod transaction;
@@ -35,6 +37,10 @@ pub enum Phase {
     Greeting,
     /// EHLO, or HELO after the server refused EHLO.
     Ehlo,
+    /// STARTTLS and the TLS handshake (RFC 3207).
+    Starttls,
+    /// AUTH and its challenges (RFC 4954).
+    Auth,
     Mail,
     Rcpt,
     /// The DATA command and its 354.
@@ -52,6 +58,8 @@ impl std::fmt::Display for Phase {
             Phase::Connect => "connect",
             Phase::Greeting => "greeting",
             Phase::Ehlo => "EHLO",
+            Phase::Starttls => "STARTTLS",
+            Phase::Auth => "AUTH",
             Phase::Mail => "MAIL FROM",
             Phase::Rcpt => "RCPT TO",
             Phase::Data => "DATA",
@@ -75,6 +83,12 @@ pub struct Capabilities {
     pub starttls: bool,
     pub enhanced_status_codes: bool,
     pub dsn: bool,
+    /// `BINARYMIME` offered (RFC 3030; only usable with CHUNKING).
+    pub binarymime: bool,
+    /// `AUTH PLAIN` offered (RFC 4616).
+    pub auth_plain: bool,
+    /// `AUTH LOGIN` offered (the common non-standard mechanism).
+    pub auth_login: bool,
 }
 
 /// Reads the extensions from an EHLO reply. The first line is the server's name and
@@ -94,9 +108,19 @@ pub fn parse_ehlo(reply: &Reply) -> Capabilities {
             "8BITMIME" => caps.eightbitmime = true,
             "SMTPUTF8" => caps.smtputf8 = true,
             "CHUNKING" => caps.chunking = true,
+            "BINARYMIME" => caps.binarymime = true,
             "STARTTLS" => caps.starttls = true,
             "ENHANCEDSTATUSCODES" => caps.enhanced_status_codes = true,
             "DSN" => caps.dsn = true,
+            "AUTH" => {
+                for mechanism in words {
+                    match mechanism.to_ascii_uppercase().as_str() {
+                        "PLAIN" => caps.auth_plain = true,
+                        "LOGIN" => caps.auth_login = true,
+                        _ => {}
+                    }
+                }
+            }
             _ => {}
         }
     }
@@ -110,6 +134,8 @@ pub struct MailParams {
     pub size_bytes: Option<u64>,
     /// `BODY=8BITMIME` (RFC 6152).
     pub eight_bit_mime: bool,
+    /// `BODY=BINARYMIME` (RFC 3030); wins over `eight_bit_mime`.
+    pub binary_mime: bool,
     /// `SMTPUTF8` (RFC 6531), for non-ASCII addresses.
     pub smtputf8: bool,
 }
@@ -123,8 +149,15 @@ pub enum Command<'a> {
     Mail(&'a str, MailParams),
     Rcpt(&'a str),
     Data,
+    /// RFC 3030 `BDAT <size> LAST`: the whole message as one chunk, sent as is.
+    BdatLast(u64),
     Rset,
     Quit,
+    Starttls,
+    /// `AUTH <mechanism> [initial-response]`.
+    Auth(&'a str),
+    /// A line answering a `334` challenge (base64).
+    AuthResponse(&'a str),
 }
 
 impl Command<'_> {
@@ -137,6 +170,10 @@ impl Command<'_> {
             Command::Mail(from, params) => write_mail(out, from, params),
             Command::Rcpt(to) => write!(out, "RCPT TO:<{to}>"),
             Command::Data => write!(out, "DATA"),
+            Command::BdatLast(size) => write!(out, "BDAT {size} LAST"),
+            Command::Starttls => write!(out, "STARTTLS"),
+            Command::Auth(args) => write!(out, "AUTH {args}"),
+            Command::AuthResponse(line) => write!(out, "{line}"),
             Command::Rset => write!(out, "RSET"),
             Command::Quit => write!(out, "QUIT"),
         };
@@ -149,7 +186,9 @@ fn write_mail(out: &mut BytesMut, from: &str, params: &MailParams) -> std::fmt::
     if let Some(size) = params.size_bytes {
         write!(out, " SIZE={size}")?;
     }
-    if params.eight_bit_mime {
+    if params.binary_mime {
+        write!(out, " BODY=BINARYMIME")?;
+    } else if params.eight_bit_mime {
         write!(out, " BODY=8BITMIME")?;
     }
     if params.smtputf8 {
@@ -170,6 +209,11 @@ pub enum Unsendable {
     BadPath(String),
     /// The transaction has no recipient.
     NoRecipients,
+    /// The message arrived as BINARYMIME and the server does not offer BINARYMIME with
+    /// CHUNKING (RFC 3030 §3: it cannot be sent with DATA without a conversion).
+    Binary,
+    /// The message is larger than the SIZE the server announced (RFC 1870 §6.1).
+    TooLarge { size_bytes: u64, max_bytes: u64 },
 }
 
 impl std::fmt::Display for Unsendable {
@@ -183,6 +227,16 @@ impl std::fmt::Display for Unsendable {
             }
             Unsendable::BadPath(path) => write!(f, "5.1.3 address holds a control character: {path:?}"),
             Unsendable::NoRecipients => f.write_str("5.5.1 no recipients"),
+            Unsendable::Binary => f.write_str(
+                "5.6.3 message has binary content and the server does not offer BINARYMIME with CHUNKING",
+            ),
+            Unsendable::TooLarge {
+                size_bytes,
+                max_bytes,
+            } => write!(
+                f,
+                "5.3.4 message of {size_bytes} bytes is larger than the server's SIZE {max_bytes}"
+            ),
         }
     }
 }
@@ -239,8 +293,13 @@ mod tests {
                 starttls: true,
                 enhanced_status_codes: true,
                 dsn: true,
+                binarymime: false,
+                auth_plain: true,
+                auth_login: false,
             }
         );
+        let caps = caps_of(b"250-mx\r\n250 AUTH login CRAM-MD5 Plain\r\n");
+        assert!(caps.auth_plain && caps.auth_login);
     }
 
     #[test]
@@ -264,6 +323,7 @@ mod tests {
         let all = MailParams {
             size_bytes: Some(1234),
             eight_bit_mime: true,
+            binary_mime: false,
             smtputf8: true,
         };
         check(
@@ -273,6 +333,19 @@ mod tests {
         check(Command::Rcpt("c@d.example"), "RCPT TO:<c@d.example>\r\n");
         check(Command::Data, "DATA\r\n");
         check(Command::Rset, "RSET\r\n");
+        check(Command::BdatLast(1234), "BDAT 1234 LAST\r\n");
+        let binary = MailParams {
+            binary_mime: true,
+            eight_bit_mime: true,
+            ..MailParams::default()
+        };
+        check(
+            Command::Mail("a@b", binary),
+            "MAIL FROM:<a@b> BODY=BINARYMIME\r\n",
+        );
+        check(Command::Starttls, "STARTTLS\r\n");
+        check(Command::Auth("PLAIN AHUAcA=="), "AUTH PLAIN AHUAcA==\r\n");
+        check(Command::AuthResponse("dQ=="), "dQ==\r\n");
         check(Command::Quit, "QUIT\r\n");
     }
 

@@ -22,6 +22,7 @@ use bytes::Bytes;
 use glommio::{LocalExecutorPoolBuilder, PoolPlacement};
 
 use crate::deliver::connection::{Connection, Timeouts};
+use crate::message::BodyType;
 
 #[derive(Debug, Clone)]
 pub struct LoadOptions {
@@ -262,7 +263,7 @@ async fn send_one(
     let chunks = [headers(options, id), body.clone()];
     let t0 = Instant::now();
     let Ok(r) = c
-        .send(&options.from, &[options.to.as_str()], &chunks, false)
+        .send(&options.from, &[options.to.as_str()], &chunks, BodyType::SevenBit)
         .await
     else {
         return false;

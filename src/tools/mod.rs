@@ -1,5 +1,8 @@
 //! The peers corerelay is tested and measured against: `corerelay sink` plays the remote MX,
-//! `corerelay load` plays the sending service's client.
+//! `corerelay load` plays the sending service's client. `scripted` and `record` are the
+//! sink's scripted remote-MX behaviours for the delivery tests.
 
 pub mod load;
+pub mod record;
+pub mod scripted;
 pub mod sink;

@@ -9,7 +9,9 @@
 //!
 //! It runs the relay's own sans-IO session and connection driver, so it speaks exactly the
 //! SMTP corerelay speaks, on one or more glommio executors. With `--tls` it offers
-//! STARTTLS with a self-signed certificate (for outbound TLS tests).
+//! STARTTLS with a self-signed certificate (for outbound TLS tests). With a script
+//! (per-recipient replies, CHUNKING, a record file…) the scripted server of
+//! [`super::scripted`] plays the remote MX instead.
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
@@ -43,6 +45,8 @@ pub struct SinkOptions {
     pub cores: usize,
     /// Offer STARTTLS with a self-signed certificate.
     pub tls: bool,
+    /// Behaviours for the delivery tests; when any is asked, [`super::scripted`] serves.
+    pub script: super::scripted::Script,
 }
 
 /// Counters shared by the sink's executors (a test tool: atomics are fine here).
@@ -58,6 +62,22 @@ pub struct SinkStats {
 }
 
 impl SinkStats {
+    /// The reply code for the next message by `--reply`/`--then`.
+    pub(crate) fn scripted_reply(&self, options: &SinkOptions) -> u16 {
+        let pos = self.script_pos.fetch_add(1, Ordering::Relaxed);
+        options.replies.get(pos).copied().unwrap_or(options.then)
+    }
+
+    /// Counts an accepted message of `size_bytes`.
+    pub(crate) fn accepted(&self, started: Instant, size_bytes: usize) {
+        let now_us = started.elapsed().as_micros() as u64;
+        if self.messages.fetch_add(1, Ordering::Relaxed) == 0 {
+            self.first_us.store(now_us, Ordering::Relaxed);
+        }
+        self.last_us.fetch_max(now_us, Ordering::Relaxed);
+        self.bytes.fetch_add(size_bytes as u64, Ordering::Relaxed);
+    }
+
     /// One line: counts and the rate between the first and last message.
     pub fn summary(&self) -> String {
         let n = self.messages.load(Ordering::Relaxed);
@@ -113,6 +133,14 @@ pub fn run(options: SinkOptions) -> Result<(), String> {
     // Each core reports once its listener is bound, so "listening on" is printed only when a
     // client can connect (tests connect right after reading it).
     let (bound_tx, bound_rx) = std::sync::mpsc::channel();
+    let scripted = match options.script.is_active() {
+        true => Some(Arc::new(super::scripted::Shared::new(
+            options.clone(),
+            stats.clone(),
+            started,
+        )?)),
+        false => None,
+    };
     let handles = LocalExecutorPoolBuilder::new(PoolPlacement::Unbound(cores))
         .name("corerelay-sink")
         .io_memory(512 << 10)
@@ -121,7 +149,13 @@ pub fn run(options: SinkOptions) -> Result<(), String> {
             move || {
                 let (stats, options, bound) = (stats.clone(), options.clone(), bound_tx.clone());
                 let certificate = certificate.clone();
-                async move { serve(listen, options, stats, certificate, started, bound).await }
+                let scripted = scripted.clone();
+                async move {
+                    match scripted {
+                        Some(shared) => super::scripted::serve(listen, shared, bound).await,
+                        None => serve(listen, options, stats, certificate, started, bound).await,
+                    }
+                }
             }
         })
         .map_err(|e| format!("cannot start executors: {e}"))?;
@@ -235,8 +269,8 @@ async fn receive(
     started: Instant,
     txn: Transaction<()>,
 ) -> Result<(), Reply> {
-    let pos = stats.script_pos.fetch_add(1, Ordering::Relaxed);
-    let mut code = options.replies.get(pos).copied().unwrap_or(options.then);
+    let pos = stats.script_pos.load(Ordering::Relaxed);
+    let mut code = stats.scripted_reply(options);
     if code < 400 && rand::random_range(0..100u8) < options.random_fail_percent {
         code = if rand::random::<bool>() { 451 } else { 550 };
     }
@@ -253,7 +287,7 @@ async fn receive(
         ));
     }
     if let Some(dir) = &options.maildir {
-        store(dir, &txn, pos).map_err(|e| {
+        store(dir, &txn.mail_from, &txn.rcpts, &txn.body, pos).map_err(|e| {
             Reply::new(
                 451,
                 Enhanced::new(4, 3, 0),
@@ -261,12 +295,7 @@ async fn receive(
             )
         })?;
     }
-    let now_us = started.elapsed().as_micros() as u64;
-    if stats.messages.fetch_add(1, Ordering::Relaxed) == 0 {
-        stats.first_us.store(now_us, Ordering::Relaxed);
-    }
-    stats.last_us.fetch_max(now_us, Ordering::Relaxed);
-    stats.bytes.fetch_add(txn.body_bytes as u64, Ordering::Relaxed);
+    stats.accepted(started, txn.body_bytes);
     Ok(())
 }
 
@@ -297,7 +326,13 @@ fn note_refusal(dir: &Path, code: u16, txn: &Transaction<()>) {
 /// Writes the message to `<dir>/tmp` and renames it into `<dir>/new` (the maildir rule),
 /// with `Return-Path:` and one `Delivered-To:` per recipient prepended as a local delivery
 /// agent does.
-fn store(dir: &Path, txn: &Transaction<()>, seq: usize) -> std::io::Result<()> {
+pub(crate) fn store(
+    dir: &Path,
+    mail_from: &str,
+    rcpts: &[String],
+    body: &[bytes::Bytes],
+    seq: usize,
+) -> std::io::Result<()> {
     use std::io::Write;
     let name = format!(
         "{}.{}_{seq}.corerelay-sink",
@@ -309,11 +344,11 @@ fn store(dir: &Path, txn: &Transaction<()>, seq: usize) -> std::io::Result<()> {
     );
     let tmp = dir.join("tmp").join(&name);
     let mut f = std::io::BufWriter::new(std::fs::File::create(&tmp)?);
-    write!(f, "Return-Path: <{}>\r\n", txn.mail_from)?;
-    for rcpt in &txn.rcpts {
+    write!(f, "Return-Path: <{mail_from}>\r\n")?;
+    for rcpt in rcpts {
         write!(f, "Delivered-To: {rcpt}\r\n")?;
     }
-    for chunk in &txn.body {
+    for chunk in body {
         f.write_all(chunk)?;
     }
     f.into_inner().map_err(|e| e.into_error())?.sync_data()?;

@@ -13,6 +13,7 @@ use glommio::net::TcpListener;
 
 use super::*;
 use crate::deliver::outcome::{Outcome, Remote, classify};
+use crate::message::BodyType;
 
 /// One move of a scripted server.
 enum Step {
@@ -155,7 +156,12 @@ fn pipelining_server_gets_one_batch_and_replies_split_across_reads() {
         assert_eq!(conn.peer(), addr);
         let body = chunks(&["Subject: \u{e9}\r\n", "\r\nhi\r\n"]);
         let result = conn
-            .send("s@a.test", &["r1@b.test", "r2@b.test"], &body, true)
+            .send(
+                "s@a.test",
+                &["r1@b.test", "r2@b.test"],
+                &body,
+                BodyType::EightBitMime,
+            )
             .await;
         let remote = Remote {
             host: "mx.test",
@@ -195,7 +201,7 @@ fn non_pipelining_server_gets_one_command_per_round_trip() {
             .await
             .unwrap();
         let result = conn
-            .send("", &["r@b.test"], &chunks(&["hi\r\n"]), false)
+            .send("", &["r@b.test"], &chunks(&["hi\r\n"]), BodyType::SevenBit)
             .await
             .unwrap();
         assert_eq!(codes(&result), (250, vec![Some(250)], Some(250)));
@@ -234,11 +240,21 @@ fn helo_fallback_and_eight_bit_handling_without_8bitmime() {
             .unwrap();
         assert_eq!(conn.capabilities(), &Capabilities::default());
         let ascii = conn
-            .send("s@a.test", &["r@b.test"], &chunks(&["ascii\r\n"]), true)
+            .send(
+                "s@a.test",
+                &["r@b.test"],
+                &chunks(&["ascii\r\n"]),
+                BodyType::EightBitMime,
+            )
             .await;
         assert_eq!(codes(&ascii.unwrap()).2, Some(250));
         let latin = conn
-            .send("s@a.test", &["r@b.test"], &chunks(&["caf\u{e9}\r\n"]), true)
+            .send(
+                "s@a.test",
+                &["r@b.test"],
+                &chunks(&["caf\u{e9}\r\n"]),
+                BodyType::EightBitMime,
+            )
             .await;
         assert!(
             matches!(latin, Err(AttemptError::Unsendable(Unsendable::EightBit))),
@@ -292,7 +308,7 @@ fn server_closing_mid_data_interrupts_and_keeps_decided_recipients() {
             .unwrap();
         let body = chunks(&["first line\r\n", "second line\r\n"]);
         let result = conn
-            .send("s@a.test", &["r1@b.test", "r2@b.test"], &body, false)
+            .send("s@a.test", &["r1@b.test", "r2@b.test"], &body, BodyType::SevenBit)
             .await;
         match &result {
             Err(AttemptError::Interrupted { cause, .. }) => {
@@ -351,7 +367,7 @@ fn silent_servers_time_out_in_the_right_phase() {
             .await
             .unwrap();
         let result = conn
-            .send("s@a.test", &["r@b.test"], &chunks(&["x\r\n"]), false)
+            .send("s@a.test", &["r@b.test"], &chunks(&["x\r\n"]), BodyType::SevenBit)
             .await;
         match result {
             Err(AttemptError::Interrupted { cause, .. }) => {
@@ -418,11 +434,17 @@ fn dot_stuffing_is_byte_exact_at_the_server_across_chunks_and_buffer_flushes() {
             ".",
             "\r\nmiddle.\r\n..two\r\nno newline at end",
         ]);
-        let first = conn.send("s@a.test", &["r@b.test"], &split, false).await.unwrap();
+        let first = conn
+            .send("s@a.test", &["r@b.test"], &split, BodyType::SevenBit)
+            .await
+            .unwrap();
         assert_eq!(codes(&first).2, Some(250));
         assert!(lines.len() > 4 * SEND_BUFFER_BYTES);
         let big = [Bytes::from(lines)];
-        let second = conn.send("s@a.test", &["r@b.test"], &big, false).await.unwrap();
+        let second = conn
+            .send("s@a.test", &["r@b.test"], &big, BodyType::SevenBit)
+            .await
+            .unwrap();
         assert_eq!(codes(&second).2, Some(250));
         drop(conn);
         assert_eq!(server.await, want);
@@ -474,29 +496,34 @@ fn connection_is_reused_and_reset_after_an_incomplete_transaction() {
             .unwrap();
         let body = chunks(&["m\r\n"]);
         for rcpt in ["one@b.test", "two@b.test"] {
-            let result = conn.send("s@a.test", &[rcpt], &body, false).await.unwrap();
+            let result = conn
+                .send("s@a.test", &[rcpt], &body, BodyType::SevenBit)
+                .await
+                .unwrap();
             assert_eq!(codes(&result), (250, vec![Some(250)], Some(250)));
         }
         let refused = conn
-            .send("s@a.test", &["gone@b.test"], &body, false)
+            .send("s@a.test", &["gone@b.test"], &body, BodyType::SevenBit)
             .await
             .unwrap();
         assert_eq!(codes(&refused), (250, vec![Some(550)], None));
         assert!(refused.reset_needed);
         let third = conn
-            .send("s@a.test", &["three@b.test"], &body, false)
+            .send("s@a.test", &["three@b.test"], &body, BodyType::SevenBit)
             .await
             .unwrap();
         assert_eq!(codes(&third).2, Some(250));
         conn.reset().await.unwrap();
         let closing = conn
-            .send("s@a.test", &["four@b.test"], &body, false)
+            .send("s@a.test", &["four@b.test"], &body, BodyType::SevenBit)
             .await
             .unwrap();
         assert!(closing.server_closing());
         assert!(!conn.is_usable());
         assert_eq!(conn.messages_sent(), 5);
-        let after = conn.send("s@a.test", &["five@b.test"], &body, false).await;
+        let after = conn
+            .send("s@a.test", &["five@b.test"], &body, BodyType::SevenBit)
+            .await;
         assert!(
             matches!(after, Err(AttemptError::Io(Phase::Mail, _))),
             "{after:?}"

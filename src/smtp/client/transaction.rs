@@ -11,6 +11,11 @@
 //! ignores the outcome. Without PIPELINING it is one command per round trip, and it stops
 //! early: no RCPT after a refused MAIL, no DATA when every RCPT was refused.
 //!
+//! With CHUNKING (RFC 3030) there is no DATA: once the RCPT replies are in and one was
+//! accepted, `BDAT <size> LAST` and the message as is (no dot-stuffing) go out in one
+//! write, and its reply is the data phase's. Pipelined, that is the same two round trips
+//! as MAIL/RCPT/DATA then the body; the body is written straight from its chunks.
+//!
 //! A `421` to any command means the server is closing the session (RFC 5321 §3.8): the
 //! transaction stops there and the commands not yet answered stay unanswered.
 
@@ -67,6 +72,9 @@ pub enum Next {
     /// Send the command buffer, then the body with [`super::DataWriter`], then read one
     /// reply.
     Body,
+    /// Send the command buffer (`BDAT <size> LAST`), then the body exactly as stored,
+    /// then read one reply.
+    Chunk,
     /// The transaction is over.
     Done(TransactionResult),
 }
@@ -87,6 +95,8 @@ enum State {
 #[derive(Debug)]
 pub struct Transaction<'a> {
     pipelining: bool,
+    chunking: bool,
+    size_bytes: u64,
     mail_from: &'a str,
     params: MailParams,
     rcpts: &'a [&'a str],
@@ -114,6 +124,12 @@ impl<'a> Transaction<'a> {
         if eight_bit && !caps.eightbitmime {
             return Err(Unsendable::EightBit);
         }
+        if let Some(max_bytes) = caps.size.filter(|&max| max > 0 && size_bytes > max) {
+            return Err(Unsendable::TooLarge {
+                size_bytes,
+                max_bytes,
+            });
+        }
         let smtputf8 = !mail_from.is_ascii() || rcpts.iter().any(|r| !r.is_ascii());
         if smtputf8 && !caps.smtputf8 {
             return Err(Unsendable::SmtpUtf8);
@@ -121,10 +137,13 @@ impl<'a> Transaction<'a> {
         let params = MailParams {
             size_bytes: caps.size.map(|_| size_bytes),
             eight_bit_mime: eight_bit,
+            binary_mime: false,
             smtputf8,
         };
         Ok(Transaction {
             pipelining: caps.pipelining,
+            chunking: caps.chunking,
+            size_bytes,
             mail_from,
             params,
             rcpts,
@@ -134,15 +153,29 @@ impl<'a> Transaction<'a> {
         })
     }
 
+    /// Sends the message as `BODY=BINARYMIME` in BDAT chunks (RFC 3030): only to a server
+    /// that offers both BINARYMIME and CHUNKING.
+    pub fn with_binary_mime(mut self, caps: &Capabilities) -> Result<Transaction<'a>, Unsendable> {
+        if !(caps.binarymime && caps.chunking) {
+            return Err(Unsendable::Binary);
+        }
+        self.params.binary_mime = true;
+        self.params.eight_bit_mime = false;
+        self.chunking = true;
+        Ok(self)
+    }
+
     /// Appends the first command(s) to `out`: MAIL alone, or with PIPELINING MAIL, every
-    /// RCPT and DATA.
+    /// RCPT and (without CHUNKING) DATA.
     pub fn start(&mut self, out: &mut BytesMut) -> Next {
         Command::Mail(self.mail_from, self.params).write_to(out);
         if self.pipelining {
             for rcpt in self.rcpts {
                 Command::Rcpt(rcpt).write_to(out);
             }
-            Command::Data.write_to(out);
+            if !self.chunking {
+                Command::Data.write_to(out);
+            }
         }
         self.state = State::Mail;
         Next::Reply
@@ -173,7 +206,12 @@ impl<'a> Transaction<'a> {
             State::Mail => self.on_mail(reply, out, closing),
             State::Rcpt(i) => self.on_rcpt(i, reply, out, closing),
             State::Data => Ok(self.on_data(reply, out, closing)),
-            _ => Ok(self.done(Some(reply), false)),
+            // RFC 3030 §2: after a refused BDAT the transaction's state is the server's
+            // to keep or drop; RSET before the next one either way.
+            _ => {
+                let reset = self.chunking && !is_completion(&reply) && !closing;
+                Ok(self.done(Some(reply), reset))
+            }
         }
     }
 
@@ -224,6 +262,14 @@ impl<'a> Transaction<'a> {
             }
             self.state = State::Rcpt(i + 1);
             return Ok(Next::Reply);
+        }
+        if self.chunking {
+            if !self.any_accepted() {
+                return Ok(self.done(None, true));
+            }
+            Command::BdatLast(self.size_bytes).write_to(out);
+            self.state = State::DataEnd;
+            return Ok(Next::Chunk);
         }
         if !self.pipelining {
             if !self.any_accepted() {

@@ -11,6 +11,7 @@ use crate::smtp::reply::parse;
 struct Case {
     name: &'static str,
     pipelining: bool,
+    chunking: bool,
     rcpts: &'static [&'static str],
     replies: &'static [&'static str],
     sent: &'static str,
@@ -27,8 +28,18 @@ fn run(
     rcpts: &[&str],
     replies: &[&str],
 ) -> (String, Result<TransactionResult, UnexpectedReply>) {
+    run_with(pipelining, false, rcpts, replies)
+}
+
+fn run_with(
+    pipelining: bool,
+    chunking: bool,
+    rcpts: &[&str],
+    replies: &[&str],
+) -> (String, Result<TransactionResult, UnexpectedReply>) {
     let caps = Capabilities {
         pipelining,
+        chunking,
         size: Some(1000),
         ..Capabilities::default()
     };
@@ -45,6 +56,7 @@ fn run(
                 return (sent, Ok(result));
             }
             Next::Body => sent.push_str("<BODY>"),
+            Next::Chunk => sent.push_str("<CHUNK>"),
             Next::Reply => {}
         }
         let wire = replies
@@ -60,7 +72,7 @@ fn run(
 }
 
 fn check(case: &Case) {
-    let (sent, result) = run(case.pipelining, case.rcpts, case.replies);
+    let (sent, result) = run_with(case.pipelining, case.chunking, case.rcpts, case.replies);
     assert_eq!(sent, case.sent, "{}: bytes sent", case.name);
     let result = result.unwrap_or_else(|e| panic!("{}: unexpected reply {e:?}", case.name));
     assert_eq!(result.mail.code, case.mail, "{}: MAIL", case.name);
@@ -76,6 +88,7 @@ fn dialogues() {
         Case {
             name: "pipelined, all accepted",
             pipelining: true,
+            chunking: false,
             rcpts: TWO,
             replies: &[
                 "250 ok\r\n",
@@ -94,6 +107,7 @@ fn dialogues() {
         Case {
             name: "one command per round trip, all accepted",
             pipelining: false,
+            chunking: false,
             rcpts: TWO,
             replies: &[
                 "250 ok\r\n",
@@ -112,6 +126,7 @@ fn dialogues() {
         Case {
             name: "pipelined, mixed recipients",
             pipelining: true,
+            chunking: false,
             rcpts: TWO,
             replies: &[
                 "250 ok\r\n",
@@ -130,6 +145,7 @@ fn dialogues() {
         Case {
             name: "pipelined, all recipients refused, DATA refused",
             pipelining: true,
+            chunking: false,
             rcpts: TWO,
             replies: &[
                 "250 ok\r\n",
@@ -147,6 +163,7 @@ fn dialogues() {
         Case {
             name: "pipelined, all recipients refused, 354 anyway: a lone dot",
             pipelining: true,
+            chunking: false,
             rcpts: &["r1@b.example"],
             replies: &["250 ok\r\n", "550 no\r\n", "354 go\r\n", "554 no recipients\r\n"],
             sent: "MAIL FROM:<s@a.example> SIZE=42\r\nRCPT TO:<r1@b.example>\r\nDATA\r\n[250][550][354]\
@@ -159,6 +176,7 @@ fn dialogues() {
         Case {
             name: "one per round trip, all recipients refused: no DATA",
             pipelining: false,
+            chunking: false,
             rcpts: TWO,
             replies: &["250 ok\r\n", "550 no\r\n", "451 later\r\n"],
             sent: "MAIL FROM:<s@a.example> SIZE=42\r\n[250]RCPT TO:<r1@b.example>\r\n[550]\
@@ -171,6 +189,7 @@ fn dialogues() {
         Case {
             name: "one per round trip, MAIL refused: no RCPT",
             pipelining: false,
+            chunking: false,
             rcpts: TWO,
             replies: &["550 5.7.1 sender blocked\r\n"],
             sent: "MAIL FROM:<s@a.example> SIZE=42\r\n[550]",
@@ -182,6 +201,7 @@ fn dialogues() {
         Case {
             name: "pipelined, MAIL refused: every reply still consumed",
             pipelining: true,
+            chunking: false,
             rcpts: TWO,
             replies: &[
                 "451 later\r\n",
@@ -199,6 +219,7 @@ fn dialogues() {
         Case {
             name: "4xx after the final dot",
             pipelining: false,
+            chunking: false,
             rcpts: &["r1@b.example"],
             replies: &[
                 "250 ok\r\n",
@@ -216,6 +237,7 @@ fn dialogues() {
         Case {
             name: "pipelined, 421 in the middle ends the transaction",
             pipelining: true,
+            chunking: false,
             rcpts: TWO,
             replies: &["250 ok\r\n", "421 4.3.2 shutting down\r\n"],
             sent: "MAIL FROM:<s@a.example> SIZE=42\r\nRCPT TO:<r1@b.example>\r\nRCPT TO:<r2@b.example>\r\n\
@@ -229,6 +251,76 @@ fn dialogues() {
     for case in &cases {
         check(case);
     }
+}
+
+#[test]
+fn chunking_dialogues() {
+    let cases = [
+        Case {
+            name: "pipelined BDAT: MAIL and RCPTs, then BDAT with the body in one write",
+            pipelining: true,
+            chunking: true,
+            rcpts: TWO,
+            replies: &["250 ok\r\n", "250 ok\r\n", "550 no\r\n", "250 2.0.0 queued\r\n"],
+            sent: "MAIL FROM:<s@a.example> SIZE=42\r\nRCPT TO:<r1@b.example>\r\nRCPT TO:<r2@b.example>\r\n\
+                   [250][250][550]BDAT 42 LAST\r\n<CHUNK>[250]",
+            mail: 250,
+            rcpt_codes: &[Some(250), Some(550)],
+            data: Some(250),
+            reset_needed: false,
+        },
+        Case {
+            name: "BDAT one command per round trip, refused chunk needs RSET",
+            pipelining: false,
+            chunking: true,
+            rcpts: &["r1@b.example"],
+            replies: &["250 ok\r\n", "250 ok\r\n", "554 5.6.0 no\r\n"],
+            sent: "MAIL FROM:<s@a.example> SIZE=42\r\n[250]RCPT TO:<r1@b.example>\r\n[250]\
+                   BDAT 42 LAST\r\n<CHUNK>[554]",
+            mail: 250,
+            rcpt_codes: &[Some(250)],
+            data: Some(554),
+            reset_needed: true,
+        },
+        Case {
+            name: "BDAT with every recipient refused: no chunk at all",
+            pipelining: true,
+            chunking: true,
+            rcpts: TWO,
+            replies: &["250 ok\r\n", "550 no\r\n", "450 later\r\n"],
+            sent: "MAIL FROM:<s@a.example> SIZE=42\r\nRCPT TO:<r1@b.example>\r\nRCPT TO:<r2@b.example>\r\n\
+                   [250][550][450]",
+            mail: 250,
+            rcpt_codes: &[Some(550), Some(450)],
+            data: None,
+            reset_needed: true,
+        },
+    ];
+    for case in &cases {
+        check(case);
+    }
+}
+
+#[test]
+fn a_message_above_the_servers_size_is_not_offered() {
+    let caps = Capabilities {
+        size: Some(1000),
+        ..Capabilities::default()
+    };
+    let rcpts = ["r@b.example"];
+    assert_eq!(
+        Transaction::new(&caps, "s@a", &rcpts, 1001, false).map(|_| ()),
+        Err(Unsendable::TooLarge {
+            size_bytes: 1001,
+            max_bytes: 1000
+        })
+    );
+    assert!(Transaction::new(&caps, "s@a", &rcpts, 1000, false).is_ok());
+    let unlimited = Capabilities {
+        size: Some(0),
+        ..Capabilities::default()
+    };
+    assert!(Transaction::new(&unlimited, "s@a", &rcpts, u64::MAX, false).is_ok());
 }
 
 #[test]
@@ -299,4 +391,27 @@ fn unsendable_messages_are_refused_before_any_byte() {
     let mut out = BytesMut::new();
     tx.start(&mut out);
     assert_eq!(&out[..], b"MAIL FROM:<a@b> BODY=8BITMIME SMTPUTF8\r\n");
+}
+
+#[test]
+fn binary_mime_needs_binarymime_and_chunking() {
+    let rcpts = ["r@b.example"];
+    let chunking_only = Capabilities {
+        chunking: true,
+        ..Capabilities::default()
+    };
+    let new = |caps: &Capabilities| Transaction::new(caps, "s@a", &rcpts, 3, false).unwrap();
+    assert_eq!(
+        new(&chunking_only).with_binary_mime(&chunking_only).map(|_| ()),
+        Err(Unsendable::Binary)
+    );
+    let both = Capabilities {
+        chunking: true,
+        binarymime: true,
+        ..Capabilities::default()
+    };
+    let mut tx = new(&both).with_binary_mime(&both).unwrap();
+    let mut out = BytesMut::new();
+    tx.start(&mut out);
+    assert_eq!(&out[..], b"MAIL FROM:<s@a> BODY=BINARYMIME\r\n");
 }

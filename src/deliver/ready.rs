@@ -1,0 +1,294 @@
+//! The second tier of the delivery queues: one ready queue per (egress source, site,
+//! route), holding the jobs whose attempt is due, with the limits that apply to that
+//! source talking to that site: connections at once, messages per connection, messages
+//! per minute. Plain data with time passed in; the engine's connection tasks drive it.
+//!
+//! ```text
+//!  scheduled (time-ordered, per message)      ready (per source × site × route)
+//!  ─────────────────────────────────────      ───────────────────────────────────────
+//!  retry heap ──due──▶ router: route each  ──▶ [s1 × mx.gmail]    ◀── connections ≤ N,
+//!                      pending recipient,      [s2 × mx.gmail]        messages/conn ≤ M,
+//!                      pick a source, look     [s1 × mx.example]      messages/min ≤ R
+//!                      up the site (MX set)
+//! ```
+//!
+//! A job is one message's recipients that go to the same site from the same source: they
+//! travel in one transaction (or a few, when the remote limits recipients per
+//! transaction). Connection tasks take jobs while the queue has any, reuse their
+//! connection (RSET between transactions when needed), and wait a short idle time for more
+//! before they close.
+
+use std::collections::VecDeque;
+use std::rc::Rc;
+
+use bytes::Bytes;
+use futures_channel::oneshot;
+
+use crate::config::egress::Shaping;
+use crate::message::{Envelope, MessageId};
+use crate::route::plan::Hop;
+
+/// A ready queue's identity.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct ReadyKey {
+    /// Index into the egress sources.
+    pub source: usize,
+    /// The site: the sorted MX set (or smarthost) as [`crate::route::plan::site`] names it.
+    pub site: Rc<str>,
+    /// The route whose TLS, AUTH and limits apply (`None`: the defaults).
+    pub route: Option<usize>,
+}
+
+/// Recipients of one message for one ready queue.
+#[derive(Debug)]
+pub struct Job {
+    pub id: MessageId,
+    pub envelope: Rc<Envelope>,
+    /// The message as it goes out: trace header, then body.
+    pub chunks: Rc<[Bytes]>,
+    /// Indexes into the envelope's recipients.
+    pub rcpts: Vec<usize>,
+    /// The hosts of the site, in the order to try them.
+    pub hops: Rc<[Hop]>,
+}
+
+/// What the engine does after a job was queued.
+#[derive(Debug, PartialEq, Eq)]
+pub enum OnPush {
+    /// An idle connection of this queue was woken and will take it.
+    Woken,
+    /// Start a new connection task (the queue counted it already).
+    Spawn,
+    /// Every allowed connection is busy: a busy one takes it when done.
+    Wait,
+}
+
+/// What a connection task gets when it asks for work.
+#[derive(Debug)]
+pub enum Take {
+    Job(Job),
+    /// The rate limit holds the next job back until this time.
+    NotBefore(u64),
+    Empty,
+}
+
+/// One ready queue.
+#[derive(Debug)]
+pub struct ReadyQueue {
+    jobs: VecDeque<Job>,
+    shaping: Shaping,
+    rate: Rate,
+    /// Connection tasks alive (connecting, busy or idle).
+    connections: usize,
+    /// Idle connection tasks waiting for a job; a dropped receiver is a task that gave up.
+    idle: VecDeque<oneshot::Sender<()>>,
+}
+
+impl ReadyQueue {
+    pub fn new(shaping: Shaping) -> ReadyQueue {
+        ReadyQueue {
+            jobs: VecDeque::new(),
+            rate: Rate::per_minute(shaping.messages_per_minute_max_count),
+            shaping,
+            connections: 0,
+            idle: VecDeque::new(),
+        }
+    }
+
+    pub fn shaping(&self) -> Shaping {
+        self.shaping
+    }
+
+    pub fn len(&self) -> usize {
+        self.jobs.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.jobs.is_empty()
+    }
+
+    pub fn connections(&self) -> usize {
+        self.connections
+    }
+
+    /// Nothing queued and no connection: the queue can be dropped.
+    pub fn is_unused(&self) -> bool {
+        self.jobs.is_empty() && self.connections == 0
+    }
+
+    /// Queues a job and says who takes it: an idle connection, a new one, or a busy one.
+    pub fn push(&mut self, job: Job) -> OnPush {
+        self.jobs.push_back(job);
+        while let Some(waiter) = self.idle.pop_front() {
+            if waiter.send(()).is_ok() {
+                return OnPush::Woken;
+            }
+        }
+        if self.connections < self.shaping.connections_max_count {
+            self.connections += 1;
+            return OnPush::Spawn;
+        }
+        OnPush::Wait
+    }
+
+    /// The next job for a connection task, if the rate limit allows one at `now_ms`.
+    pub fn take(&mut self, now_ms: u64) -> Take {
+        if self.jobs.is_empty() {
+            return Take::Empty;
+        }
+        if let Err(not_before_ms) = self.rate.try_take(now_ms) {
+            return Take::NotBefore(not_before_ms);
+        }
+        match self.jobs.pop_front() {
+            Some(job) => Take::Job(job),
+            None => Take::Empty,
+        }
+    }
+
+    /// A connection task waits for a job; the receiver fires when one is pushed.
+    pub fn wait(&mut self) -> oneshot::Receiver<()> {
+        let (tx, rx) = oneshot::channel();
+        // Tasks that gave up waiting leave dead senders; drop them here so the list stays
+        // as long as the number of live waiters.
+        self.idle.retain(|w| !w.is_canceled());
+        self.idle.push_back(tx);
+        rx
+    }
+
+    /// Every queued job, taken out (to be deferred when the site cannot be reached).
+    pub fn drain(&mut self) -> Vec<Job> {
+        self.jobs.drain(..).collect()
+    }
+
+    /// A connection task ended.
+    pub fn connection_ended(&mut self) {
+        self.connections = self.connections.saturating_sub(1);
+    }
+}
+
+/// Messages per minute as an even spacing: each start takes the next slot, so the rate
+/// holds across all connections of a queue without bursts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rate {
+    /// 0: no limit.
+    interval_ms: u64,
+    next_ms: u64,
+}
+
+impl Rate {
+    pub fn per_minute(count: u32) -> Rate {
+        Rate {
+            interval_ms: match count {
+                0 => 0,
+                n => (60_000 / u64::from(n)).max(1),
+            },
+            next_ms: 0,
+        }
+    }
+
+    /// Takes a slot at `now_ms`, or says when the next one opens.
+    pub fn try_take(&mut self, now_ms: u64) -> Result<(), u64> {
+        if self.interval_ms == 0 {
+            return Ok(());
+        }
+        if now_ms < self.next_ms {
+            return Err(self.next_ms);
+        }
+        self.next_ms = now_ms + self.interval_ms;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::message::{BodyType, Recipient};
+
+    fn shaping(connections: usize, per_minute: u32) -> Shaping {
+        Shaping {
+            connections_max_count: connections,
+            messages_per_connection_max_count: 10,
+            messages_per_minute_max_count: per_minute,
+            recipients_per_transaction_max_count: 100,
+        }
+    }
+
+    fn job(seq: u64) -> Job {
+        let envelope = Envelope {
+            id: MessageId::new(1, 0, seq),
+            account: "a".into(),
+            received_at_ms: 0,
+            source: "127.0.0.1".parse().unwrap(),
+            helo: "h".into(),
+            mail_from: "s@x.example".into(),
+            body_type: BodyType::SevenBit,
+            rcpts: vec![Recipient {
+                addr: "r@y.example".into(),
+                ..Recipient::default()
+            }],
+            smtputf8: false,
+            dsn_return: None,
+            dsn_envid: None,
+            auth_user: None,
+        };
+        Job {
+            id: envelope.id,
+            envelope: Rc::new(envelope),
+            chunks: Rc::from(vec![Bytes::from_static(b"x\r\n")]),
+            rcpts: vec![0],
+            hops: Rc::from(Vec::new()),
+        }
+    }
+
+    fn seq(t: Take) -> u64 {
+        match t {
+            Take::Job(j) => j.id.0 as u64 & 0xffff,
+            other => panic!("expected a job, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn connections_are_spawned_up_to_the_limit_then_jobs_wait() {
+        let mut q = ReadyQueue::new(shaping(2, 0));
+        assert_eq!(q.push(job(1)), OnPush::Spawn);
+        assert_eq!(q.push(job(2)), OnPush::Spawn);
+        assert_eq!(q.push(job(3)), OnPush::Wait);
+        assert_eq!(q.connections(), 2);
+        assert_eq!(seq(q.take(0)), 1);
+        assert_eq!(seq(q.take(0)), 2);
+        assert_eq!(seq(q.take(0)), 3);
+        assert!(matches!(q.take(0), Take::Empty));
+        q.connection_ended();
+        q.connection_ended();
+        assert!(q.is_unused());
+    }
+
+    #[test]
+    fn an_idle_connection_is_woken_before_a_new_one_is_spawned() {
+        let mut q = ReadyQueue::new(shaping(4, 0));
+        assert_eq!(q.push(job(1)), OnPush::Spawn);
+        assert_eq!(seq(q.take(0)), 1);
+        let mut woken = q.wait();
+        assert_eq!(q.push(job(2)), OnPush::Woken);
+        assert_eq!(woken.try_recv(), Ok(Some(())));
+        // A task that stopped waiting (dropped receiver) is skipped.
+        drop(q.wait());
+        assert_eq!(q.push(job(3)), OnPush::Spawn);
+        assert_eq!(q.connections(), 2);
+    }
+
+    #[test]
+    fn the_rate_spaces_message_starts_evenly() {
+        let mut q = ReadyQueue::new(shaping(4, 120));
+        for i in 0..3 {
+            q.push(job(i));
+        }
+        assert_eq!(seq(q.take(1_000)), 0);
+        assert!(matches!(q.take(1_200), Take::NotBefore(1_500)));
+        assert_eq!(seq(q.take(1_500)), 1);
+        assert_eq!(seq(q.take(5_000)), 2);
+        assert_eq!(q.drain().len(), 0);
+        let mut unlimited = Rate::per_minute(0);
+        assert!((0..1000).all(|_| unlimited.try_take(0).is_ok()));
+    }
+}
