@@ -31,3 +31,4 @@ mod lifecycle;
 mod observe;
 mod relay;
 mod support;
+mod tracking;

@@ -241,6 +241,26 @@ pub struct HttpConfig {
 pub struct TrackingConfig {
     pub keys: Vec<(u8, PathBuf)>,
     pub signing_key_id: u8,
+    /// The tracking endpoint's address in links, for accounts that do not set their own.
+    pub base_url: String,
+}
+
+/// An account's tracking: what the rewrite adds, and whether to add one-click unsubscribe.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AccountTracking {
+    pub options: crate::rewrite::TrackingOptions,
+    pub unsubscribe: bool,
+}
+
+/// One DKIM key of an account.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DkimKeyConfig {
+    /// The signing domain (`d=`), lower case.
+    pub domain: String,
+    pub selector: String,
+    pub key_file: PathBuf,
+    /// Header fields to sign; empty means the default list.
+    pub headers: Vec<String>,
 }
 
 /// Which sender domains an account may use.
@@ -273,6 +293,10 @@ pub struct AccountConfig {
     pub class: Option<String>,
     /// The pool for this account's mail when no class or route picks one.
     pub pool: Option<String>,
+    /// Open/click tracking; `None` leaves the account's messages as they are.
+    pub tracking: Option<AccountTracking>,
+    /// DKIM keys; a message is signed with those of its header From domain.
+    pub dkim: Vec<DkimKeyConfig>,
 }
 
 /// The validated configuration.
@@ -507,7 +531,7 @@ impl Config {
             .accounts
             .into_iter()
             .enumerate()
-            .map(|(i, a)| account(i, a))
+            .map(|(i, a)| account(i, a, &tracking.base_url))
             .collect::<Result<Vec<_>, _>>()?;
         let mut ids: Vec<&str> = accounts.iter().map(|a| a.id.as_str()).collect();
         ids.sort_unstable();
@@ -614,7 +638,7 @@ fn apply_overrides(raw: &mut RawConfig, o: &Overrides) -> Result<(), ConfigError
     Ok(())
 }
 
-fn account(i: usize, a: raw::RawAccount) -> Result<AccountConfig, ConfigError> {
+fn account(i: usize, a: raw::RawAccount, base_url: &str) -> Result<AccountConfig, ConfigError> {
     let key = |field: &str| format!("accounts[{i}].{field}");
     if a.id.is_empty()
         || !a
@@ -677,6 +701,37 @@ fn account(i: usize, a: raw::RawAccount) -> Result<AccountConfig, ConfigError> {
         .into_iter()
         .map(|c| credential(&key("credentials"), c))
         .collect::<Result<Vec<_>, _>>()?;
+    let tracking = match a.tracking {
+        None => None,
+        Some(t) => Some(account_tracking(t, base_url).map_err(|e| ConfigError::new(key("tracking"), e))?),
+    };
+    let mut dkim = Vec::with_capacity(a.dkim.len());
+    for (k, d) in a.dkim.into_iter().enumerate() {
+        let field = |f: &str| key(&format!("dkim[{k}].{f}"));
+        if d.domain.is_empty() || d.domain.contains(['@', ' ']) {
+            return Err(ConfigError::new(
+                field("domain"),
+                format!("`{}` is not a domain name", d.domain),
+            ));
+        }
+        if d.selector.is_empty()
+            || !d
+                .selector
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+        {
+            return Err(ConfigError::new(
+                field("selector"),
+                format!("`{}` is not a DKIM selector", d.selector),
+            ));
+        }
+        dkim.push(DkimKeyConfig {
+            domain: d.domain.to_ascii_lowercase(),
+            selector: d.selector,
+            key_file: PathBuf::from(d.key_file),
+            headers: d.headers,
+        });
+    }
     Ok(AccountConfig {
         id: a.id,
         networks,
@@ -685,6 +740,34 @@ fn account(i: usize, a: raw::RawAccount) -> Result<AccountConfig, ConfigError> {
         credentials,
         class: a.class,
         pool: a.pool,
+        tracking,
+        dkim,
+    })
+}
+
+fn account_tracking(t: raw::RawAccountTracking, default_base_url: &str) -> Result<AccountTracking, String> {
+    let options = crate::rewrite::TrackingOptions {
+        opens: t.opens,
+        clicks: t.clicks,
+        plain_text_clicks: t.plain_text_clicks,
+        base_url: if t.base_url.is_empty() {
+            default_base_url.to_string()
+        } else {
+            t.base_url
+        },
+        exclude_domains: t
+            .exclude_domains
+            .iter()
+            .map(|d| d.trim_start_matches('.').to_ascii_lowercase())
+            .collect(),
+        exclude_attribute: t.exclude_attribute,
+        expiry: (t.expiry_ms > 0).then(|| Duration::from_millis(t.expiry_ms)),
+        per_recipient: t.per_recipient,
+    };
+    options.validate()?;
+    Ok(AccountTracking {
+        options,
+        unsubscribe: t.unsubscribe,
     })
 }
 
@@ -700,6 +783,13 @@ fn tracking(t: raw::RawTracking) -> Result<TrackingConfig, ConfigError> {
             format!("key {} is not among tracking.keys", t.signing_key_id),
         ));
     }
+    let probe = crate::rewrite::TrackingOptions {
+        base_url: t.base_url.clone(),
+        ..Default::default()
+    };
+    probe
+        .validate()
+        .map_err(|e| ConfigError::new("tracking.base_url", e))?;
     Ok(TrackingConfig {
         keys: t
             .keys
@@ -707,6 +797,7 @@ fn tracking(t: raw::RawTracking) -> Result<TrackingConfig, ConfigError> {
             .map(|k| (k.id, PathBuf::from(k.secret_file)))
             .collect(),
         signing_key_id: t.signing_key_id,
+        base_url: t.base_url,
     })
 }
 

@@ -229,6 +229,7 @@ impl Default for RawHttp {
 pub struct RawTracking {
     pub keys: Vec<RawTrackingKey>,
     pub signing_key_id: u8,
+    pub base_url: String,
 }
 
 impl Default for RawTracking {
@@ -236,6 +237,7 @@ impl Default for RawTracking {
         RawTracking {
             keys: Vec::new(),
             signing_key_id: 1,
+            base_url: "http://127.0.0.1:8025".into(),
         }
     }
 }
@@ -263,6 +265,58 @@ pub struct RawAccount {
     pub pool: Option<String>,
     #[serde(default)]
     pub credentials: Vec<RawCredential>,
+    /// Open/click tracking for this account; absent = no tracking.
+    #[serde(default)]
+    pub tracking: Option<RawAccountTracking>,
+    /// DKIM keys this account signs with.
+    #[serde(default)]
+    pub dkim: Vec<RawDkimKey>,
+}
+
+/// `[accounts.tracking]`: what the rewrite adds to the account's messages.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawAccountTracking {
+    pub opens: bool,
+    pub clicks: bool,
+    pub plain_text_clicks: bool,
+    /// Empty: `tracking.base_url`.
+    pub base_url: String,
+    pub exclude_domains: Vec<String>,
+    pub exclude_attribute: String,
+    /// 0: tokens never expire.
+    pub expiry_ms: u64,
+    pub per_recipient: bool,
+    /// RFC 8058 one-click unsubscribe headers pointing at `POST /u/<token>`.
+    pub unsubscribe: bool,
+}
+
+impl Default for RawAccountTracking {
+    fn default() -> Self {
+        RawAccountTracking {
+            opens: true,
+            clicks: true,
+            plain_text_clicks: false,
+            base_url: String::new(),
+            exclude_domains: Vec::new(),
+            exclude_attribute: "data-notrack".into(),
+            expiry_ms: 0,
+            per_recipient: true,
+            unsubscribe: false,
+        }
+    }
+}
+
+/// `[[accounts.dkim]]`: one signing key.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawDkimKey {
+    pub domain: String,
+    pub selector: String,
+    pub key_file: String,
+    /// Header fields to sign; empty: corerelay's default list (over-signs From).
+    #[serde(default)]
+    pub headers: Vec<String>,
 }
 
 /// One AUTH login of an account: a user name and the PHC string of its password hash.

@@ -21,6 +21,7 @@ use std::net::SocketAddr;
 use std::rc::Rc;
 use std::time::Duration;
 
+use bytes::Bytes;
 use futures_lite::FutureExt;
 
 use super::connection::{AttemptError, Connection, Dial, Phase, Timeouts, TlsMode};
@@ -120,12 +121,13 @@ impl Deliverer {
     ) -> (String, Vec<(usize, Outcome)>) {
         let shaping = self.egress.shaping(key.route);
         let limit = shaping.recipients_per_transaction_max_count.max(1);
+        let chunks = self.outgoing(job);
         let mut waiting: VecDeque<usize> = job.rcpts.iter().copied().collect();
         let mut out = Vec::with_capacity(job.rcpts.len());
         let mut host = String::new();
         while !waiting.is_empty() {
             let batch: Vec<usize> = waiting.drain(..limit.min(waiting.len())).collect();
-            let (result, remote_host, peer) = match self.transact(key, open, job, &batch).await {
+            let (result, remote_host, peer) = match self.transact(key, open, job, &chunks, &batch).await {
                 Ok(done) => done,
                 Err(reason) => {
                     let rest = batch.into_iter().chain(waiting.drain(..));
@@ -162,6 +164,7 @@ impl Deliverer {
         key: &ReadyKey,
         open: &mut Option<Open>,
         job: &Job,
+        chunks: &[Bytes],
         batch: &[usize],
     ) -> Result<Sent, Reason> {
         let rcpts: Vec<&str> = batch
@@ -176,12 +179,7 @@ impl Deliverer {
             let warm = o.conn.messages_sent() > 0;
             let result = o
                 .conn
-                .send(
-                    &job.envelope.mail_from,
-                    &rcpts,
-                    &job.chunks,
-                    job.envelope.body_type,
-                )
+                .send(&job.envelope.mail_from, &rcpts, chunks, job.envelope.body_type)
                 .await;
             self.log.emit(Event::Attempt {
                 msg: job.id,
@@ -200,6 +198,17 @@ impl Deliverer {
             *open = None;
         }
         Err(Reason::local(Enhanced::new(4, 4, 2), "the connection was lost"))
+    }
+
+    /// The bytes this job sends: the account's tracking rewrite and DKIM signatures applied
+    /// to the spooled message (for the job's one recipient when tokens name recipients).
+    fn outgoing(&self, job: &Job) -> Vec<Bytes> {
+        let transform = self.transform.borrow().clone();
+        let recipient = match job.rcpts.as_slice() {
+            [one] => job.envelope.rcpts[*one].addr.as_str(),
+            _ => "",
+        };
+        transform.apply(&job.envelope, &job.chunks, recipient, self.log.metrics())
     }
 
     /// Closes a connection that is broken or has carried its share of messages.

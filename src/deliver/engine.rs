@@ -22,6 +22,7 @@
 use std::cell::RefCell;
 use std::collections::{BTreeMap, HashMap};
 use std::rc::Rc;
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -33,11 +34,12 @@ use super::outcome::{Outcome, Reason};
 use super::queue::{Attempt, Entry, Queue};
 use super::ready::{Job, OnPush, ReadyKey, ReadyQueue};
 use super::tls::{TlsClients, TlsMemory};
+use super::transform::Transform;
 use crate::config::{BounceConfig, Config, DeliveryConfig};
 use crate::message::{Envelope, IdGenerator, Message, MessageId};
 use crate::observe::{Event, Log};
 use crate::route::egress::{Decision, Egress, Picker};
-use crate::route::plan::{self, Route};
+use crate::route::plan::{self, Hop, Route};
 use crate::route::resolver::{DnsError, Resolver};
 use crate::smtp::reply::Enhanced;
 use crate::spool::{RecoveredMessage, Spool};
@@ -75,6 +77,8 @@ pub struct Deliverer {
     pub(super) spool: Spool,
     pub(super) resolver: Resolver,
     pub(super) log: Log,
+    /// Tracking rewrite and DKIM signing per account; replaced whole by a reload.
+    pub(super) transform: RefCell<Arc<Transform>>,
 }
 
 impl Deliverer {
@@ -126,7 +130,13 @@ impl Deliverer {
             spool,
             resolver,
             log,
+            transform: RefCell::new(Arc::new(Transform::default())),
         }))
+    }
+
+    /// Sets the accounts' tracking and signing (at start, and on reload).
+    pub fn set_transform(&self, transform: Arc<Transform>) {
+        *self.transform.borrow_mut() = transform;
     }
 
     /// Starts the scheduler and the router on this core.
@@ -248,7 +258,9 @@ impl Deliverer {
             groups.entry((decision, target)).or_default().push(i);
         }
         let mut sources: HashMap<usize, usize> = HashMap::new();
-        let mut jobs: BTreeMap<(usize, String, Option<usize>), Job> = BTreeMap::new();
+        // Tokens that name the recipient make every recipient's copy different: one job each.
+        let per_recipient = self.transform.borrow().per_recipient(&envelope.account);
+        let mut jobs: BTreeMap<(usize, String, Option<usize>, Option<usize>), Job> = BTreeMap::new();
         let mut decided: Vec<(usize, Outcome)> = Vec::new();
         for ((decision, target), idxs) in groups {
             let hops = match plan::hops(&self.resolver, &target, self.config.mx_port).await {
@@ -268,14 +280,23 @@ impl Deliverer {
                 .entry(decision.pool)
                 .or_insert_with(|| self.picker.borrow_mut().pick(&self.egress, decision.pool));
             let site = plan::site(&hops);
-            let job = jobs.entry((source, site, decision.route)).or_insert_with(|| Job {
-                id,
-                envelope: envelope.clone(),
-                chunks: chunks.clone(),
-                rcpts: Vec::new(),
-                hops: Rc::from(hops),
-            });
-            job.rcpts.extend(idxs);
+            let hops: Rc<[Hop]> = Rc::from(hops);
+            let splits: Vec<(Option<usize>, Vec<usize>)> = match per_recipient {
+                true => idxs.into_iter().map(|i| (Some(i), vec![i])).collect(),
+                false => vec![(None, idxs)],
+            };
+            for (split, rcpts) in splits {
+                let job = jobs
+                    .entry((source, site.clone(), decision.route, split))
+                    .or_insert_with(|| Job {
+                        id,
+                        envelope: envelope.clone(),
+                        chunks: chunks.clone(),
+                        rcpts: Vec::new(),
+                        hops: hops.clone(),
+                    });
+                job.rcpts.extend(rcpts);
+            }
         }
         let jobs_left = jobs.len();
         if let Some(entry) = self.queue.borrow_mut().get_mut(&id) {
@@ -291,7 +312,7 @@ impl Deliverer {
         if jobs_left == 0 {
             return self.finish_attempt(id, Vec::new()).await;
         }
-        for ((source, site, route), job) in jobs {
+        for ((source, site, route, _), job) in jobs {
             let key = ReadyKey {
                 source,
                 site: Rc::from(site),

@@ -30,3 +30,4 @@ pub mod retry;
 mod settle;
 pub mod stream;
 pub mod tls;
+pub mod transform;

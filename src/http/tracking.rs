@@ -309,6 +309,7 @@ mod tests {
         let config = crate::config::TrackingConfig {
             keys: vec![],
             signing_key_id: 1,
+            base_url: "http://127.0.0.1:8025".into(),
         };
         let a = load_keyring(&config, dir.path()).unwrap();
         let b = load_keyring(&config, dir.path()).unwrap();
@@ -320,6 +321,7 @@ mod tests {
         let bad = crate::config::TrackingConfig {
             keys: vec![(1, dir.path().join("missing"))],
             signing_key_id: 1,
+            base_url: "http://127.0.0.1:8025".into(),
         };
         assert!(
             load_keyring(&bad, dir.path())

@@ -109,6 +109,16 @@ metrics_table! {
             "Messages queued for delivery on this core (ready, scheduled or in flight).";
         tracking_bad_tokens_total: Counter, "corerelay_tracking_bad_tokens_total", Count,
             "Tracking requests refused because the token did not verify (forged, altered, expired).";
+        tracking_links_total: Counter, "corerelay_tracking_links_total", Count,
+            "Links replaced by tracking URLs in delivered copies.";
+        tracking_pixels_total: Counter, "corerelay_tracking_pixels_total", Count,
+            "Open pixels added to delivered copies.";
+        rewrite_passed_through_total: Counter, "corerelay_rewrite_passed_through_total", Count,
+            "Copies of tracked accounts' messages sent on unmodified because a part could not be rewritten safely.";
+        dkim_signatures_total: Counter, "corerelay_dkim_signatures_total", Count,
+            "DKIM signatures added to outgoing copies.";
+        dkim_failures_total: Counter, "corerelay_dkim_failures_total", Count,
+            "Outgoing copies a DKIM key failed to sign (sent unsigned by that key).";
         spool_append_seconds: Histogram, "corerelay_spool_append_seconds", Seconds,
             "Time from handing a message to the owner's spool to its durable acknowledgement (group commit wait, write and fdatasync).";
     }

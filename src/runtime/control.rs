@@ -17,6 +17,7 @@ use std::time::Duration;
 
 use crate::account::Directory;
 use crate::config::{Config, Overrides};
+use crate::deliver::transform::Transform;
 use crate::ingress::tls::TlsSnapshot;
 use crate::rewrite::Keyring;
 
@@ -29,6 +30,7 @@ pub struct Reload {
     pub directory: Arc<Directory>,
     pub tls: Arc<TlsSnapshot>,
     pub keyring: Arc<Keyring>,
+    pub transform: Arc<Transform>,
     /// Settings that changed but need a restart (listeners, cores, spool, …).
     pub needs_restart: Vec<&'static str>,
 }
@@ -141,12 +143,14 @@ pub fn prepare(source: &Source, running: &Config, cores: usize) -> Result<Reload
         &config.tracking,
         &running.spool.dir,
     )?);
+    let transform = Arc::new(Transform::new(&config.accounts, keyring.clone())?);
     let directory = Arc::new(Directory::new(&config.accounts, cores));
     Ok(Reload {
         config,
         directory,
         tls,
         keyring,
+        transform,
         needs_restart,
     })
 }

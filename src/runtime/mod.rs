@@ -18,6 +18,7 @@ use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 
 use crate::account::Directory;
 use crate::config::{Config, Cores};
+use crate::deliver::transform::Transform;
 use crate::http::Health;
 use crate::http::tracking::load_keyring;
 use crate::ingress::listener;
@@ -40,6 +41,7 @@ pub struct Shared {
     pub prometheus: PrometheusHandle,
     pub health: Arc<Health>,
     pub keyring: Arc<Keyring>,
+    pub transform: Arc<Transform>,
     pub control: Arc<Control>,
     ready: mpsc::Sender<Result<usize, String>>,
 }
@@ -69,6 +71,7 @@ pub fn serve(config: Config, source: Source) -> Result<(), String> {
         .map_err(|e| format!("cannot bind {}: {e}", config.http.listen))?;
     let prometheus = install_metrics()?;
     let keyring = Arc::new(load_keyring(&config.tracking, &config.spool.dir)?);
+    let transform = Arc::new(Transform::new(&config.accounts, keyring.clone())?);
     for account in directory.accounts() {
         println!("corerelay: account {} on core {}", account.id, account.owner);
     }
@@ -90,6 +93,7 @@ pub fn serve(config: Config, source: Source) -> Result<(), String> {
         prometheus: prometheus.clone(),
         health: Arc::new(Health::new(cores)),
         keyring,
+        transform,
         control: control.clone(),
         ready: ready_tx,
     });

@@ -57,6 +57,7 @@ impl Core {
             glommio::spawn_local(listener::accept_loop(socket, self.ingress.clone(), runtime)).detach();
         }
         let watcher = Watcher {
+            deliverer: self.deliverer.clone(),
             ingress: self.ingress.clone(),
             app: self.app.clone(),
             log: self.log.clone(),
@@ -99,6 +100,7 @@ async fn wait_until(deadline: Instant, mut done: impl FnMut() -> bool) {
 
 /// The core's view of the control block: raises the core's stop signal, applies reloads.
 struct Watcher {
+    deliverer: Rc<Deliverer>,
     ingress: Rc<Ingress>,
     app: Rc<http::App>,
     log: Log,
@@ -135,6 +137,7 @@ impl Watcher {
         self.ingress.set_directory(reload.directory.clone());
         self.ingress.set_limits(Limits::from_config(&reload.config));
         self.ingress.tls.replace(reload.tls.clone());
+        self.deliverer.set_transform(reload.transform.clone());
         if let Some(tracking) = &self.app.tracking {
             *tracking.keyring.borrow_mut() = reload.keyring.clone();
         }
@@ -186,6 +189,7 @@ async fn start(shared: &Shared, meshes: Meshes) -> Result<Core, String> {
     for message in recovered {
         deliverer.enqueue_recovered(message);
     }
+    deliverer.set_transform(shared.transform.clone());
     deliverer.start();
     let gauge_source = deliverer.clone();
 
