@@ -150,7 +150,7 @@ fn thousands_of_idle_connections_cost_bounded_memory() {
         "each connection is open at the relay"
     );
     assert!(
-        per_connection_bytes < 48 << 10,
+        per_connection_bytes < 16 << 10,
         "an idle connection costs {per_connection_bytes} bytes"
     );
     drop(idle);

@@ -37,8 +37,13 @@ use crate::observe::Event;
 use crate::smtp::reply::{Reply, catalogue};
 use crate::smtp::server::{Credentials, Phase, Policy, Session, Step, Transaction};
 
-/// Bytes asked of the kernel per read; the buffer grows in steps of this size.
+/// Bytes asked of the kernel per read while a message body is being received; the buffer
+/// grows in steps of this size, and the body's chunks are slices of it.
 const READ_CHUNK_BYTES: usize = 16 << 10;
+/// Bytes asked per read between messages. Command lines are short, and a connection that
+/// waits for its next command then holds only this much: thousands of idle clients cost
+/// little memory.
+const COMMAND_READ_BYTES: usize = 1024;
 
 /// Who the client said it is, for the trace header.
 #[derive(Debug, Clone)]
@@ -113,7 +118,7 @@ pub async fn drive<P: Policy, H: Handler<P::Account>>(
     tls: Option<&TlsAcceptor>,
     handler: &mut H,
 ) -> io::Result<()> {
-    let mut output = BytesMut::with_capacity(1024);
+    let mut output = BytesMut::new();
     session.greeting().write_to(&mut output);
     let mut greeted = false;
     let mut transfer_deadline: Option<Instant> = None;
@@ -159,7 +164,12 @@ pub async fn drive<P: Policy, H: Handler<P::Account>>(
                     catalogue::SHUTTING_DOWN.write_to(&mut output);
                     return flush(stream, &mut output, timeouts.command).await;
                 }
-                match read(stream, &mut input, timeout, stop.as_ref()).await {
+                let chunk = match session.phase() {
+                    Phase::Data => READ_CHUNK_BYTES,
+                    _ if session.in_transfer() => READ_CHUNK_BYTES,
+                    _ => COMMAND_READ_BYTES,
+                };
+                match read(stream, &mut input, chunk, timeout, stop.as_ref()).await {
                     Ok(0) => return Ok(()),
                     Ok(_) => {}
                     // Stopping: the check above answers the client.
@@ -231,6 +241,7 @@ pub async fn handshake(
 async fn read(
     stream: &mut Stream,
     input: &mut BytesMut,
+    chunk: usize,
     timeout: Duration,
     stop: Option<&Stop>,
 ) -> io::Result<usize> {
@@ -238,7 +249,7 @@ async fn read(
         return Err(io::ErrorKind::TimedOut.into());
     }
     let start = input.len();
-    input.resize(start + READ_CHUNK_BYTES, 0);
+    input.resize(start + chunk, 0);
     let buf = &mut input[start..];
     let result = glommio::timer::timeout(timeout, async {
         let read = async { stream.read(buf).await };
