@@ -225,3 +225,91 @@ pub fn header_from(data: &[u8]) {
         "split at {x} and {y}"
     );
 }
+
+/// The tracking keyring the fuzz checks mint and verify with.
+fn fuzz_keyring() -> corerelay::rewrite::Keyring {
+    corerelay::rewrite::Keyring::new(vec![(1, vec![0x5a; 32]), (2, vec![0xa5; 32])], 1).unwrap()
+}
+
+/// A received message (first byte: how to split it in two) through the tracking rewrite:
+/// never a panic, never a lost byte when the message is passed on, and the same output
+/// whatever the chunking.
+pub fn rewrite_mime(data: &[u8]) {
+    use corerelay::message::MessageId;
+    use corerelay::rewrite::{RewriteContext, TrackingOptions, rewrite};
+    let [cut, message @ ..] = data else { return };
+    let keyring = fuzz_keyring();
+    let options = TrackingOptions {
+        plain_text_clicks: cut & 1 == 1,
+        ..TrackingOptions::default()
+    };
+    let ctx = RewriteContext {
+        options: &options,
+        keyring: &keyring,
+        account: "fuzz",
+        message_id: MessageId::new(1, 0, 1),
+        recipient: "r@fuzz.example",
+        issued_at_unix_s: 1,
+        extra_headers: &[],
+    };
+    let whole = Bytes::copy_from_slice(message);
+    let one = rewrite(std::slice::from_ref(&whole), &ctx);
+    let at = message.len() * *cut as usize / 256;
+    let two = rewrite(&[whole.slice(..at), whole.slice(at..)], &ctx);
+    assert_eq!(one.to_vec(), two.to_vec(), "the chunking changed the output (cut at {at})");
+    if one.links == 0 && !one.pixel && one.parts_rewritten == 0 {
+        assert_eq!(one.to_vec(), message, "a message passed on unmodified keeps every byte");
+    }
+}
+
+/// Arbitrary text as a tracking token: never a panic; and claims made of the input, once
+/// minted, verify back to exactly themselves, while any one-byte change is refused.
+pub fn tracking_token(data: &[u8]) {
+    use corerelay::message::MessageId;
+    use corerelay::rewrite::{Claims, TokenKind};
+    let keyring = fuzz_keyring();
+    if let Ok(text) = std::str::from_utf8(data) {
+        let _ = keyring.verify(text, 1);
+    }
+    let text = String::from_utf8_lossy(data);
+    let mid = (0..=text.len() / 2).rev().find(|&i| text.is_char_boundary(i)).unwrap_or(0);
+    let (url, recipient) = text.split_at(mid);
+    let claims = Claims {
+        kind: TokenKind::Click,
+        account: "fuzz",
+        message_id: MessageId::new(7, 1, 9),
+        recipient,
+        link_index: data.len() as u32,
+        url,
+        issued_at_unix_s: 1,
+        expires_at_unix_s: None,
+    };
+    let Ok(token) = keyring.mint(&claims) else { return };
+    let back = keyring.verify(&token, 2).expect("a minted token verifies");
+    assert_eq!((back.url.as_str(), back.recipient.as_str()), (url, recipient));
+    let mut altered = token.into_bytes();
+    let i = data.len() % altered.len();
+    altered[i] = if altered[i] == b'A' { b'B' } else { b'A' };
+    if let Ok(altered) = String::from_utf8(altered) {
+        assert!(keyring.verify(&altered, 2).is_err(), "an altered token must not verify");
+    }
+}
+
+/// Arbitrary bytes as an HTTP request head: never a panic, a complete request never
+/// claims more bytes than it was given, and a request with a body says how long it is.
+pub fn http_request(data: &[u8]) {
+    use corerelay::http::HttpLimits;
+    use corerelay::http::request::{Parsed, parse};
+    let limits = HttpLimits {
+        header_max_bytes: 8192,
+        body_max_bytes: 4096,
+        request_timeout: std::time::Duration::from_secs(1),
+        requests_per_connection_max_count: 10,
+    };
+    let buf = bytes::BytesMut::from(data);
+    if let Parsed::Complete(req, used) = parse(&buf, &limits) {
+        assert!(used <= data.len());
+        assert!(req.body.len() <= limits.body_max_bytes);
+        assert!(!req.method.is_empty());
+    }
+}

@@ -19,20 +19,30 @@
 //!                    │         group commit: one fdatasync covers every record written meanwhile
 //!                    ◀──ack── the client's 250 is sent only now
 //!                    ▼
-//!                deliver: per-core queue → route (MX via hickory on glommio, or smarthost)
-//!                    │  per-(source, site) ready queues; connections reused under limits
-//!                    │  2xx delivered · 4xx/IO retried on the backoff schedule · 5xx failed
+//!                deliver: scheduled queue → router: egress decision (class, domain route,
+//!                    │  pool → source) and MX via hickory on glommio (or a smarthost)
+//!                    │  ready queues per (source, site, route); connections reused under limits
+//!                    │  per job: deliver::transform = tracking rewrite (lol_html over the HTML
+//!                    │  parts, other bytes as received slices) + DKIM over the exact bytes sent
+//!                    │  2xx delivered · 4xx/IO retried on the backoff schedule · 5xx failed → DSN
 //!                    │  each outcome appended to the spool; finished messages let segments go
 //!                    ▼
-//!                observe: per-core log ring ─▶ <log-dir>/core-N.log
+//!                observe: per-core log ring ─▶ <log-dir>/core-N.log; counters ─▶ /metrics
+//!  browser ──HTTP──▶ [any core] http: verify token → pixel / 302 → events-core-N.jsonl
 //! ```
+//!
+//! Why the spool holds the message as received and the rewrite happens on the way out:
+//! the `250` costs one shared fdatasync and nothing else; one copy is kept whatever the
+//! number of recipients; and since the rewrite is a deterministic function of the record and
+//! the account's options (tokens carry the accept time), a retry or a restart simply redoes
+//! it.
 //!
 //! ## Invariants (what is deliberately absent)
 //!
 //! - **No shared mutable state between cores.** Per-core state is owned (`Rc`/`RefCell`,
 //!   never held across an `.await`); cores exchange messages only through the glommio
-//!   channel meshes of [`mesh`]; what every core reads (config, account directory) is an
-//!   immutable snapshot.
+//!   channel meshes of [`mesh`]; what every core reads (config, account directory, keys) is
+//!   an immutable snapshot, swapped whole on reload ([`runtime::control`]).
 //! - **One owner per account.** An account's spool records and delivery queue live on one
 //!   core, so a large sender can saturate only that core.
 //! - **No lock and no shared file on the hot path.** Each core has its own spool segments,
@@ -51,7 +61,8 @@
 //! ## Code map (in flow order)
 //!
 //! - [`config`]: TOML → validated [`config::Config`]; the embedded default.
-//! - [`runtime`]: starts one executor per core, binds the listeners, wires the shards.
+//! - [`runtime`]: starts one executor per core, binds the listeners, wires the shards;
+//!   signals: live reload (SIGHUP) and graceful stop (SIGTERM).
 //! - [`ingress`]: listeners and accept loops, the per-connection driver around
 //!   [`smtp::server`], TLS (STARTTLS, implicit), AUTH checks, the PROXY protocol.
 //! - [`lifecycle`]: the stop signal a core's tasks watch.
@@ -62,13 +73,15 @@
 //! - [`mesh`], [`handoff`]: acceptor → owner transfer and the spool acknowledgement back.
 //! - [`schedule`]: deficit round robin over per-account queues (fairness on a core).
 //! - [`spool`]: per-core durable segments, group commit, recovery.
-//! - [`route`]: DNS (hickory on glommio) and MX selection.
+//! - [`route`]: DNS (hickory on glommio), MX selection, egress decisions (pools, sources,
+//!   domain routes, classes).
 //! - [`rewrite`]: MIME walk, transfer codecs, HTML link and pixel rewrite, tracking tokens.
 //! - [`dkim`]: DKIM keys and the streaming signer over chunk lists.
 //! - [`deliver`]: two-tier queues (scheduled → ready per source × site × route), connection
 //!   tasks with reuse and limits, outbound TLS/AUTH, outcome classifier, retries, DSN bounces.
 //! - [`observe`]: per-core log ring and its file; the metrics table and per-core handles.
-//! - [`http`]: the HTTP listener on every core: `/metrics`, `/healthz`, `/readyz`.
+//! - [`http`]: the HTTP listener on every core: `/metrics`, `/healthz`, `/readyz`, and the
+//!   tracking endpoint (`/o/`, `/c/`, `/u/`).
 //! - [`doctor`]: `corerelay doctor`, the host checked against `tuning/`.
 //! - [`tools`]: `corerelay sink` and `corerelay load`, the test and benchmark peers.
 

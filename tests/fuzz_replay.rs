@@ -50,3 +50,18 @@ fn config_toml_corpus() {
 fn header_from_corpus() {
     replay("reliability_header_from", reliability_checks::header_from);
 }
+
+#[test]
+fn rewrite_mime_corpus() {
+    replay("reliability_rewrite_mime", reliability_checks::rewrite_mime);
+}
+
+#[test]
+fn tracking_token_corpus() {
+    replay("reliability_tracking_token", reliability_checks::tracking_token);
+}
+
+#[test]
+fn http_request_corpus() {
+    replay("reliability_http_request", reliability_checks::http_request);
+}

@@ -9,7 +9,7 @@
 //! with. Keep-alive is honoured within a request count and an idle time.
 
 pub mod health;
-mod request;
+pub mod request;
 pub mod tracking;
 
 use std::io;
