@@ -256,9 +256,17 @@ pub fn rewrite_mime(data: &[u8]) {
     let one = rewrite(std::slice::from_ref(&whole), &ctx);
     let at = message.len() * *cut as usize / 256;
     let two = rewrite(&[whole.slice(..at), whole.slice(at..)], &ctx);
-    assert_eq!(one.to_vec(), two.to_vec(), "the chunking changed the output (cut at {at})");
+    assert_eq!(
+        one.to_vec(),
+        two.to_vec(),
+        "the chunking changed the output (cut at {at})"
+    );
     if one.links == 0 && !one.pixel && one.parts_rewritten == 0 {
-        assert_eq!(one.to_vec(), message, "a message passed on unmodified keeps every byte");
+        assert_eq!(
+            one.to_vec(),
+            message,
+            "a message passed on unmodified keeps every byte"
+        );
     }
 }
 
@@ -272,7 +280,10 @@ pub fn tracking_token(data: &[u8]) {
         let _ = keyring.verify(text, 1);
     }
     let text = String::from_utf8_lossy(data);
-    let mid = (0..=text.len() / 2).rev().find(|&i| text.is_char_boundary(i)).unwrap_or(0);
+    let mid = (0..=text.len() / 2)
+        .rev()
+        .find(|&i| text.is_char_boundary(i))
+        .unwrap_or(0);
     let (url, recipient) = text.split_at(mid);
     let claims = Claims {
         kind: TokenKind::Click,
@@ -291,7 +302,10 @@ pub fn tracking_token(data: &[u8]) {
     let i = data.len() % altered.len();
     altered[i] = if altered[i] == b'A' { b'B' } else { b'A' };
     if let Ok(altered) = String::from_utf8(altered) {
-        assert!(keyring.verify(&altered, 2).is_err(), "an altered token must not verify");
+        assert!(
+            keyring.verify(&altered, 2).is_err(),
+            "an altered token must not verify"
+        );
     }
 }
 

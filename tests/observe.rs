@@ -135,3 +135,41 @@ fn doctor_reports_a_lowered_limit() {
     assert!(text.contains("fix: LimitNOFILE="), "{text}");
     assert!(text.contains("corerelay doctor: "), "{text}");
 }
+
+#[test]
+fn check_config_prints_placement_and_never_a_secret() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("c.toml");
+    std::fs::write(
+        &path,
+        r#"
+[server]
+cores = 2
+[[egress.routes]]
+domains = [".partner.example"]
+smarthost = "relay.partner.example:587"
+tls = "required"
+auth_user = "corerelay"
+auth_password = "hunter2-very-secret"
+[[accounts]]
+id = "shop"
+networks = ["192.0.2.0/24"]
+sender_domains = ["shop.example"]
+core = 1
+credentials = [{ username = "shop", password_hash = "$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHRzYWx0$3LOEKM4bKbR3Bw5EaOg0JTcSQbE6zJqL4lTTmYJK0qA" }]
+"#,
+    )
+    .unwrap();
+    let out = std::process::Command::new(process::BIN)
+        .args(["check-config", path.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(text.contains("account shop -> core 1"), "{text}");
+    assert!(!text.contains("hunter2"), "a password was printed: {text}");
+    assert!(
+        !text.contains("3LOEKM4bKbR3Bw5EaOg0JTcSQbE6zJqL4lTTmYJK0qA"),
+        "a password hash was printed"
+    );
+}
