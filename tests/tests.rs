@@ -18,6 +18,7 @@
 //! - `ingress_limits`: issue 3's error paths as scripted dialogues: every limit and
 //!   timeout, SMTP smuggling, STARTTLS injection, PROXY protocol, AUTH throttling.
 
+mod broken_peers;
 mod crash;
 mod deliver;
 mod diskfull;
