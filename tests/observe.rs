@@ -105,6 +105,17 @@ sender_domains = ["shop.example"]
     assert_eq!(sum(&after, "corerelay_connections_total", ""), 1.0);
     assert_eq!(sum(&after, "corerelay_messages_spooled_total", ""), 1.0);
     assert!(after.contains("# HELP corerelay_spool_append_seconds"), "{after}");
+    // EHLO, MAIL, RCPT, DATA (354), the 250 after the data, QUIT, and the greeting.
+    assert!(sum(&after, "corerelay_smtp_replies_positive_total", "") >= 7.0, "{after}");
+    assert_eq!(sum(&after, "corerelay_smtp_replies_permanent_total", ""), 1.0);
+    assert!(sum(&after, "corerelay_delivery_transaction_seconds_count", "") >= 1.0);
+    assert!(sum(&after, "corerelay_dns_lookups_total", "") >= 1.0);
+    let spooled_commits = wait_for("the spool gauges", || {
+        let m = get(http, "/metrics").1;
+        let c = sum(&m, "corerelay_spool_commits_total", "");
+        (c >= 1.0).then_some(c)
+    });
+    assert!(spooled_commits >= 1.0);
     assert!(sum(&after, "corerelay_spool_append_seconds_count", "") >= 1.0);
     assert_eq!(get(http, "/nope").0, 404);
 }

@@ -177,10 +177,14 @@ impl Deliverer {
             }
             let Some(o) = open.as_mut() else { break };
             let warm = o.conn.messages_sent() > 0;
+            let started = std::time::Instant::now();
             let result = o
                 .conn
                 .send(&job.envelope.mail_from, &rcpts, chunks, job.envelope.body_type)
                 .await;
+            let core = &self.log.metrics().core;
+            core.delivery_transaction_seconds
+                .record(started.elapsed().as_secs_f64());
             self.log.emit(Event::Attempt {
                 msg: job.id,
                 account: job.envelope.account.clone(),
@@ -232,7 +236,7 @@ impl Deliverer {
             format!("no host of {} could be reached", key.site),
         );
         for hop in job.hops.iter().take(HOSTS_PER_ATTEMPT_MAX_COUNT) {
-            let addrs = match self.resolver.addresses(&hop.host).await {
+            let addrs = match self.timed_dns(self.resolver.addresses(&hop.host)).await {
                 Ok(a) => a,
                 Err(e) => {
                     last = Reason::local(Enhanced::new(4, 4, 3), format!("{}: {e}", hop.host));
@@ -247,6 +251,9 @@ impl Deliverer {
                 let addr = SocketAddr::new(ip, hop.port);
                 match self.dial(source, (tls, &timeouts), auth, &hop.host, addr).await {
                     Ok(conn) => {
+                        if conn.is_tls() {
+                            self.log.metrics().core.tls_handshakes_out_total.increment(1);
+                        }
                         return Ok(Open {
                             conn,
                             host: hop.host.clone(),

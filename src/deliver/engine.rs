@@ -263,7 +263,10 @@ impl Deliverer {
         let mut jobs: BTreeMap<(usize, String, Option<usize>, Option<usize>), Job> = BTreeMap::new();
         let mut decided: Vec<(usize, Outcome)> = Vec::new();
         for ((decision, target), idxs) in groups {
-            let hops = match plan::hops(&self.resolver, &target, self.config.mx_port).await {
+            let hops = match self
+                .timed_dns(plan::hops(&self.resolver, &target, self.config.mx_port))
+                .await
+            {
                 Ok(h) if !h.is_empty() => h,
                 Ok(_) => {
                     let reason = Reason::deferred(format!("no hosts for {}", target.describe()));
@@ -320,6 +323,22 @@ impl Deliverer {
             };
             self.dispatch(key, job);
         }
+    }
+
+    /// Runs a DNS lookup, counting it and its time (cache hits land in the lowest buckets).
+    pub(super) async fn timed_dns<T>(
+        &self,
+        lookup: impl std::future::Future<Output = Result<T, DnsError>>,
+    ) -> Result<T, DnsError> {
+        let started = std::time::Instant::now();
+        let result = lookup.await;
+        let core = &self.log.metrics().core;
+        core.dns_lookups_total.increment(1);
+        core.dns_lookup_seconds.record(started.elapsed().as_secs_f64());
+        if matches!(result, Err(DnsError::Temporary(_))) {
+            core.dns_failures_total.increment(1);
+        }
+        result
     }
 
     /// The envelope and pending recipients of a queued message.

@@ -105,6 +105,10 @@ pub trait Handler<A> {
     fn stop(&self) -> Option<Stop> {
         None
     }
+    /// Sees every reply the session sends (for counters).
+    fn replied(&mut self, _reply: &Reply) {}
+    /// Learns how a STARTTLS handshake went (for counters).
+    fn tls_handshake(&mut self, _ok: bool) {}
 }
 
 /// Runs `session` over `stream` until the client quits, a limit closes the session, a
@@ -119,7 +123,7 @@ pub async fn drive<P: Policy, H: Handler<P::Account>>(
     handler: &mut H,
 ) -> io::Result<()> {
     let mut output = BytesMut::new();
-    session.greeting().write_to(&mut output);
+    answer(handler, &session.greeting(), &mut output);
     let mut greeted = false;
     let mut transfer_deadline: Option<Instant> = None;
     // When the relay started waiting for the command being read.
@@ -131,7 +135,7 @@ pub async fn drive<P: Policy, H: Handler<P::Account>>(
             command_since = None;
         }
         match step {
-            Step::Reply(reply) => reply.write_to(&mut output),
+            Step::Reply(reply) => answer(handler, &reply, &mut output),
             Step::NeedMore => {
                 flush(stream, &mut output, timeouts.command).await?;
                 let now = Instant::now();
@@ -161,7 +165,7 @@ pub async fn drive<P: Policy, H: Handler<P::Account>>(
                     handler.stop()
                 };
                 if stop.as_ref().is_some_and(Stop::is_raised) {
-                    catalogue::SHUTTING_DOWN.write_to(&mut output);
+                    answer(handler, &catalogue::SHUTTING_DOWN, &mut output);
                     return flush(stream, &mut output, timeouts.command).await;
                 }
                 let chunk = match session.phase() {
@@ -175,7 +179,7 @@ pub async fn drive<P: Policy, H: Handler<P::Account>>(
                     // Stopping: the check above answers the client.
                     Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                     Err(e) if e.kind() == io::ErrorKind::TimedOut => {
-                        catalogue::TIMEOUT.write_to(&mut output);
+                        answer(handler, &catalogue::TIMEOUT, &mut output);
                         return flush(stream, &mut output, timeouts.command).await;
                     }
                     Err(e) => return Err(e),
@@ -187,30 +191,40 @@ pub async fn drive<P: Policy, H: Handler<P::Account>>(
                     protocol: session.protocol(),
                 };
                 let result = handler.message(&hello, txn).await;
-                session.message_done(result).write_to(&mut output);
+                let reply = session.message_done(result);
+                answer(handler, &reply, &mut output);
             }
             Step::Authenticate(credentials) => {
                 let result = handler.authenticate(credentials).await;
-                session.auth_done(result).write_to(&mut output);
+                let reply = session.auth_done(result);
+                answer(handler, &reply, &mut output);
                 if session.is_closed() {
                     return flush(stream, &mut output, timeouts.command).await;
                 }
             }
             Step::StartTls(reply) => {
-                reply.write_to(&mut output);
+                answer(handler, &reply, &mut output);
                 flush(stream, &mut output, timeouts.command).await?;
                 let Some(acceptor) = tls else {
                     return Ok(());
                 };
-                handshake(stream, BytesMut::new(), acceptor, timeouts.tls_handshake).await?;
+                let shaken = handshake(stream, BytesMut::new(), acceptor, timeouts.tls_handshake).await;
+                handler.tls_handshake(shaken.is_ok());
+                shaken?;
                 session.tls_started();
             }
             Step::Close(reply) => {
-                reply.write_to(&mut output);
+                answer(handler, &reply, &mut output);
                 return flush(stream, &mut output, timeouts.command).await;
             }
         }
     }
+}
+
+/// Writes a reply and lets the handler count it.
+fn answer<A, H: Handler<A>>(handler: &mut H, reply: &Reply, output: &mut BytesMut) {
+    handler.replied(reply);
+    reply.write_to(output);
 }
 
 /// Turns the plain `stream` into a TLS one; `prefix` holds bytes of the handshake that
@@ -328,6 +342,7 @@ pub async fn serve(tcp: TcpStream, ingress: Rc<Ingress>, listener: Rc<ListenerRu
     let slot = match ingress.open_slot(peer) {
         Ok(slot) => slot,
         Err(reply) => {
+            ingress.log.metrics().core.connections_refused_total.increment(1);
             // An implicit-TLS client would read the reply as garbage; it is closed either way.
             if listener.config.implicit_tls {
                 let _ = tcp.close().await;
@@ -365,11 +380,14 @@ async fn run_session(
     let mut session = Session::new(limits.session.clone(), policy, peer).with_options(listener.options);
     if listener.config.implicit_tls {
         let prefix = std::mem::take(&mut input);
-        if handshake(&mut stream, prefix, &acceptor, limits.timeouts.tls_handshake)
-            .await
-            .is_err()
-        {
-            return;
+        let shaken = handshake(&mut stream, prefix, &acceptor, limits.timeouts.tls_handshake).await;
+        let core = &ingress.log.metrics().core;
+        match shaken {
+            Ok(()) => core.tls_handshakes_in_total.increment(1),
+            Err(_) => {
+                core.tls_handshakes_in_failed_total.increment(1);
+                return;
+            }
         }
         session.tls_started();
     }
@@ -455,6 +473,23 @@ impl Handler<AccountRef> for RelayHandler<'_> {
 
     fn stop(&self) -> Option<Stop> {
         Some(self.ingress.stop.clone())
+    }
+
+    fn replied(&mut self, reply: &Reply) {
+        let core = &self.ingress.log.metrics().core;
+        match reply.code / 100 {
+            2 | 3 => core.smtp_replies_positive_total.increment(1),
+            4 => core.smtp_replies_transient_total.increment(1),
+            _ => core.smtp_replies_permanent_total.increment(1),
+        }
+    }
+
+    fn tls_handshake(&mut self, ok: bool) {
+        let core = &self.ingress.log.metrics().core;
+        match ok {
+            true => core.tls_handshakes_in_total.increment(1),
+            false => core.tls_handshakes_in_failed_total.increment(1),
+        }
     }
 }
 

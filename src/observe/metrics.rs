@@ -85,6 +85,18 @@ metrics_table! {
             "SMTP connections accepted.";
         connections_open: Gauge, "corerelay_connections_open", Count,
             "SMTP connections open now.";
+        connections_refused_total: Counter, "corerelay_connections_refused_total", Count,
+            "SMTP connections refused with 421 at a connection limit (per core or per client address).";
+        smtp_replies_positive_total: Counter, "corerelay_smtp_replies_positive_total", Count,
+            "SMTP replies sent with a 2xx or 3xx code (one per command answered, plus greetings).";
+        smtp_replies_transient_total: Counter, "corerelay_smtp_replies_transient_total", Count,
+            "SMTP replies sent with a 4xx code.";
+        smtp_replies_permanent_total: Counter, "corerelay_smtp_replies_permanent_total", Count,
+            "SMTP replies sent with a 5xx code.";
+        tls_handshakes_in_total: Counter, "corerelay_tls_handshakes_in_total", Count,
+            "Inbound TLS handshakes completed (STARTTLS and implicit TLS).";
+        tls_handshakes_in_failed_total: Counter, "corerelay_tls_handshakes_in_failed_total", Count,
+            "Inbound TLS handshakes that failed or timed out.";
         messages_accepted_total: Counter, "corerelay_messages_accepted_total", Count,
             "Messages acknowledged with 250 on this core (as acceptor).";
         messages_accepted_bytes_total: Counter, "corerelay_messages_accepted_bytes_total", Bytes,
@@ -107,6 +119,30 @@ metrics_table! {
             "Damaged spool records detected and skipped at start.";
         queue_messages: Gauge, "corerelay_queue_messages", Count,
             "Messages queued for delivery on this core (ready, scheduled or in flight).";
+        spool_segments: Gauge, "corerelay_spool_segments", Count,
+            "Segment files this core's spool holds.";
+        spool_live_messages: Gauge, "corerelay_spool_live_messages", Count,
+            "Messages in this core's spool not yet finished.";
+        spool_bytes: Gauge, "corerelay_spool_bytes", Bytes,
+            "Bytes written in this core's spool segments.";
+        spool_commits_total: Counter, "corerelay_spool_commits_total", Count,
+            "Group commits (one write and one fdatasync each); records/commits is the mean group size.";
+        spool_records_total: Counter, "corerelay_spool_records_total", Count,
+            "Records made durable by group commits.";
+        delivery_transaction_seconds: Histogram, "corerelay_delivery_transaction_seconds", Seconds,
+            "Time of one outbound SMTP transaction, MAIL to the reply after the data.";
+        tls_handshakes_out_total: Counter, "corerelay_tls_handshakes_out_total", Count,
+            "Outbound connections that negotiated STARTTLS.";
+        executor_stalls_total: Counter, "corerelay_executor_stalls_total", Count,
+            "Times the core's watchdog timer woke 20 ms or more late: some task held the core that long.";
+        executor_lateness_seconds: Histogram, "corerelay_executor_lateness_seconds", Seconds,
+            "How late the core's 50 ms watchdog timer woke (scheduling delay of the executor).";
+        dns_lookups_total: Counter, "corerelay_dns_lookups_total", Count,
+            "DNS lookups (MX and addresses) asked of the core's resolver, cache hits included.";
+        dns_failures_total: Counter, "corerelay_dns_failures_total", Count,
+            "DNS lookups that failed temporarily (timeout, SERVFAIL, network).";
+        dns_lookup_seconds: Histogram, "corerelay_dns_lookup_seconds", Seconds,
+            "Time of a DNS lookup; answers from the core's cache fall in the lowest buckets.";
         tracking_bad_tokens_total: Counter, "corerelay_tracking_bad_tokens_total", Count,
             "Tracking requests refused because the token did not verify (forged, altered, expired).";
         tracking_links_total: Counter, "corerelay_tracking_links_total", Count,

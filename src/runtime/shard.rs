@@ -64,9 +64,11 @@ impl Core {
             events: self.events.clone(),
         };
         glommio::spawn_local(watcher.run(shared.control.clone())).detach();
+        glommio::spawn_local(watchdog(self.log.clone())).detach();
         glommio::spawn_local(gauges(
             self.deliverer.clone(),
             self.ingress.clone(),
+            self.spool.clone(),
             self.log.clone(),
         ))
         .detach();
@@ -257,12 +259,36 @@ async fn start(shared: &Shared, meshes: Meshes) -> Result<Core, String> {
     })
 }
 
+/// The core's watchdog: a timer that should wake every [`WATCHDOG`]; how late it wakes is
+/// how long some task held the core. Cheaper and simpler than signal-based stall
+/// detection, and it sees the same thing: an executor that cannot get to its timers.
+async fn watchdog(log: Log) {
+    const WATCHDOG: Duration = Duration::from_millis(50);
+    const STALL: Duration = Duration::from_millis(20);
+    loop {
+        let started = Instant::now();
+        glommio::timer::sleep(WATCHDOG).await;
+        let late = started.elapsed().saturating_sub(WATCHDOG);
+        let core = &log.metrics().core;
+        core.executor_lateness_seconds.record(late.as_secs_f64());
+        if late >= STALL {
+            core.executor_stalls_total.increment(1);
+        }
+    }
+}
+
 /// Sets the core's gauges once a second.
-async fn gauges(deliverer: Rc<Deliverer>, ingress: Rc<Ingress>, log: Log) {
+async fn gauges(deliverer: Rc<Deliverer>, ingress: Rc<Ingress>, spool: Spool, log: Log) {
     loop {
         let core = &log.metrics().core;
         core.queue_messages.set(deliverer.queued() as f64);
         core.connections_open.set(ingress.open_connections.get() as f64);
+        let stats = spool.stats();
+        core.spool_segments.set(stats.segments as f64);
+        core.spool_live_messages.set(stats.live_messages as f64);
+        core.spool_bytes.set(stats.bytes as f64);
+        core.spool_commits_total.absolute(stats.commits);
+        core.spool_records_total.absolute(stats.records);
         glommio::timer::sleep(std::time::Duration::from_secs(1)).await;
     }
 }
