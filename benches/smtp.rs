@@ -1,11 +1,16 @@
 //! Hot paths of the SMTP wire, without sockets: receiving DATA (bytes/s, the cost per
 //! message body a core pays before the spool write), parsing command lines, a whole
-//! pipelined server transaction, and parsing remote replies.
+//! pipelined server transaction, parsing remote replies, the header `From:` check made
+//! after DATA, and the outbound dot-stuffing writer (bytes/s, the cost per message body
+//! delivery pays).
 
 use std::hint::black_box;
 use std::rc::Rc;
 
 use bytes::{Bytes, BytesMut};
+use corerelay::account::{Account, check_header_from};
+use corerelay::config::SenderDomains;
+use corerelay::smtp::client::DataWriter;
 use corerelay::smtp::command;
 use corerelay::smtp::data::{DataProgress, DataReceiver};
 use corerelay::smtp::reply::{Reply, parse as parse_reply};
@@ -129,5 +134,87 @@ fn bench_replies(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, bench_data, bench_commands, bench_session, bench_replies);
+/// A body as the load generator sends it: its header block, then 78-byte lines, one in 20
+/// starting with a dot (so the writer stuffs some), in 16 KiB chunks as the ingress slices
+/// them.
+fn outbound_body(size: usize) -> Vec<Bytes> {
+    let mut body = b"From: <load@load.example>\r\nTo: <sink@sink.example>\r\nSubject: bench\r\n\r\n".to_vec();
+    let mut i = 0;
+    while body.len() < size {
+        if i % 20 == 0 {
+            body.push(b'.');
+        }
+        body.extend_from_slice(
+            b"The quick brown fox jumps over the lazy dog; pack my box with five dozen jugs\r\n",
+        );
+        i += 1;
+    }
+    body.chunks(16 << 10).map(Bytes::copy_from_slice).collect()
+}
+
+/// The delivery driver's use of the writer: a 64 KiB send buffer, flushed when full.
+fn write_out(chunks: &[Bytes], out: &mut BytesMut) -> usize {
+    const SEND_BUFFER_BYTES: usize = 64 << 10;
+    let mut writer = DataWriter::new();
+    let mut sent = 0;
+    for chunk in chunks {
+        let mut pos = 0;
+        while pos < chunk.len() {
+            pos += writer.write(&chunk[pos..], out, SEND_BUFFER_BYTES);
+            if out.len() >= SEND_BUFFER_BYTES {
+                sent += out.len();
+                out.clear();
+            }
+        }
+    }
+    writer.finish(out);
+    sent += out.len();
+    out.clear();
+    sent
+}
+
+fn bench_data_writer(c: &mut Criterion) {
+    let mut g = c.benchmark_group("data_write");
+    let mut out = BytesMut::with_capacity(64 << 10);
+    for size in [2 << 10, 20 << 10, 100 << 10] {
+        let chunks = outbound_body(size);
+        g.throughput(Throughput::Bytes(chunks.iter().map(|c| c.len() as u64).sum()));
+        g.bench_function(format!("{}KiB_dot_stuffed", size >> 10), |b| {
+            b.iter(|| write_out(black_box(&chunks), &mut out))
+        });
+    }
+    g.finish();
+}
+
+fn bench_header_from(c: &mut Criterion) {
+    let account = Account {
+        id: "shop".into(),
+        networks: vec![],
+        sender_domains: SenderDomains::List(vec!["mail.shop.example".into(), "shop.example".into()]),
+        owner: 0,
+    };
+    let headers = "Return-Path: <bounce-1234@mail.shop.example>\r\nFrom: \"Shop News\" <news@shop.example>\r\n\
+To: <someone@recipient.example>\r\nSubject: Our autumn collection is here\r\nDate: Fri, 27 Nov 2026 23:14:29 +0000\r\n\
+Message-ID: <20261127231429.1234@mail.shop.example>\r\nMIME-Version: 1.0\r\nList-Unsubscribe: <https://shop.example/u/1234>\r\n\
+Content-Type: multipart/alternative; boundary=\"b1\"\r\n\r\n";
+    let mut first = headers.as_bytes().to_vec();
+    first.extend(std::iter::repeat_n(b'x', 16 << 10).take((16 << 10) - first.len()));
+    let body = [Bytes::from(first), Bytes::from(vec![b'y'; 4 << 10])];
+    let mut g = c.benchmark_group("header_from_check");
+    g.throughput(Throughput::Elements(1));
+    g.bench_function("10_headers_in_first_chunk", |b| {
+        b.iter(|| check_header_from(black_box(&account), black_box(&body)))
+    });
+    g.finish();
+}
+
+criterion_group!(
+    benches,
+    bench_data,
+    bench_commands,
+    bench_session,
+    bench_replies,
+    bench_data_writer,
+    bench_header_from
+);
 criterion_main!(benches);
