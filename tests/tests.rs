@@ -17,6 +17,7 @@
 //!   DSN, pipelining.
 //! - `ingress_limits`: issue 3's error paths as scripted dialogues: every limit and
 //!   timeout, SMTP smuggling, STARTTLS injection, PROXY protocol, AUTH throttling.
+//! - `tools`: the benchmark peers (`corerelay sink`'s live count).
 
 mod broken_peers;
 mod crash;
@@ -32,4 +33,5 @@ mod lifecycle;
 mod observe;
 mod relay;
 mod support;
+mod tools;
 mod tracking;

@@ -1,7 +1,8 @@
 //! `corerelay sink`: an SMTP server that plays the remote MX in tests and benchmarks. It
 //! accepts every message (or answers with a scripted sequence of codes, or refuses a
 //! random share of them), counts messages and bytes, optionally stores each message in a
-//! maildir, and prints a summary when it is stopped with SIGINT or SIGTERM.
+//! maildir, and prints a summary when it is stopped with SIGINT or SIGTERM (and on
+//! SIGUSR1, without stopping).
 //!
 //! With a maildir, every refusal of a message that carries `X-Load-Id` is appended to
 //! `<maildir>/refused.log` as `<code> <id>`, so a soak test can tell which acknowledged
@@ -171,14 +172,18 @@ pub fn run(options: SinkOptions) -> Result<(), String> {
     Ok(())
 }
 
+/// SIGINT/SIGTERM print the summary and exit; SIGUSR1 prints it and carries on, so a
+/// benchmark script can poll the count while the sink runs.
 fn spawn_signal_thread(stats: Arc<SinkStats>) -> Result<(), String> {
-    let mut signals =
-        signal_hook::iterator::Signals::new([signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM])
-            .map_err(|e| format!("cannot install signal handlers: {e}"))?;
+    use signal_hook::consts::{SIGINT, SIGTERM, SIGUSR1};
+    let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGUSR1])
+        .map_err(|e| format!("cannot install signal handlers: {e}"))?;
     std::thread::spawn(move || {
-        if signals.forever().next().is_some() {
+        for signal in signals.forever() {
             println!("{}", stats.summary());
-            std::process::exit(0);
+            if signal != SIGUSR1 {
+                std::process::exit(0);
+            }
         }
     });
     Ok(())

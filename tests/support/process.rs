@@ -144,6 +144,19 @@ impl Running {
         None
     }
 
+    /// Waits for the next printed line containing `text` and returns it.
+    pub fn wait_line(&self, text: &str) -> String {
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) if line.contains(text) => return line,
+                Ok(_) => {}
+                Err(_) => panic!("no line containing `{text}` within {PATIENCE:?}"),
+            }
+        }
+    }
+
     /// Stops the process with SIGTERM and returns what it printed afterwards.
     pub fn terminate(&mut self) -> Vec<String> {
         if let Some(mut c) = self.child.take() {
