@@ -1,62 +1,145 @@
 #!/usr/bin/env bash
-# End-to-end load run: `corerelay sink` ← `corerelay serve --smarthost` ← `corerelay load`, all on
-# loopback, for a matrix of message sizes and connection counts. Writes a results folder
-# benches/runs/<date>-<host>/ with the exact commands, the commit, CPU, kernel, raw JSON lines and
-# a summary table. Every process is started and stopped by this script; it never leaves anything
-# running and sends traffic only to 127.0.0.1.
+# End-to-end load runs, corerelay and Postfix side by side in one session on one machine:
 #
-# usage: benches/e2e.sh [--messages N] [--sizes "2048 20480"] [--conns "1 10 50"] [--cores "all 1"]
-#                       [--repeat R] [--out DIR]
+#   corerelay load ──▶ relay under test ──▶ corerelay sink        (all on 127.0.0.1)
+#
+# where the relay under test is `corerelay serve --smarthost` (on all cores and on one core)
+# or a dedicated Postfix instance relaying to the same kind of sink (optionally with OpenDKIM
+# as a milter). Each run of the matrix (message size × connections × system, repeated) gets a
+# fresh relay, spool/queue and sink. Writes benches/runs/<date>-<host>/: machine.txt,
+# commands.txt, raw.jsonl (one line per run), summary.md (medians and ratios; see
+# benches/summarize.py).
+#
+# Every process this script starts is stopped by it (trap), traffic goes only to 127.0.0.1,
+# and Postfix listens only on a loopback port (never on port 25). Installing Postfix needs
+# root and apt-get; Postfix's own system instance is never started, and stopped if running.
+#
+# usage: benches/e2e.sh [--messages N] [--postfix-messages N] [--sizes "2048 20480 102400"]
+#                       [--conns "1 10 50"] [--cores "all 1"] [--systems "corerelay postfix"]
+#                       [--repeat R] [--dkim] [--no-smtp-source] [--out DIR]
+#   --dkim            also run Postfix + OpenDKIM (RSA-2048, relaxed/simple, milter on a UNIX
+#                     socket): the baseline for corerelay's signing rows.
+#   --no-smtp-source  skip the extra row loaded by Postfix's smtp-source instead of
+#                     corerelay load (20 KB, 10 connections, corerelay all cores and Postfix).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-messages=20000
+messages=10000
+postfix_messages=4000
 sizes="2048 20480 102400"
 conns="1 10 50"
 cores_list="all 1"
+systems="corerelay postfix"
 repeat=3
+dkim=0
+smtp_source=1
 out=""
 while [ $# -gt 0 ]; do
   case "$1" in
     --messages) messages=$2; shift 2 ;;
+    --postfix-messages) postfix_messages=$2; shift 2 ;;
     --sizes) sizes=$2; shift 2 ;;
     --conns) conns=$2; shift 2 ;;
     --cores) cores_list=$2; shift 2 ;;
+    --systems) systems=$2; shift 2 ;;
     --repeat) repeat=$2; shift 2 ;;
+    --dkim) dkim=1; shift ;;
+    --no-smtp-source) smtp_source=0; shift ;;
     --out) out=$2; shift 2 ;;
     *) echo "unknown option $1" >&2; exit 2 ;;
   esac
 done
+[ "$dkim" = 1 ] && systems="$systems postfix+opendkim"
+has() { case " $systems " in *" $1 "*) return 0 ;; esac; return 1; }
+uses_postfix() { has postfix || has postfix+opendkim; }
+proctree() { python3 benches/proctree.py "$@"; }
+
+# ---------------------------------------------------------------- the system's own instances
+# The Debian package may start Postfix's default instance (/etc/postfix, queue in
+# /var/spool/postfix) and OpenDKIM's service; neither may run during or after a benchmark.
+pid_is() { [ -n "$1" ] && [ "$(cat "/proc/$1/comm" 2>/dev/null)" = "$2" ]; }
+stop_system_instances() {
+  local p
+  p=$(tr -d ' ' 2>/dev/null < /var/spool/postfix/pid/master.pid || true)
+  if pid_is "$p" master; then
+    postfix stop >/dev/null 2>&1 || kill "$p" 2>/dev/null || true
+  fi
+  p=$(cat /run/opendkim/opendkim.pid 2>/dev/null || true)
+  if pid_is "$p" opendkim; then kill "$p" 2>/dev/null || true; fi
+}
+
+install_incumbents() {
+  local need=()
+  command -v postfix >/dev/null || need+=(postfix)
+  if [ "$dkim" = 1 ]; then
+    command -v opendkim >/dev/null || need+=(opendkim)
+    command -v opendkim-genkey >/dev/null || need+=(opendkim-tools)
+  fi
+  [ ${#need[@]} = 0 ] && return 0
+  [ "$(id -u)" = 0 ] || { echo "installing ${need[*]} needs root" >&2; exit 1; }
+  echo "postfix postfix/main_mailer_type select No configuration" | debconf-set-selections
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
+  stop_system_instances
+}
+
+if uses_postfix; then
+  [ "$(id -u)" = 0 ] || { echo "the Postfix rows need root (postfix -c DIR start)" >&2; exit 1; }
+  install_incumbents
+  stop_system_instances
+fi
 
 cargo build --release --quiet
 bin=$PWD/target/release/corerelay
 stamp=$(date -u +%Y-%m-%d)
 out=${out:-benches/runs/$stamp-$(hostname -s)}
 mkdir -p "$out"
-work=$(mktemp -d)
+# Under target/: on the build disk (never tmpfs), and in a root-owned tree, which OpenDKIM
+# requires of its key and configuration (it refuses world-writable parents such as /tmp).
+work=$(mktemp -d -p "$PWD/target" e2e.XXXXXX)
+chmod 755 "$work"
+pf_dir=$work/postfix
 pids=()
 cleanup() {
-  for p in "${pids[@]:-}"; do [ -n "$p" ] && kill -9 "$p" 2>/dev/null || true; done
+  set +e
+  for p in "${pids[@]:-}"; do [ -n "$p" ] && kill -9 "$p" 2>/dev/null; done
+  if [ -f "$pf_dir/main.cf" ]; then
+    local m
+    m=$(tr -d ' ' 2>/dev/null < "$pf_dir/queue/pid/master.pid")
+    postfix -c "$pf_dir" stop >/dev/null 2>&1
+    pid_is "$m" master && kill -9 "$m" 2>/dev/null
+  fi
+  uses_postfix && stop_system_instances
   rm -rf "$work"
 }
 trap cleanup EXIT
+trap 'exit 130' INT TERM
 
 {
-  echo "commit: $(git rev-parse --short HEAD)$(git diff --quiet || echo ' (dirty)')"
+  echo "commit: $(git rev-parse --short HEAD)$(git diff --quiet HEAD -- src Cargo.toml Cargo.lock || echo ' (dirty)')"
   echo "date: $(date -u +%FT%TZ)"
+  echo "host: $(hostname -s)"
   echo "kernel: $(uname -r)"
+  echo "os: $(. /etc/os-release && echo "$PRETTY_NAME")"
   echo "cpu: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | xargs) x $(nproc)"
   echo "memory: $(free -g | awk '/Mem:/{print $2}') GiB"
-  echo "disk (spool): $(df -h "$work" | awk 'NR==2{print $1" "$2}')"
+  echo "disk (spool and queue): $(df -h "$work" | awk 'NR==2{print $1" "$2}') $(stat -f -c %T "$work")"
+  echo "rustc: $(rustc --version)"
+  uses_postfix && echo "postfix: $(postconf -d -h mail_version)"
+  [ "$dkim" = 1 ] && echo "opendkim: $(opendkim -V 2>&1 | head -1)"
   echo "memlock: $(ulimit -l)  nofile: $(ulimit -n)  somaxconn: $(cat /proc/sys/net/core/somaxconn)"
+  echo "load average at start: $(cut -d' ' -f1-3 /proc/loadavg)"
+  echo "messages per run: corerelay $messages, postfix $postfix_messages; repeats: $repeat"
 } > "$out/machine.txt"
 : > "$out/commands.txt"
 : > "$out/raw.jsonl"
+note_cmd() { [ "$r" = 1 ] && printf '%s\n' "$*" >> "$out/commands.txt"; return 0; }
 
+# ---------------------------------------------------------------- shared pieces of a run
 # Waits for a process to print its "listening on ADDR" line and echoes ADDR.
 addr_of() {
   local file=$1
-  for _ in $(seq 1 200); do
+  for _ in $(seq 1 400); do
     if grep -q "listening on" "$file" 2>/dev/null; then
       grep -m1 "listening on" "$file" | sed 's/.*listening on \([^ ]*\).*/\1/'
       return 0
@@ -66,62 +149,274 @@ addr_of() {
   echo "no listening line in $file:" >&2; cat "$file" >&2; return 1
 }
 
-cpu_ticks() { awk '{print $14+$15}' "/proc/$1/stat"; }
+start_sink() {
+  "$bin" sink --listen "$1" > "$work/sink.out" 2>&1 &
+  sink_pid=$!; pids+=("$sink_pid")
+  sink_addr=$(addr_of "$work/sink.out")
+}
 
-for cores in $cores_list; do
-  for size in $sizes; do
-    for c in $conns; do
-      for r in $(seq 1 "$repeat"); do
-        rm -rf "$work/spool" "$work/log"
-        "$bin" sink --listen 127.0.0.1:0 > "$work/sink.out" 2>&1 &
-        sink_pid=$!; pids+=("$sink_pid")
-        sink_addr=$(addr_of "$work/sink.out")
-        relay_cmd=("$bin" serve --listen 127.0.0.1:0 --cores "$cores" --smarthost "$sink_addr"
+# The sink's count so far: SIGUSR1 makes it print its summary line and carry on.
+sink_count() {
+  kill -USR1 "$sink_pid"
+  sleep 0.02
+  local lines
+  mapfile -t lines < <(grep 'messages=' "$work/sink.out")
+  local last=${lines[-1]:-messages=0}
+  last=${last#*messages=}
+  echo "${last%% *}"
+}
+
+# Waits until the sink has counted $1 messages (at most $2 seconds); sets delivered and
+# e2e_done (the time the count was seen).
+wait_delivered() {
+  local deadline=$((SECONDS + $2))
+  delivered=$(sink_count)
+  while [ "$delivered" -lt "$1" ] && [ $SECONDS -lt $deadline ]; do
+    delivered=$(sink_count)
+  done
+  e2e_done=$EPOCHREALTIME
+}
+
+start_sampler() {
+  python3 benches/proctree.py sample "$work/peak" "$@" &
+  sampler_pid=$!; pids+=("$sampler_pid")
+}
+
+stop_sampler() {
+  kill "$sampler_pid" 2>/dev/null || true
+  wait "$sampler_pid" 2>/dev/null || true
+  peak_kib=$(cat "$work/peak" 2>/dev/null || echo 0)
+  rm -f "$work/peak"
+}
+
+# Runs the load generator ($loader: corerelay or smtp-source) against $1 with $2 messages,
+# $3 connections, $4 bytes; sets report (JSON), load_cpu_s, t_start.
+run_load() {
+  local target=$1 n=$2 c=$3 size=$4
+  t_start=$EPOCHREALTIME
+  if [ "$loader" = corerelay ]; then
+    local cmd=("$bin" load --target "$target" --messages "$n" --concurrency "$c" --size "$size" --json)
+    note_cmd "${cmd[*]}"
+    report=$(proctree run "$work/load.cpu" "${cmd[@]}")
+  else
+    local cmd=(smtp-source -s "$c" -m "$n" -l "$size" -d -f load@load.example -t sink@sink.example "$target")
+    note_cmd "${cmd[*]}"
+    proctree run "$work/load.cpu" "${cmd[@]}" > "$work/smtp-source.out" 2>&1 || true
+    local secs
+    secs=$(awk -v a="$t_start" -v b="$EPOCHREALTIME" 'BEGIN{printf "%.3f", b-a}')
+    report=$(awk -v n="$n" -v s="$secs" 'BEGIN{printf "{\"sent\":%d,\"seconds\":%s,\"messages_per_second\":%.1f,\"p50_ms\":null,\"p99_ms\":null}", n, s, n/s}')
+  fi
+  load_cpu_s=$(cat "$work/load.cpu")
+}
+
+# Appends one run's line to raw.jsonl.
+record() {
+  local system=$1 cores=$2 size=$3 c=$4 n=$5 cpu_s=$6
+  local sink_cpu_s e2e_s
+  sink_cpu_s=$(proctree cpu "$sink_pid")
+  e2e_s=$(awk -v a="$t_start" -v b="$e2e_done" 'BEGIN{printf "%.3f", b-a}')
+  local line
+  line=$(printf '{"system":"%s","loader":"%s","cores":"%s","size":%d,"conns":%d,"run":%d,"messages":%d,"delivered":%d,"e2e_seconds":%s,"e2e_per_second":%.1f,"relay_cpu_ms_per_1k":%.1f,"tools_cpu_ms_per_1k":%.1f,"peak_pss_kib":%d,"loadavg_before":"%s","load":%s}' \
+    "$system" "$loader" "$cores" "$size" "$c" "$r" "$n" "$delivered" "$e2e_s" \
+    "$(awk -v n="$delivered" -v s="$e2e_s" 'BEGIN{print (s > 0 ? n / s : 0)}')" \
+    "$(awk -v c="$cpu_s" -v n="$n" 'BEGIN{print c * 1e6 / n}')" \
+    "$(awk -v a="$load_cpu_s" -v b="$sink_cpu_s" -v n="$n" 'BEGIN{print (a + b) * 1e6 / n}')" \
+    "$peak_kib" "$loadavg" "$report")
+  echo "$line" >> "$out/raw.jsonl"
+  echo "$system loader=$loader cores=$cores size=$size conns=$c run=$r: delivered $delivered in ${e2e_s}s, relay CPU $cpu_s s, $report"
+}
+
+# ---------------------------------------------------------------- corerelay
+run_corerelay() {
+  local cores=$1 size=$2 c=$3
+  rm -rf "$work/spool" "$work/log"
+  note_cmd "$bin sink --listen 127.0.0.1:0"
+  start_sink 127.0.0.1:0
+  local relay_cmd=("$bin" serve --listen 127.0.0.1:0 --cores "$cores" --smarthost "$sink_addr"
                    --spool-dir "$work/spool" --log-dir "$work/log")
-        "${relay_cmd[@]}" > "$work/relay.out" 2>&1 &
-        relay_pid=$!; pids+=("$relay_pid")
-        relay_addr=$(addr_of "$work/relay.out")
-        load_cmd=("$bin" load --target "$relay_addr" --messages "$messages" --concurrency "$c" --size "$size" --json)
-        [ "$r" = 1 ] && printf '%s\n%s\n%s\n\n' "sink --listen 127.0.0.1:0" "${relay_cmd[*]}" "${load_cmd[*]}" >> "$out/commands.txt"
-        t0=$(cpu_ticks "$relay_pid")
-        report=$("${load_cmd[@]}")
-        # Wait until the sink has everything (end-to-end), at most 60 s.
-        for _ in $(seq 1 1200); do
-          n=$(cat "$work"/log/*.log 2>/dev/null | grep -c '"event":"delivered"' || true)
-          [ "$n" -ge "$messages" ] && break
-          sleep 0.05
-        done
-        t1=$(cpu_ticks "$relay_pid")
-        rss_kb=$(awk '/VmHWM/{print $2}' "/proc/$relay_pid/status")
-        hz=$(getconf CLK_TCK)
-        cpu_ms_per_1k=$(awk -v a="$t0" -v b="$t1" -v hz="$hz" -v n="$messages" 'BEGIN{printf "%.1f", (b-a)*1000/hz/n*1000}')
-        kill -9 "$relay_pid" 2>/dev/null || true
-        kill -INT "$sink_pid" 2>/dev/null || true
-        wait "$relay_pid" "$sink_pid" 2>/dev/null || true
-        # The sink's rate runs from the first to the last message it received: end to end.
-        e2e=$(sed -n 's/.*rate=\([0-9]*\)\/s.*/\1/p' "$work/sink.out"); e2e=${e2e:-0}
-        echo "{\"system\":\"corerelay\",\"cores\":\"$cores\",\"size\":$size,\"conns\":$c,\"run\":$r,\"relay_cpu_ms_per_1k\":$cpu_ms_per_1k,\"relay_peak_rss_kb\":$rss_kb,\"delivered\":$n,\"e2e_per_second\":$e2e,\"load\":$report}" >> "$out/raw.jsonl"
-        echo "cores=$cores size=$size conns=$c run=$r: $report"
-      done
+  note_cmd "${relay_cmd[*]}"
+  "${relay_cmd[@]}" > "$work/relay.out" 2>&1 &
+  local relay_pid=$!; pids+=("$relay_pid")
+  local relay_addr
+  relay_addr=$(addr_of "$work/relay.out")
+  loadavg=$(cut -d' ' -f1 /proc/loadavg)
+  local cpu0 cpu1
+  cpu0=$(proctree cpu "$relay_pid")
+  start_sampler "$relay_pid"
+  run_load "$relay_addr" "$messages" "$c" "$size"
+  wait_delivered "$messages" 120
+  cpu1=$(proctree cpu "$relay_pid")
+  stop_sampler
+  record corerelay "$cores" "$size" "$c" "$messages" "$(awk -v a="$cpu0" -v b="$cpu1" 'BEGIN{print b-a}')"
+  kill -9 "$relay_pid" 2>/dev/null || true
+  kill -INT "$sink_pid" 2>/dev/null || true
+  wait "$relay_pid" "$sink_pid" 2>/dev/null || true
+  [ "$r" = 1 ] && echo >> "$out/commands.txt"
+  return 0
+}
+
+# ---------------------------------------------------------------- Postfix
+pf_port=$(proctree free-port)
+pf_sink_port=$(proctree free-port)
+
+# A dedicated instance in $pf_dir: its own main.cf/master.cf, queue and data directories on
+# the same disk as corerelay's spool, smtpd only on 127.0.0.1:$pf_port, everything relayed
+# to the sink at 127.0.0.1:$pf_sink_port, no local delivery, no chroot, no DNS.
+configure_postfix() {
+  mkdir -p "$pf_dir/queue" "$pf_dir/data"
+  chown postfix:postfix "$pf_dir/data"
+  cat > "$pf_dir/main.cf" <<EOF
+compatibility_level = 3.6
+queue_directory = $pf_dir/queue
+data_directory = $pf_dir/data
+maillog_file = $pf_dir/postfix.log
+maillog_file_prefixes = $pf_dir
+myhostname = postfix-bench.localhost
+mydestination =
+local_transport = error:local delivery is disabled
+alias_maps =
+alias_database =
+inet_interfaces = 127.0.0.1
+inet_protocols = ipv4
+mynetworks = 127.0.0.0/8
+relayhost = [127.0.0.1]:$pf_sink_port
+smtpd_relay_restrictions = permit_mynetworks, reject
+smtpd_peername_lookup = no
+smtp_dns_support_level = disabled
+default_process_limit = 200
+minimal_backoff_time = 2s
+maximal_backoff_time = 10s
+queue_run_delay = 2s
+smtpd_tls_security_level = none
+smtp_tls_security_level = none
+smtputf8_enable = no
+biff = no
+EOF
+  cat > "$pf_dir/master.cf" <<EOF
+127.0.0.1:$pf_port inet n - n - - smtpd
+pickup     unix  n - n 60 1 pickup
+cleanup    unix  n - n - 0 cleanup
+qmgr       unix  n - n 300 1 qmgr
+rewrite    unix  - - n - - trivial-rewrite
+bounce     unix  - - n - 0 bounce
+defer      unix  - - n - 0 bounce
+trace      unix  - - n - 0 bounce
+verify     unix  - - n - 1 verify
+flush      unix  n - n 1000? 0 flush
+proxymap   unix  - - n - - proxymap
+proxywrite unix  - - n - 1 proxymap
+smtp       unix  - - n - - smtp
+relay      unix  - - n - - smtp
+showq      unix  n - n - - showq
+error      unix  - - n - - error
+retry      unix  - - n - - error
+discard    unix  - - n - - discard
+anvil      unix  - - n - 1 anvil
+scache     unix  - - n - 1 scache
+postlog    unix-dgram n - n - 1 postlogd
+EOF
+  postfix -c "$pf_dir" set-permissions >/dev/null 2>&1
+  postfix -c "$pf_dir" check >/dev/null 2>&1 || { echo "postfix check failed for $pf_dir" >&2; exit 1; }
+  {
+    echo "# Postfix instance ($pf_dir; ports vary per session)"
+    sed 's/^/#   main.cf: /' "$pf_dir/main.cf"
+    sed 's/^/#   master.cf: /' "$pf_dir/master.cf"
+  } >> "$out/commands.txt"
+}
+
+# OpenDKIM as Postfix's milter: RSA-2048, relaxed/simple, on a UNIX socket (over loopback
+# TCP the milter dialogue stalls on Nagle and delayed ACKs).
+configure_opendkim() {
+  mkdir -p "$work/dkim"
+  opendkim-genkey -b 2048 -d load.example -s bench -D "$work/dkim"
+  cat > "$work/dkim/opendkim.conf" <<EOF
+Syslog no
+Mode s
+Canonicalization relaxed/simple
+SignatureAlgorithm rsa-sha256
+Domain load.example
+Selector bench
+KeyFile $work/dkim/bench.private
+Socket local:$work/dkim/opendkim.sock
+UMask 0000
+InternalHosts 127.0.0.1
+EOF
+  postconf -c "$pf_dir" -e "milter_default_action = tempfail" "milter_protocol = 6"
+  sed 's/^/#   opendkim.conf: /' "$work/dkim/opendkim.conf" >> "$out/commands.txt"
+}
+
+run_postfix() {
+  local system=$1 size=$2 c=$3
+  local milter_pid=""
+  postfix -c "$pf_dir" stop >/dev/null 2>&1 || true
+  postsuper -c "$pf_dir" -d ALL >/dev/null 2>&1 || true
+  # The sink first: Postfix takes a refused connection as a dead destination for minutes.
+  note_cmd "$bin sink --listen 127.0.0.1:$pf_sink_port"
+  start_sink "127.0.0.1:$pf_sink_port"
+  # The milter is configured only for the rows that sign.
+  local milter=""
+  [ "$system" = postfix+opendkim ] && milter="unix:$work/dkim/opendkim.sock"
+  postconf -c "$pf_dir" -e "smtpd_milters = $milter"
+  if [ "$system" = postfix+opendkim ]; then
+    note_cmd "postconf -c $pf_dir -e 'smtpd_milters = $milter'"
+    rm -f "$work/dkim/opendkim.sock"
+    note_cmd "opendkim -f -x $work/dkim/opendkim.conf"
+    opendkim -f -x "$work/dkim/opendkim.conf" > "$work/opendkim.out" 2>&1 &
+    milter_pid=$!; pids+=("$milter_pid")
+    for _ in $(seq 1 100); do [ -S "$work/dkim/opendkim.sock" ] && break; sleep 0.05; done
+    [ -S "$work/dkim/opendkim.sock" ] || { echo "opendkim did not start:" >&2; cat "$work/opendkim.out" >&2; exit 1; }
+  fi
+  note_cmd "postfix -c $pf_dir start"
+  postfix -c "$pf_dir" start >/dev/null 2>&1 || { echo "postfix did not start:" >&2; tail "$pf_dir/postfix.log" >&2; exit 1; }
+  postqueue -c "$pf_dir" -f >/dev/null 2>&1 || true
+  local master
+  master=$(tr -d ' ' < "$pf_dir/queue/pid/master.pid")
+  loadavg=$(cut -d' ' -f1 /proc/loadavg)
+  local cpu0 cpu1
+  cpu0=$(proctree cpu "$master" $milter_pid)
+  start_sampler "$master" $milter_pid
+  run_load "127.0.0.1:$pf_port" "$postfix_messages" "$c" "$size"
+  wait_delivered "$postfix_messages" 180
+  [ "$delivered" -lt "$postfix_messages" ] && { echo "Postfix delivered only $delivered; its log ends:" >&2; tail -5 "$pf_dir/postfix.log" >&2; }
+  cpu1=$(proctree cpu "$master" $milter_pid)
+  stop_sampler
+  record "$system" - "$size" "$c" "$postfix_messages" "$(awk -v a="$cpu0" -v b="$cpu1" 'BEGIN{print b-a}')"
+  postfix -c "$pf_dir" stop >/dev/null 2>&1 || true
+  for _ in $(seq 1 100); do pid_is "$master" master || break; sleep 0.05; done
+  kill -INT "$sink_pid" 2>/dev/null || true
+  [ -n "$milter_pid" ] && kill "$milter_pid" 2>/dev/null
+  wait "$sink_pid" $milter_pid 2>/dev/null || true
+  [ "$r" = 1 ] && echo >> "$out/commands.txt"
+  return 0
+}
+
+uses_postfix && configure_postfix
+has postfix+opendkim && configure_opendkim
+
+# ---------------------------------------------------------------- the matrix
+started=$SECONDS
+loader=corerelay
+for size in $sizes; do
+  for c in $conns; do
+    for r in $(seq 1 "$repeat"); do
+      if has corerelay; then
+        for cores in $cores_list; do run_corerelay "$cores" "$size" "$c"; done
+      fi
+      has postfix && run_postfix postfix "$size" "$c"
+      has postfix+opendkim && run_postfix postfix+opendkim "$size" "$c"
     done
   done
 done
+# The same row through a second load generator, so corerelay's figures do not rest on its
+# own tool alone.
+if [ "$smtp_source" = 1 ] && command -v smtp-source >/dev/null; then
+  loader=smtp-source
+  for r in $(seq 1 "$repeat"); do
+    has corerelay && run_corerelay all 20480 10
+    has postfix && run_postfix postfix 20480 10
+  done
+fi
+echo "matrix took $((SECONDS - started)) s" | tee -a "$out/machine.txt"
 
-python3 - "$out" <<'PY'
-import json, sys, statistics, collections
-out = sys.argv[1]
-rows = [json.loads(l) for l in open(f"{out}/raw.jsonl")]
-groups = collections.defaultdict(list)
-for r in rows:
-    groups[(r["system"], r["cores"], r["size"], r["conns"])].append(r)
-lines = ["| system | cores | size | conns | accepted msg/s | delivered msg/s | 250 p50 ms | 250 p99 ms | relay CPU ms / 1k msgs | peak RSS MiB |",
-         "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
-for (system, cores, size, conns), rs in sorted(groups.items()):
-    med = lambda f: statistics.median(f(r) for r in rs)
-    lines.append(f"| {system} | {cores} | {size} | {conns} | {med(lambda r: r['load']['messages_per_second']):.0f} | {med(lambda r: r['e2e_per_second']):.0f} | "
-                 f"{med(lambda r: r['load']['p50_ms']):.2f} | {med(lambda r: r['load']['p99_ms']):.2f} | "
-                 f"{med(lambda r: r['relay_cpu_ms_per_1k']):.0f} | {med(lambda r: r['relay_peak_rss_kb'])/1024:.0f} |")
-open(f"{out}/summary.md", "w").write("\n".join(lines) + "\n")
-print("\n".join(lines))
-PY
+python3 benches/summarize.py "$out"
 echo "results in $out"
