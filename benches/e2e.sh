@@ -126,7 +126,7 @@ trap 'exit 130' INT TERM
   echo "disk (spool and queue): $(df -h "$work" | awk 'NR==2{print $1" "$2}') $(stat -f -c %T "$work")"
   echo "rustc: $(rustc --version)"
   uses_postfix && echo "postfix: $(postconf -d -h mail_version)"
-  [ "$dkim" = 1 ] && echo "opendkim: $(opendkim -V 2>&1 | head -1)"
+  [ "$dkim" = 1 ] && opendkim -V 2>&1 | head -1
   echo "memlock: $(ulimit -l)  nofile: $(ulimit -n)  somaxconn: $(cat /proc/sys/net/core/somaxconn)"
   echo "load average at start: $(cut -d' ' -f1-3 /proc/loadavg)"
   echo "messages per run: corerelay $messages, postfix $postfix_messages; repeats: $repeat"
@@ -390,8 +390,42 @@ run_postfix() {
   return 0
 }
 
+# Before the matrix: one message through Postfix + OpenDKIM into a sink that stores it, to
+# show the signing rows really sign (a milter that is not reached would pass mail unsigned
+# or refuse it, and either would make the rows meaningless).
+check_dkim_signs() {
+  local maildir=$work/dkim-check
+  "$bin" sink --listen "127.0.0.1:$pf_sink_port" --maildir "$maildir" > "$work/sink.out" 2>&1 &
+  sink_pid=$!; pids+=("$sink_pid")
+  addr_of "$work/sink.out" >/dev/null
+  postconf -c "$pf_dir" -e "smtpd_milters = unix:$work/dkim/opendkim.sock"
+  rm -f "$work/dkim/opendkim.sock"
+  opendkim -f -x "$work/dkim/opendkim.conf" > "$work/opendkim.out" 2>&1 &
+  local milter_pid=$!; pids+=("$milter_pid")
+  for _ in $(seq 1 100); do [ -S "$work/dkim/opendkim.sock" ] && break; sleep 0.05; done
+  postfix -c "$pf_dir" start >/dev/null 2>&1
+  "$bin" load --target "127.0.0.1:$pf_port" --messages 1 --concurrency 1 --size 2048 >/dev/null
+  local signature=""
+  for _ in $(seq 1 100); do
+    signature=$(cat "$maildir"/new/* 2>/dev/null | grep -A1 '^DKIM-Signature:' || true)
+    [ -n "$signature" ] && break
+    sleep 0.1
+  done
+  postfix -c "$pf_dir" stop >/dev/null 2>&1 || true
+  kill "$milter_pid" 2>/dev/null; kill -INT "$sink_pid" 2>/dev/null
+  wait "$milter_pid" "$sink_pid" 2>/dev/null || true
+  case "$signature" in
+    *"a=rsa-sha256"*"c=relaxed/simple"*|*"c=relaxed/simple"*"a=rsa-sha256"*)
+      echo "opendkim check: a message through Postfix + OpenDKIM arrived signed: $(echo "$signature" | tr -d '\r\n\t' | cut -c1-120)…" >> "$out/machine.txt" ;;
+    *) echo "Postfix + OpenDKIM did not sign the check message (got: ${signature:-no DKIM-Signature})" >&2; exit 1 ;;
+  esac
+}
+
 uses_postfix && configure_postfix
-has postfix+opendkim && configure_opendkim
+if has postfix+opendkim; then
+  configure_opendkim
+  check_dkim_signs
+fi
 
 # ---------------------------------------------------------------- the matrix
 started=$SECONDS
