@@ -16,11 +16,16 @@
 #
 # usage: benches/e2e.sh [--messages N] [--postfix-messages N] [--sizes "2048 20480 102400"]
 #                       [--conns "1 10 50"] [--cores "all 1"] [--systems "corerelay postfix"]
-#                       [--repeat R] [--dkim] [--no-smtp-source] [--out DIR]
+#                       [--repeat R] [--dkim] [--no-smtp-source] [--spread-accounts N] [--out DIR]
 #   --dkim            also run Postfix + OpenDKIM (RSA-2048, relaxed/simple, milter on a UNIX
 #                     socket): the baseline for corerelay's signing rows.
 #   --no-smtp-source  skip the extra row loaded by Postfix's smtp-source instead of
 #                     corerelay load (20 KB, 10 connections, corerelay all cores and Postfix).
+#   --spread-accounts N  extra rows (20 KB, 10 and 50 connections, corerelay on all cores and
+#                     on one) with the load spread over N accounts pinned round robin to the
+#                     cores instead of one account (default 2; 0: no such rows). An account
+#                     is owned by one core, so one account cannot use more than one core for
+#                     its spool and deliveries.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -33,6 +38,7 @@ systems="corerelay postfix"
 repeat=3
 dkim=0
 smtp_source=1
+spread_accounts=2
 out=""
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -45,6 +51,7 @@ while [ $# -gt 0 ]; do
     --repeat) repeat=$2; shift 2 ;;
     --dkim) dkim=1; shift ;;
     --no-smtp-source) smtp_source=0; shift ;;
+    --spread-accounts) spread_accounts=$2; shift 2 ;;
     --out) out=$2; shift 2 ;;
     *) echo "unknown option $1" >&2; exit 2 ;;
   esac
@@ -138,12 +145,10 @@ note_cmd() { [ "$r" = 1 ] && printf '%s\n' "$*" >> "$out/commands.txt"; return 0
 # ---------------------------------------------------------------- shared pieces of a run
 # Waits for a process to print its "listening on ADDR" line and echoes ADDR.
 addr_of() {
-  local file=$1
+  local file=$1 addr
   for _ in $(seq 1 400); do
-    if grep -q "listening on" "$file" 2>/dev/null; then
-      grep -m1 "listening on" "$file" | sed 's/.*listening on \([^ ]*\).*/\1/'
-      return 0
-    fi
+    addr=$(sed -n 's/.*listening on \([0-9.]*:[0-9][0-9]*\).*/\1/p' "$file" 2>/dev/null | head -1)
+    [ -n "$addr" ] && { echo "$addr"; return 0; }
     sleep 0.05
   done
   echo "no listening line in $file:" >&2; cat "$file" >&2; return 1
@@ -195,18 +200,28 @@ run_load() {
   local target=$1 n=$2 c=$3 size=$4
   t_start=$EPOCHREALTIME
   if [ "$loader" = corerelay ]; then
-    local cmd=("$bin" load --target "$target" --messages "$n" --concurrency "$c" --size "$size" --json)
+    local cmd=("$bin" load --target "$target" --messages "$n" --concurrency "$c" --size "$size" --from "$senders" --json)
     note_cmd "${cmd[*]}"
-    report=$(proctree run "$work/load.cpu" "${cmd[@]}")
+    # A failed run is recorded (its row shows it) and explained in failures.txt; the
+    # matrix goes on.
+    report=$(proctree run "$work/load.cpu" "${cmd[@]}" 2>"$work/load.err") || {
+      { echo "== $(date -u +%T) load against $target failed: $report $(cat "$work/load.err")"
+        echo "-- relay output:"; tail -20 "$work/relay.out" 2>/dev/null
+        echo "-- sink output:"; tail -5 "$work/sink.out"; } >> "$out/failures.txt"
+      case "$report" in "{"*) ;; *) report='{"acked":0,"messages_per_second":0,"p50_ms":null,"p99_ms":null}' ;; esac
+    }
   else
-    local cmd=(smtp-source -s "$c" -m "$n" -l "$size" -d -f load@load.example -t sink@sink.example "$target")
+    local cmd=(smtp-source -s "$c" -m "$n" -l "$size" -d -f "$senders" -t sink@sink.example "$target")
     note_cmd "${cmd[*]}"
     proctree run "$work/load.cpu" "${cmd[@]}" > "$work/smtp-source.out" 2>&1 || true
     local secs
     secs=$(awk -v a="$t_start" -v b="$EPOCHREALTIME" 'BEGIN{printf "%.3f", b-a}')
     report=$(awk -v n="$n" -v s="$secs" 'BEGIN{printf "{\"sent\":%d,\"seconds\":%s,\"messages_per_second\":%.1f,\"p50_ms\":null,\"p99_ms\":null}", n, s, n/s}')
   fi
-  load_cpu_s=$(cat "$work/load.cpu")
+  load_cpu_s=$(cat "$work/load.cpu" 2>/dev/null || echo 0)
+  # What the sink must see: every acknowledged message (smtp-source does not say: all).
+  expected=$(sed -n 's/.*"acked":\([0-9]*\).*/\1/p' <<< "$report")
+  expected=${expected:-$n}
 }
 
 # Appends one run's line to raw.jsonl.
@@ -216,17 +231,38 @@ record() {
   sink_cpu_s=$(proctree cpu "$sink_pid")
   e2e_s=$(awk -v a="$t_start" -v b="$e2e_done" 'BEGIN{printf "%.3f", b-a}')
   local line
-  line=$(printf '{"system":"%s","loader":"%s","cores":"%s","size":%d,"conns":%d,"run":%d,"messages":%d,"delivered":%d,"e2e_seconds":%s,"e2e_per_second":%.1f,"relay_cpu_ms_per_1k":%.1f,"tools_cpu_ms_per_1k":%.1f,"peak_pss_kib":%d,"loadavg_before":"%s","load":%s}' \
-    "$system" "$loader" "$cores" "$size" "$c" "$r" "$n" "$delivered" "$e2e_s" \
+  line=$(printf '{"system":"%s","loader":"%s","accounts":%d,"cores":"%s","size":%d,"conns":%d,"run":%d,"messages":%d,"delivered":%d,"e2e_seconds":%s,"e2e_per_second":%.1f,"relay_cpu_ms_per_1k":%.1f,"tools_cpu_ms_per_1k":%.1f,"peak_pss_kib":%d,"loadavg_before":"%s","load":%s}' \
+    "$system" "$loader" "$accounts" "$cores" "$size" "$c" "$r" "$n" "$delivered" "$e2e_s" \
     "$(awk -v n="$delivered" -v s="$e2e_s" 'BEGIN{print (s > 0 ? n / s : 0)}')" \
     "$(awk -v c="$cpu_s" -v n="$n" 'BEGIN{print c * 1e6 / n}')" \
     "$(awk -v a="$load_cpu_s" -v b="$sink_cpu_s" -v n="$n" 'BEGIN{print (a + b) * 1e6 / n}')" \
     "$peak_kib" "$loadavg" "$report")
   echo "$line" >> "$out/raw.jsonl"
-  echo "$system loader=$loader cores=$cores size=$size conns=$c run=$r: delivered $delivered in ${e2e_s}s, relay CPU $cpu_s s, $report"
+  echo "$system loader=$loader accounts=$accounts cores=$cores size=$size conns=$c run=$r: delivered $delivered in ${e2e_s}s, relay CPU $cpu_s s, $report"
 }
 
 # ---------------------------------------------------------------- corerelay
+# One account (the embedded default's `local`, any sender from 127.0.0.0/8), or $accounts
+# accounts a0… with their own sender domains a0.load.example…, pinned round robin to the
+# relay's cores; the load's messages take the senders in turn.
+accounts=1
+senders=load@load.example
+set_accounts() {
+  accounts=$1
+  senders=load@load.example
+  if [ "$accounts" -gt 1 ]; then
+    senders=$(for i in $(seq 0 $((accounts - 1))); do printf 'load@a%d.load.example,' "$i"; done)
+    senders=${senders%,}
+  fi
+}
+accounts_config() {
+  local cores=$1 n
+  n=$([ "$cores" = all ] && nproc || echo "$cores")
+  for i in $(seq 0 $((accounts - 1))); do
+    printf '[[accounts]]\nid = "a%d"\nnetworks = ["127.0.0.0/8"]\nsender_domains = ["a%d.load.example"]\ncore = %d\n\n' "$i" "$i" $((i % n))
+  done
+}
+
 run_corerelay() {
   local cores=$1 size=$2 c=$3
   rm -rf "$work/spool" "$work/log"
@@ -234,6 +270,11 @@ run_corerelay() {
   start_sink 127.0.0.1:0
   local relay_cmd=("$bin" serve --listen 127.0.0.1:0 --cores "$cores" --smarthost "$sink_addr"
                    --spool-dir "$work/spool" --log-dir "$work/log")
+  if [ "$accounts" -gt 1 ]; then
+    accounts_config "$cores" > "$work/accounts.toml"
+    relay_cmd+=(--config "$work/accounts.toml")
+    [ "$r" = 1 ] && sed 's/^/#   accounts.toml: /' "$work/accounts.toml" >> "$out/commands.txt"
+  fi
   note_cmd "${relay_cmd[*]}"
   "${relay_cmd[@]}" > "$work/relay.out" 2>&1 &
   local relay_pid=$!; pids+=("$relay_pid")
@@ -244,7 +285,7 @@ run_corerelay() {
   cpu0=$(proctree cpu "$relay_pid")
   start_sampler "$relay_pid"
   run_load "$relay_addr" "$messages" "$c" "$size"
-  wait_delivered "$messages" 120
+  wait_delivered "$expected" 120
   cpu1=$(proctree cpu "$relay_pid")
   stop_sampler
   record corerelay "$cores" "$size" "$c" "$messages" "$(awk -v a="$cpu0" -v b="$cpu1" 'BEGIN{print b-a}')"
@@ -376,8 +417,8 @@ run_postfix() {
   cpu0=$(proctree cpu "$master" $milter_pid)
   start_sampler "$master" $milter_pid
   run_load "127.0.0.1:$pf_port" "$postfix_messages" "$c" "$size"
-  wait_delivered "$postfix_messages" 180
-  [ "$delivered" -lt "$postfix_messages" ] && { echo "Postfix delivered only $delivered; its log ends:" >&2; tail -5 "$pf_dir/postfix.log" >&2; }
+  wait_delivered "$expected" 180
+  [ "$delivered" -lt "$expected" ] && { echo "Postfix delivered only $delivered; its log ends:" >&2; tail -5 "$pf_dir/postfix.log" >&2; }
   cpu1=$(proctree cpu "$master" $milter_pid)
   stop_sampler
   record "$system" - "$size" "$c" "$postfix_messages" "$(awk -v a="$cpu0" -v b="$cpu1" 'BEGIN{print b-a}')"
@@ -449,6 +490,18 @@ if [ "$smtp_source" = 1 ] && command -v smtp-source >/dev/null; then
     has corerelay && run_corerelay all 20480 10
     has postfix && run_postfix postfix 20480 10
   done
+fi
+# One account is owned by one core: the same rows with the load spread over accounts on
+# every core show what all cores give a sending service with many customers.
+if [ "$spread_accounts" -gt 1 ] && has corerelay; then
+  loader=corerelay
+  set_accounts "$spread_accounts"
+  for c in 10 50; do
+    for r in $(seq 1 "$repeat"); do
+      for cores in $cores_list; do run_corerelay "$cores" 20480 "$c"; done
+    done
+  done
+  set_accounts 1
 fi
 echo "matrix took $((SECONDS - started)) s" | tee -a "$out/machine.txt"
 

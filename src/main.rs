@@ -165,6 +165,8 @@ struct LoadArgs {
     /// Body size of each message in bytes.
     #[arg(long, default_value_t = 2048)]
     size: usize,
+    /// Sender address; a comma-separated list makes the messages take the senders in turn
+    /// (several accounts at once).
     #[arg(long, default_value = "load@load.example")]
     from: String,
     #[arg(long, default_value = "sink@sink.example")]

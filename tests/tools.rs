@@ -8,6 +8,8 @@ use crate::support::smtp::Client;
 const BODY: &str = "From: <a@load.example>\r\nTo: <b@sink.example>\r\nSubject: count\r\n\r\nhello\r\n";
 
 fn send_one(addr: std::net::SocketAddr) {
+    // The sink may print its address a moment before every core listens.
+    process::wait_for("the sink to accept", || std::net::TcpStream::connect(addr).ok());
     let (mut c, greeting) = Client::connect(addr);
     assert!(greeting.starts_with("220"), "{greeting}");
     assert!(c.cmd("EHLO load.test").starts_with("250"));

@@ -209,7 +209,8 @@ async fn connection_task(
         let id = format!("{run_id}.{seq}");
         let give_up_at = Instant::now() + options.retry_for;
         let mut backoff = RETRY_BACKOFF_MIN;
-        while !send_one(options, &mut conn, &id, body, &mut result).await {
+        let from = sender(&options.from, seq);
+        while !send_one(options, &mut conn, from, &id, body, &mut result).await {
             result.errors += 1;
             conn = None;
             if Instant::now() >= give_up_at {
@@ -243,6 +244,7 @@ const RETRY_BACKOFF_MAX: Duration = Duration::from_millis(500);
 async fn send_one(
     options: &LoadOptions,
     conn: &mut Option<Connection>,
+    from: &str,
     id: &str,
     body: &Bytes,
     result: &mut TaskResult,
@@ -260,10 +262,10 @@ async fn send_one(
         }
     }
     let Some(c) = conn.as_mut() else { return false };
-    let chunks = [headers(options, id), body.clone()];
+    let chunks = [headers(options, from, id), body.clone()];
     let t0 = Instant::now();
     let Ok(r) = c
-        .send(&options.from, &[options.to.as_str()], &chunks, BodyType::SevenBit)
+        .send(from, &[options.to.as_str()], &chunks, BodyType::SevenBit)
         .await
     else {
         return false;
@@ -282,14 +284,20 @@ async fn send_one(
     true
 }
 
-fn headers(options: &LoadOptions, id: &str) -> Bytes {
+/// The sender of message `seq`: `from` is one address, or a comma-separated list the
+/// messages take in turn (to load several accounts at once).
+fn sender(from: &str, seq: u64) -> &str {
+    let count = from.split(',').count() as u64;
+    from.split(',').nth((seq % count) as usize).unwrap_or(from).trim()
+}
+
+fn headers(options: &LoadOptions, from: &str, id: &str) -> Bytes {
     let sent_us = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_micros())
         .unwrap_or(0);
     Bytes::from(format!(
         "From: <{from}>\r\nTo: <{to}>\r\nSubject: corerelay load {id}\r\nMessage-ID: <{id}@load.corerelay.localhost>\r\nX-Load-Id: {id}\r\nX-Load-Sent-Us: {sent_us}\r\nMIME-Version: 1.0\r\nContent-Type: text/plain; charset=us-ascii\r\n\r\n",
-        from = options.from,
         to = options.to,
     ))
 }
@@ -310,7 +318,15 @@ fn filler(size: usize) -> Vec<u8> {
 
 #[cfg(test)]
 mod tests {
-    use super::filler;
+    use super::{filler, sender};
+
+    #[test]
+    fn messages_take_the_senders_in_turn() {
+        assert_eq!(sender("a@x.example", 5), "a@x.example");
+        let list = "a@x.example, b@y.example";
+        let got: Vec<&str> = (0..4).map(|i| sender(list, i)).collect();
+        assert_eq!(got, ["a@x.example", "b@y.example", "a@x.example", "b@y.example"]);
+    }
 
     #[test]
     fn filler_is_crlf_lines_of_about_the_size() {
