@@ -268,7 +268,7 @@ run_corerelay() {
   rm -rf "$work/spool" "$work/log"
   note_cmd "$bin sink --listen 127.0.0.1:0"
   start_sink 127.0.0.1:0
-  local relay_cmd=("$bin" serve --listen 127.0.0.1:0 --cores "$cores" --smarthost "$sink_addr"
+  local relay_cmd=("$bin" serve --listen 127.0.0.1:0 --http-listen 127.0.0.1:0 --cores "$cores" --smarthost "$sink_addr"
                    --spool-dir "$work/spool" --log-dir "$work/log")
   if [ "$accounts" -gt 1 ]; then
     accounts_config "$cores" > "$work/accounts.toml"

@@ -65,7 +65,7 @@ addr_of() {
 "$bin" sink --listen 127.0.0.1:0 > "$work/sink.out" 2>&1 &
 sink_pid=$!; pids+=("$sink_pid")
 sink_addr=$(addr_of "$work/sink.out")
-relay=("$bin" serve --listen 127.0.0.1:0 --cores "$cores" --smarthost "$sink_addr"
+relay=("$bin" serve --listen 127.0.0.1:0 --http-listen 127.0.0.1:0 --cores "$cores" --smarthost "$sink_addr"
        --spool-dir "$work/spool" --log-dir "$work/log")
 if [ "$mode" = callgrind ]; then
   relay=(valgrind --tool=callgrind --callgrind-out-file="$out/callgrind.out" "${relay[@]}")
