@@ -130,7 +130,7 @@ trap 'exit 130' INT TERM
   echo "os: $(. /etc/os-release && echo "$PRETTY_NAME")"
   echo "cpu: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | xargs) x $(nproc)"
   echo "memory: $(free -g | awk '/Mem:/{print $2}') GiB"
-  echo "disk (spool and queue): $(df -h "$work" | awk 'NR==2{print $1" "$2}') $(stat -f -c %T "$work")"
+  echo "disk (spool and queue): $(df -h "$work" | awk 'NR==2{print $1" "$2}') $(findmnt -no FSTYPE -T "$work") ($(cat /sys/block/$(basename "$(findmnt -no SOURCE -T "$work")")/queue/write_cache 2>/dev/null || echo "?") cache)"
   echo "rustc: $(rustc --version)"
   uses_postfix && echo "postfix: $(postconf -d -h mail_version)"
   [ "$dkim" = 1 ] && opendkim -V 2>&1 | head -1
