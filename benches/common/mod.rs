@@ -46,7 +46,12 @@ pub fn message(id: MessageId, body: Vec<Bytes>) -> Message {
             body_type: BodyType::SevenBit,
             rcpts: vec![Recipient {
                 addr: "sink@sink.example".into(),
+                ..Recipient::default()
             }],
+            smtputf8: false,
+            dsn_return: None,
+            dsn_envid: None,
+            auth_user: None,
         },
         trace: Bytes::from_static(
             b"Received: from load.corerelay.localhost ([127.0.0.1])\r\n\tby corerelay.localhost with ESMTP id 0123456789abcdef; Fri, 27 Nov 2026 23:14:29 +0000\r\n",
