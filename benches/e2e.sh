@@ -231,12 +231,12 @@ record() {
   sink_cpu_s=$(proctree cpu "$sink_pid")
   e2e_s=$(awk -v a="$t_start" -v b="$e2e_done" 'BEGIN{printf "%.3f", b-a}')
   local line
-  line=$(printf '{"system":"%s","loader":"%s","accounts":%d,"cores":"%s","size":%d,"conns":%d,"run":%d,"messages":%d,"delivered":%d,"e2e_seconds":%s,"e2e_per_second":%.1f,"relay_cpu_ms_per_1k":%.1f,"tools_cpu_ms_per_1k":%.1f,"peak_pss_kib":%d,"loadavg_before":"%s","load":%s}' \
+  line=$(printf '{"system":"%s","loader":"%s","accounts":%d,"cores":"%s","size":%d,"conns":%d,"run":%d,"messages":%d,"delivered":%d,"e2e_seconds":%s,"e2e_per_second":%.1f,"relay_cpu_ms_per_1k":%.1f,"tools_cpu_ms_per_1k":%.1f,"peak_pss_kib":%d,"loadavg_before":"%s","io_full_avg10_before":"%s","load":%s}' \
     "$system" "$loader" "$accounts" "$cores" "$size" "$c" "$r" "$n" "$delivered" "$e2e_s" \
     "$(awk -v n="$delivered" -v s="$e2e_s" 'BEGIN{print (s > 0 ? n / s : 0)}')" \
     "$(awk -v c="$cpu_s" -v n="$n" 'BEGIN{print c * 1e6 / n}')" \
     "$(awk -v a="$load_cpu_s" -v b="$sink_cpu_s" -v n="$n" 'BEGIN{print (a + b) * 1e6 / n}')" \
-    "$peak_kib" "$loadavg" "$report")
+    "$peak_kib" "$loadavg" "$io_pressure" "$report")
   echo "$line" >> "$out/raw.jsonl"
   echo "$system loader=$loader accounts=$accounts cores=$cores size=$size conns=$c run=$r: delivered $delivered in ${e2e_s}s, relay CPU $cpu_s s, $report"
 }
@@ -281,6 +281,8 @@ run_corerelay() {
   local relay_addr
   relay_addr=$(addr_of "$work/relay.out")
   loadavg=$(cut -d' ' -f1 /proc/loadavg)
+  # The share of time every task waited for I/O, last 10 s (other tenants' disk use shows here).
+  io_pressure=$(sed -n 's/^full avg10=\([0-9.]*\).*/\1/p' /proc/pressure/io 2>/dev/null)
   local cpu0 cpu1
   cpu0=$(proctree cpu "$relay_pid")
   start_sampler "$relay_pid"
@@ -413,6 +415,8 @@ run_postfix() {
   local master
   master=$(tr -d ' ' < "$pf_dir/queue/pid/master.pid")
   loadavg=$(cut -d' ' -f1 /proc/loadavg)
+  # The share of time every task waited for I/O, last 10 s (other tenants' disk use shows here).
+  io_pressure=$(sed -n 's/^full avg10=\([0-9.]*\).*/\1/p' /proc/pressure/io 2>/dev/null)
   local cpu0 cpu1
   cpu0=$(proctree cpu "$master" $milter_pid)
   start_sampler "$master" $milter_pid

@@ -80,6 +80,12 @@ if loads:
         f"load average before each run (other tenants of the machine included): min {loads[0]:.1f}, "
         f"median {statistics.median(loads):.1f}, max {loads[-1]:.1f}"
     )
+ios = sorted(float(r["io_full_avg10_before"]) for r in rows if r.get("io_full_avg10_before"))
+if ios:
+    lines.append(
+        f"I/O pressure before each run (% of time all tasks waited for I/O, 10 s average): min {ios[0]:.1f}, "
+        f"median {statistics.median(ios):.1f}, max {ios[-1]:.1f}"
+    )
 lines += [
     "```",
     "",
