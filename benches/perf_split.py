@@ -19,6 +19,7 @@ import sys
 
 USER = [
     (r"DataReceiver::feed", "user: SMTP DATA receive (smtp::data::DataReceiver::feed)"),
+    (r"ChunkReceiver::", "user: SMTP BDAT receive (smtp::bdat::ChunkReceiver::feed)"),
     (r"DataWriter::write", "user: outbound dot-stuffing (smtp::client::DataWriter::write)"),
     (r"memset", "user: memset (read buffers zeroed by BytesMut::resize before each read)"),
     (r"memmove|memcpy", "user: memcpy (spool record encode, send buffers)"),

@@ -1,5 +1,5 @@
-//! Hot paths of the SMTP wire, without sockets: receiving DATA (bytes/s, the cost per
-//! message body a core pays before the spool write), parsing command lines, a whole
+//! Hot paths of the SMTP wire, without sockets: receiving DATA and BDAT chunks (bytes/s,
+//! the cost per message body a core pays before the spool write), parsing command lines, a whole
 //! pipelined server transaction, parsing remote replies, the header `From:` check made
 //! after DATA, and the outbound dot-stuffing writer (bytes/s, the cost per message body
 //! delivery pays).
@@ -10,6 +10,7 @@ use std::rc::Rc;
 use bytes::{Bytes, BytesMut};
 use corerelay::account::{Account, check_header_from};
 use corerelay::config::SenderDomains;
+use corerelay::smtp::bdat::ChunkReceiver;
 use corerelay::smtp::client::DataWriter;
 use corerelay::smtp::command;
 use corerelay::smtp::data::{DataProgress, DataReceiver};
@@ -55,6 +56,34 @@ fn bench_data(c: &mut Criterion) {
         g.throughput(Throughput::Bytes(stream.len() as u64));
         g.bench_function(format!("{}KiB_in_16KiB_reads", size >> 10), |b| {
             b.iter(|| receive(black_box(&stream), 16 << 10))
+        });
+    }
+    g.finish();
+}
+
+/// One BDAT LAST chunk of the body (text, not BINARYMIME) fed in `read_bytes` reads, as the
+/// ingress does for a client that uses CHUNKING (corerelay's own client does when offered).
+fn receive_bdat(body: &[u8], read_bytes: usize) -> usize {
+    let mut rx = ChunkReceiver::new(64 << 20, 1000, false);
+    rx.start_chunk(body.len() as u64);
+    let mut chunks = Vec::new();
+    let mut buf = BytesMut::with_capacity(read_bytes);
+    for piece in body.chunks(read_bytes) {
+        buf.extend_from_slice(piece);
+        rx.feed(&mut buf, &mut chunks);
+    }
+    rx.finish(&mut chunks).unwrap_or(0)
+}
+
+fn bench_bdat(c: &mut Criterion) {
+    let mut g = c.benchmark_group("bdat_receive");
+    for size in [2 << 10, 20 << 10, 100 << 10] {
+        let mut body = data_stream(size);
+        // The DATA stream's terminator and dot-stuffing are not part of a BDAT chunk.
+        body.truncate(body.len() - 3);
+        g.throughput(Throughput::Bytes(body.len() as u64));
+        g.bench_function(format!("{}KiB_in_16KiB_reads", size >> 10), |b| {
+            b.iter(|| receive_bdat(black_box(&body), 16 << 10))
         });
     }
     g.finish();
@@ -212,6 +241,7 @@ Content-Type: multipart/alternative; boundary=\"b1\"\r\n\r\n";
 criterion_group!(
     benches,
     bench_data,
+    bench_bdat,
     bench_commands,
     bench_session,
     bench_replies,
