@@ -46,6 +46,7 @@ out=$(cd "$out" && pwd)
 work=$(mktemp -d -p "$PWD/target" profile.XXXXXX)
 pids=()
 cleanup() {
+  set +e
   for p in "${pids[@]:-}"; do [ -n "$p" ] && kill -9 "$p" 2>/dev/null; done
   rm -rf "$work"
 }
