@@ -400,7 +400,12 @@ fn check_config(file: Option<PathBuf>) -> Result<(), String> {
     config.check_pinned_against(cores).map_err(|e| e.to_string())?;
     println!("\n# placement on this machine ({cores} cores)");
     for account in corerelay::account::Directory::new(&config.accounts, cores).accounts() {
-        println!("account {} -> core {}", account.id, account.owner);
+        let dedicated = if account.share.dedicated {
+            " (dedicated)"
+        } else {
+            ""
+        };
+        println!("account {} -> core {}{dedicated}", account.id, account.owner);
     }
     if file.is_none() {
         println!("\n# embedded default file:\n{}", config::DEFAULT_TOML);
