@@ -152,6 +152,16 @@ struct SinkArgs {
     /// Write one JSON line per accepted message to this file.
     #[arg(long)]
     record: Option<PathBuf>,
+    /// A slow MX: wait this many milliseconds before answering the end of each message.
+    #[arg(long, default_value_t = 0)]
+    delay_ms: u64,
+    /// A stalled MX: while this file exists, hold the answer to the end of each message.
+    #[arg(long)]
+    pause_file: Option<PathBuf>,
+    /// Write the summary (with the per-account end-to-end latencies) as JSON to this file
+    /// whenever it is printed (SIGINT, SIGTERM, SIGUSR1).
+    #[arg(long)]
+    json_summary: Option<PathBuf>,
 }
 
 #[derive(Args)]
@@ -278,6 +288,9 @@ fn run_sink(a: SinkArgs) -> Result<(), String> {
             rcpts_per_transaction_max_count: a.max_rcpts,
             record: a.record,
         },
+        delay: std::time::Duration::from_millis(a.delay_ms),
+        pause_file: a.pause_file,
+        json_summary: a.json_summary,
     })
 }
 

@@ -12,6 +12,7 @@
 //! [`Directory::identify_authenticated`] holds its MAIL FROM to the account's domains.
 
 pub mod header;
+pub mod limits;
 
 use std::net::IpAddr;
 use std::sync::Arc;

@@ -182,11 +182,19 @@ fn copy_error(e: &io::Error) -> io::Error {
 
 /// The committer task: runs until every sender is gone and the queue is drained.
 pub async fn run(shared: Rc<Shared>, rx: LocalReceiver<Submission>) {
-    let quantum = shared.fairness.borrow().quantum_bytes;
     let limits = &shared.limits;
-    let mut pending = Pending::new(quantum, limits.batch_max_count, limits.batch_max_bytes);
+    let new_pending = |quantum| Pending::new(quantum, limits.batch_max_count, limits.batch_max_bytes);
+    let mut quantum = shared.fairness.borrow().quantum_bytes;
+    let mut pending = new_pending(quantum);
     let mut open = true;
     loop {
+        // The quantum is set after the spool opens (and by a reload): take it up whenever
+        // nothing is pending.
+        let configured = shared.fairness.borrow().quantum_bytes;
+        if configured != quantum && pending.is_empty() {
+            quantum = configured;
+            pending = new_pending(quantum);
+        }
         let mut batch = Batch::new(&shared.limits);
         if open {
             relocations(&shared, &mut batch).await;

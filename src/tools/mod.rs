@@ -2,6 +2,7 @@
 //! `corerelay load` plays the sending service's client. `scripted` and `record` are the
 //! sink's scripted remote-MX behaviours for the delivery tests.
 
+pub mod latency;
 pub mod load;
 pub mod record;
 pub mod scripted;
