@@ -369,3 +369,73 @@ impl Handoff {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use glommio::LocalExecutorBuilder;
+
+    fn run<F: std::future::Future<Output = ()> + 'static>(test: impl FnOnce() -> F + Send + 'static) {
+        LocalExecutorBuilder::default()
+            .io_memory(512 << 10)
+            .spawn(test)
+            .unwrap()
+            .join()
+            .unwrap();
+    }
+
+    const SHORT: Duration = Duration::from_millis(20);
+
+    /// A window holds at most its count and its bytes; a message that finds no room in
+    /// time gets nothing (its client then gets 451 4.3.2), and room comes back with the
+    /// tickets.
+    #[test]
+    fn a_window_bounds_messages_and_bytes() {
+        run(|| async {
+            let w = Window::new(2, 1000);
+            let a = w.enter(300, SHORT).await.unwrap();
+            let b = w.enter(300, SHORT).await.unwrap();
+            assert_eq!(w.in_flight(), (2, 600));
+            assert!(w.enter(1, SHORT).await.is_none(), "two messages at most");
+            drop(a);
+            assert!(w.enter(800, SHORT).await.is_none(), "1000 bytes at most");
+            let c = w.enter(400, SHORT).await.unwrap();
+            drop((b, c));
+            assert_eq!(w.in_flight(), (0, 0), "a waiter that gave up holds nothing");
+            let huge = w.enter(50_000, SHORT).await.unwrap();
+            assert_eq!(
+                w.in_flight(),
+                (1, 1000),
+                "a message larger than the window takes all of it"
+            );
+            drop(huge);
+            assert_eq!(
+                window_full(1).to_wire(),
+                "451 4.3.2 Core 1 is not accepting more messages now (handoff window full); try again later\r\n"
+            );
+        });
+    }
+
+    /// Isolation: while a session waits at the full window of one owner, sessions for
+    /// another owner enter theirs at once, and the waiter gets in as soon as room comes.
+    #[test]
+    fn a_full_window_holds_only_the_sessions_of_its_owner() {
+        run(|| async {
+            let windows = Rc::new([Window::new(1, 1 << 20), Window::new(1, 1 << 20)]);
+            let held = windows[1].enter(10, SHORT).await.unwrap();
+            let waiter = {
+                let windows = windows.clone();
+                glommio::spawn_local(
+                    async move { windows[1].enter(10, Duration::from_secs(5)).await.is_some() },
+                )
+            };
+            glommio::timer::sleep(Duration::from_millis(5)).await;
+            for _ in 0..3 {
+                let other = windows[0].enter(10, Duration::from_millis(1)).await;
+                assert!(other.is_some(), "core 0's window is not held up by core 1's");
+            }
+            drop(held);
+            assert!(waiter.await, "the waiter gets the room given back");
+        });
+    }
+}
