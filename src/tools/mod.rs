@@ -5,5 +5,6 @@
 pub mod latency;
 pub mod load;
 pub mod record;
+pub mod scenario;
 pub mod scripted;
 pub mod sink;
