@@ -328,10 +328,10 @@ fn run_load(a: LoadArgs) -> Result<(), String> {
     let (mut target, mut to) = (a.target, a.to);
     let accounts = match (&a.scenario, a.accounts.is_empty()) {
         (Some(path), true) => {
-            let (file_target, file_to, accounts) = scenario::read_file(path, &defaults)?;
-            target = file_target.unwrap_or(target);
-            to = file_to.unwrap_or(to);
-            accounts
+            let file = scenario::read_file(path, &defaults)?;
+            target = file.target.unwrap_or(target);
+            to = file.to.unwrap_or(to);
+            file.accounts
         }
         (Some(_), false) => return Err("give --scenario or --account, not both".into()),
         (None, true) => vec![defaults],

@@ -275,7 +275,7 @@ fn pinned_and_dedicated_placement_hold() {
     );
     for id in &ids[1..] {
         let want = format!("corerelay: account {id} on core 0");
-        assert!(started.iter().any(|l| *l == want), "{want} in {started:?}");
+        assert!(started.contains(&want), "{want} in {started:?}");
     }
 
     let (mut client, _) = Client::connect(relay.addr);

@@ -87,7 +87,7 @@ impl RawAccountLoad {
     pub fn resolve(self, index: usize, defaults: &AccountLoad) -> Result<AccountLoad, String> {
         let duration = match self.duration_s {
             Some(s) if s.is_finite() && s > 0.0 => Some(Duration::from_secs_f64(s)),
-            Some(s) if s == 0.0 => None,
+            Some(0.0) => None,
             Some(s) => return Err(format!("duration_s {s} is not a positive number of seconds")),
             None => defaults.duration,
         };
@@ -130,11 +130,15 @@ pub fn parse_account_flag(spec: &str, index: usize, defaults: &AccountLoad) -> R
     raw.resolve(index, defaults)
 }
 
-/// Reads a scenario file; returns its target and recipient (when given) and its accounts.
-pub fn read_file(
-    path: &std::path::Path,
-    defaults: &AccountLoad,
-) -> Result<(Option<SocketAddr>, Option<String>, Vec<AccountLoad>), String> {
+/// What a scenario file gives: its target and recipient (when given) and its accounts.
+pub struct Scenario {
+    pub target: Option<SocketAddr>,
+    pub to: Option<String>,
+    pub accounts: Vec<AccountLoad>,
+}
+
+/// Reads a scenario file.
+pub fn read_file(path: &std::path::Path, defaults: &AccountLoad) -> Result<Scenario, String> {
     let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
     let file: ScenarioFile = toml::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
     if file.accounts.is_empty() {
@@ -147,7 +151,11 @@ pub fn read_file(
         .map(|(i, a)| a.resolve(i, defaults))
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| format!("{}: {e}", path.display()))?;
-    Ok((file.target, file.to, accounts))
+    Ok(Scenario {
+        target: file.target,
+        to: file.to,
+        accounts,
+    })
 }
 
 #[cfg(test)]
@@ -189,7 +197,7 @@ mod tests {
             "target = \"127.0.0.1:2600\"\n[[accounts]]\nname = \"big\"\nmessages = 5\n[[accounts]]\nname = \"small1\"\nfrom = \"s@small1.example\"\nsource = \"127.0.0.3\"\nmessages = 0\nrate = 5.0\nconcurrency = 1\nduration_s = 30.0\n",
         )
         .unwrap();
-        let (target, to, accounts) = read_file(&path, &defaults()).unwrap();
+        let Scenario { target, to, accounts } = read_file(&path, &defaults()).unwrap();
         assert_eq!(target, Some("127.0.0.1:2600".parse().unwrap()));
         assert_eq!(to, None);
         assert_eq!(accounts[0].name, "big");
