@@ -106,7 +106,10 @@ sender_domains = ["shop.example"]
     assert_eq!(sum(&after, "corerelay_messages_spooled_total", ""), 1.0);
     assert!(after.contains("# HELP corerelay_spool_append_seconds"), "{after}");
     // EHLO, MAIL, RCPT, DATA (354), the 250 after the data, QUIT, and the greeting.
-    assert!(sum(&after, "corerelay_smtp_replies_positive_total", "") >= 7.0, "{after}");
+    assert!(
+        sum(&after, "corerelay_smtp_replies_positive_total", "") >= 7.0,
+        "{after}"
+    );
     assert_eq!(sum(&after, "corerelay_smtp_replies_permanent_total", ""), 1.0);
     assert!(sum(&after, "corerelay_delivery_transaction_seconds_count", "") >= 1.0);
     assert!(sum(&after, "corerelay_dns_lookups_total", "") >= 1.0);
