@@ -5,7 +5,8 @@
 #
 # One big account sends 50,000 messages as fast as the relay takes them while 5 small
 # accounts each send a steady trickle (5 messages/s). The sink measures, per account, the
-# end-to-end latency from the load's send time (X-Load-Sent-Us) to arrival, and the rate.
+# end-to-end latency from the load's send time (X-Load-Sent-Us) to arrival, and the rate;
+# the small accounts are one group (X-Load-Group), so their p99 is over all their messages.
 # For each placement — the big account on a core of its own (`dedicated = true`, the small
 # ones on the other core) and every account on core 0 — three runs:
 #   idle   the small trickle alone: the small accounts' baseline latency;
@@ -149,7 +150,10 @@ load_args() {
   fi
   if [ "$what" = small ]; then
     for i in $(seq 1 "$smalls"); do
-      args+=(--account "name=small$i,from=load@small$i.example,source=127.0.0.$((10 + i)),messages=0,size=$size,rate=$small_rate,concurrency=1,duration_s=$trickle_s")
+      # Staggered within one period, as independent senders are; one group for the sink.
+      local start_s
+      start_s=$(awk -v i="$i" -v k="$smalls" -v r="$small_rate" 'BEGIN{printf "%.4f", (i - 1) / (k * r)}')
+      args+=(--account "name=small$i,group=small,from=load@small$i.example,source=127.0.0.$((10 + i)),messages=0,size=$size,rate=$small_rate,concurrency=1,duration_s=$trickle_s,start_s=$start_s")
     done
   fi
   printf '%s\n' "${args[@]}"

@@ -204,8 +204,8 @@ struct LoadArgs {
     #[arg(long, default_value = "load")]
     name: String,
     /// Send as several accounts at once, one flag each: name=N,from=ADDR,source=IP,
-    /// messages=N,size=BYTES,rate=PER_S,concurrency=N,duration_s=S (keys left out take the
-    /// values of the flags above).
+    /// messages=N,size=BYTES,rate=PER_S,concurrency=N,duration_s=S,start_s=S,group=G (keys
+    /// left out take the values of the flags above).
     #[arg(long = "account")]
     accounts: Vec<String>,
     /// The accounts (and optionally target and recipient) from a TOML scenario file; see
@@ -324,6 +324,8 @@ fn run_load(a: LoadArgs) -> Result<(), String> {
         rate_per_second: a.rate.max(0.0),
         concurrency: a.concurrency.max(1),
         duration: (a.duration_s > 0.0).then(|| std::time::Duration::from_secs_f64(a.duration_s)),
+        start: std::time::Duration::ZERO,
+        group: None,
     };
     let (mut target, mut to) = (a.target, a.to);
     let accounts = match (&a.scenario, a.accounts.is_empty()) {

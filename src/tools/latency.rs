@@ -3,6 +3,8 @@
 //! epoch); the sink notes when it arrived and keeps, per account, the count, the first
 //! and last arrival, and the latencies (sent → arrived), from which the summary gives
 //! messages per second and p50 / p99 / max. Sender and sink share the machine's clock.
+//! Messages that carry `X-Load-Group` are counted under `group:<name>` as well, for one
+//! percentile over several accounts' messages.
 //!
 //! Also the percentile helper the load tool uses for its 250-reply latencies.
 
@@ -80,15 +82,18 @@ impl Arrivals {
             return;
         };
         let account = header(body, "x-load-account").unwrap_or_else(|| "-".into());
+        let group = header(body, "x-load-group").map(|g| format!("group:{g}"));
         let mut flows = self.flows.lock().unwrap_or_else(|e| e.into_inner());
-        let flow = flows.entry(account).or_default();
-        if flow.count == 0 {
-            flow.first_us = now_us;
-        }
-        flow.count += 1;
-        flow.last_us = flow.last_us.max(now_us);
-        if flow.latencies_us.len() < SAMPLES_MAX_COUNT {
-            flow.latencies_us.push(now_us.saturating_sub(sent_us));
+        for key in std::iter::once(account).chain(group) {
+            let flow = flows.entry(key).or_default();
+            if flow.count == 0 {
+                flow.first_us = now_us;
+            }
+            flow.count += 1;
+            flow.last_us = flow.last_us.max(now_us);
+            if flow.latencies_us.len() < SAMPLES_MAX_COUNT {
+                flow.latencies_us.push(now_us.saturating_sub(sent_us));
+            }
         }
     }
 
@@ -142,7 +147,7 @@ mod tests {
     fn message(account: Option<&str>, sent_us: u64) -> Vec<Bytes> {
         let mut head = String::from("Received: x\r\n");
         if let Some(a) = account {
-            head.push_str(&format!("X-Load-Account: {a}\r\n"));
+            head.push_str(&format!("X-Load-Account: {a}\r\nX-Load-Group: g\r\n"));
         }
         head.push_str(&format!("x-load-sent-us: {sent_us}\r\nSubject: s\r\n"));
         // The header block split across chunks, as a sink's reads may cut it.
@@ -164,8 +169,9 @@ mod tests {
         arrivals.arrived(&[Bytes::from_static(b"Subject: no stamp\r\n\r\n")], 1);
         let s = arrivals.summary();
         let names: Vec<&str> = s.iter().map(|a| a.account.as_str()).collect();
-        assert_eq!(names, ["-", "big", "small"]);
-        let small = &s[2];
+        assert_eq!(names, ["-", "big", "group:g", "small"]);
+        assert_eq!(s[2].messages, 101, "the group sums its accounts");
+        let small = &s[3];
         assert_eq!(small.messages, 100);
         assert_eq!((small.p50_ms, small.p99_ms, small.max_ms), (50.0, 99.0, 100.0));
         assert!((small.messages_per_second - 1000.0).abs() < 1e-6, "{small:?}");

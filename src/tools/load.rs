@@ -284,14 +284,15 @@ async fn connection_task(run: &Run, account: usize) -> TaskResult {
     let stop_at = spec.duration.map(|d| run.started + d);
     let mut result = TaskResult::default();
     let mut conn: Option<Connection> = None;
+    glommio::timer::sleep((run.started + spec.start).saturating_duration_since(Instant::now())).await;
     loop {
         let seq = flow.next.fetch_add(1, Ordering::Relaxed);
         if spec.messages > 0 && seq >= spec.messages {
             break;
         }
         if spec.rate_per_second > 0.0 {
-            // Message `seq` is due `seq / rate` seconds after the start.
-            let due = run.started + Duration::from_secs_f64(seq as f64 / spec.rate_per_second);
+            // Message `seq` is due `seq / rate` seconds after the account's start.
+            let due = run.started + spec.start + Duration::from_secs_f64(seq as f64 / spec.rate_per_second);
             if stop_at.is_some_and(|stop| due >= stop) {
                 break;
             }
@@ -397,9 +398,14 @@ async fn send_one(
 fn headers(spec: &AccountLoad, to: &str, id: &str) -> Bytes {
     let sent_us = super::latency::now_us();
     Bytes::from(format!(
-        "From: <{from}>\r\nTo: <{to}>\r\nSubject: corerelay load {id}\r\nMessage-ID: <{id}@load.corerelay.localhost>\r\nX-Load-Id: {id}\r\nX-Load-Account: {account}\r\nX-Load-Sent-Us: {sent_us}\r\nMIME-Version: 1.0\r\nContent-Type: text/plain; charset=us-ascii\r\n\r\n",
+        "From: <{from}>\r\nTo: <{to}>\r\nSubject: corerelay load {id}\r\nMessage-ID: <{id}@load.corerelay.localhost>\r\nX-Load-Id: {id}\r\nX-Load-Account: {account}\r\n{group}X-Load-Sent-Us: {sent_us}\r\nMIME-Version: 1.0\r\nContent-Type: text/plain; charset=us-ascii\r\n\r\n",
         from = spec.from,
         account = spec.name,
+        group = spec
+            .group
+            .as_ref()
+            .map(|g| format!("X-Load-Group: {g}\r\n"))
+            .unwrap_or_default(),
     ))
 }
 

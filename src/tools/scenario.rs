@@ -15,7 +15,13 @@
 //! rate = 0.0                     # messages per second; 0: as fast as the relay takes them
 //! concurrency = 20               # connections
 //! duration_s = 0.0               # optional: stop sending after this long (0: no limit)
+//! start_s = 0.0                  # optional: wait this long before the first message
+//! group = "small"                # optional: X-Load-Group; the sink also sums the group
 //! ```
+//!
+//! `start_s` staggers accounts of the same rate, so five independent senders do not send
+//! at the very same instants (one hiccup would otherwise hit all of them at once);
+//! `group` lets the sink give one percentile over several accounts' messages.
 
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
@@ -35,6 +41,10 @@ pub struct AccountLoad {
     pub concurrency: usize,
     /// Stop starting messages after this long (`None`: when `messages` are sent).
     pub duration: Option<Duration>,
+    /// Wait this long after the start before the first message.
+    pub start: Duration,
+    /// Stamped as `X-Load-Group`: the sink sums the group's messages too.
+    pub group: Option<String>,
 }
 
 impl AccountLoad {
@@ -80,6 +90,8 @@ pub struct RawAccountLoad {
     pub rate: Option<f64>,
     pub concurrency: Option<usize>,
     pub duration_s: Option<f64>,
+    pub start_s: Option<f64>,
+    pub group: Option<String>,
 }
 
 impl RawAccountLoad {
@@ -91,6 +103,11 @@ impl RawAccountLoad {
             Some(s) => return Err(format!("duration_s {s} is not a positive number of seconds")),
             None => defaults.duration,
         };
+        let start = match self.start_s {
+            None => defaults.start,
+            Some(s) if s.is_finite() && s >= 0.0 => Duration::from_secs_f64(s),
+            Some(s) => return Err(format!("start_s {s} is not a number of seconds")),
+        };
         let account = AccountLoad {
             name: self.name.unwrap_or_else(|| format!("account{index}")),
             from: self.from.unwrap_or_else(|| defaults.from.clone()),
@@ -100,6 +117,8 @@ impl RawAccountLoad {
             rate_per_second: self.rate.unwrap_or(defaults.rate_per_second).max(0.0),
             concurrency: self.concurrency.unwrap_or(defaults.concurrency),
             duration,
+            start,
+            group: self.group.or_else(|| defaults.group.clone()),
         };
         account.validate()?;
         Ok(account)
@@ -124,6 +143,8 @@ pub fn parse_account_flag(spec: &str, index: usize, defaults: &AccountLoad) -> R
             "rate" => raw.rate = Some(value.parse().map_err(|_| bad("messages per second"))?),
             "concurrency" => raw.concurrency = Some(value.parse().map_err(|_| bad("a count"))?),
             "duration_s" => raw.duration_s = Some(value.parse().map_err(|_| bad("seconds"))?),
+            "start_s" => raw.start_s = Some(value.parse().map_err(|_| bad("seconds"))?),
+            "group" => raw.group = Some(value.to_string()),
             _ => return Err(format!("--account: unknown key `{key}`")),
         }
     }
@@ -172,19 +193,25 @@ mod tests {
             rate_per_second: 0.0,
             concurrency: 10,
             duration: None,
+            start: Duration::ZERO,
+            group: None,
         }
     }
 
     #[test]
     fn flags_and_files_give_the_same_accounts() {
         let flag = parse_account_flag(
-            "name=small1,from=s@small1.example,source=127.0.0.3,messages=0,rate=5,concurrency=1,duration_s=30",
+            "name=small1,from=s@small1.example,source=127.0.0.3,messages=0,rate=5,concurrency=1,duration_s=30,start_s=0.04,group=small",
             1,
             &defaults(),
         )
         .unwrap();
         assert_eq!(flag.source, Some("127.0.0.3".parse().unwrap()));
         assert_eq!(flag.duration, Some(Duration::from_secs(30)));
+        assert_eq!(
+            (flag.start, flag.group.as_deref()),
+            (Duration::from_millis(40), Some("small"))
+        );
         assert_eq!(
             (flag.messages, flag.size_bytes, flag.rate_per_second),
             (0, 2048, 5.0)
@@ -194,7 +221,7 @@ mod tests {
         let path = dir.join("s.toml");
         std::fs::write(
             &path,
-            "target = \"127.0.0.1:2600\"\n[[accounts]]\nname = \"big\"\nmessages = 5\n[[accounts]]\nname = \"small1\"\nfrom = \"s@small1.example\"\nsource = \"127.0.0.3\"\nmessages = 0\nrate = 5.0\nconcurrency = 1\nduration_s = 30.0\n",
+            "target = \"127.0.0.1:2600\"\n[[accounts]]\nname = \"big\"\nmessages = 5\n[[accounts]]\nname = \"small1\"\nfrom = \"s@small1.example\"\nsource = \"127.0.0.3\"\nmessages = 0\nrate = 5.0\nconcurrency = 1\nduration_s = 30.0\nstart_s = 0.04\ngroup = \"small\"\n",
         )
         .unwrap();
         let Scenario { target, to, accounts } = read_file(&path, &defaults()).unwrap();
