@@ -222,6 +222,7 @@ fn bench_header_from(c: &mut Criterion) {
         sender_domains: SenderDomains::List(vec!["mail.shop.example".into(), "shop.example".into()]),
         owner: 0,
         credentials: vec![],
+        share: Default::default(),
     };
     let headers = "Return-Path: <bounce-1234@mail.shop.example>\r\nFrom: \"Shop News\" <news@shop.example>\r\n\
 To: <someone@recipient.example>\r\nSubject: Our autumn collection is here\r\nDate: Fri, 27 Nov 2026 23:14:29 +0000\r\n\

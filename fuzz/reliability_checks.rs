@@ -209,6 +209,7 @@ pub fn header_from(data: &[u8]) {
         },
         owner: 0,
         credentials: Vec::new(),
+        share: Default::default(),
     };
     let whole = check_header_from(&account, &[Bytes::copy_from_slice(message)]);
     let len = message.len();

@@ -152,6 +152,16 @@ struct SinkArgs {
     /// Write one JSON line per accepted message to this file.
     #[arg(long)]
     record: Option<PathBuf>,
+    /// A slow MX: wait this many milliseconds before answering the end of each message.
+    #[arg(long, default_value_t = 0)]
+    delay_ms: u64,
+    /// A stalled MX: while this file exists, hold the answer to the end of each message.
+    #[arg(long)]
+    pause_file: Option<PathBuf>,
+    /// Write the summary (with the per-account end-to-end latencies) as JSON to this file
+    /// whenever it is printed (SIGINT, SIGTERM, SIGUSR1).
+    #[arg(long)]
+    json_summary: Option<PathBuf>,
 }
 
 #[derive(Args)]
@@ -186,6 +196,24 @@ struct LoadArgs {
     /// Messages started per second over all connections (0: as fast as they go).
     #[arg(long, default_value_t = 0.0)]
     rate: f64,
+    /// Connect from this local address (e.g. 127.0.0.2: all of 127/8 is loopback).
+    #[arg(long)]
+    source: Option<std::net::IpAddr>,
+    /// Stop starting messages after this many seconds (0: when --messages are sent).
+    #[arg(long, default_value_t = 0.0)]
+    duration_s: f64,
+    /// The account name stamped in X-Load-Account (and the report's name for it).
+    #[arg(long, default_value = "load")]
+    name: String,
+    /// Send as several accounts at once, one flag each: name=N,from=ADDR,source=IP,
+    /// messages=N,size=BYTES,rate=PER_S,concurrency=N,duration_s=S,start_s=S,group=G (keys
+    /// left out take the values of the flags above).
+    #[arg(long = "account")]
+    accounts: Vec<String>,
+    /// The accounts (and optionally target and recipient) from a TOML scenario file; see
+    /// BENCHMARKS.md "Fairness".
+    #[arg(long)]
+    scenario: Option<PathBuf>,
     /// Print the report as JSON.
     #[arg(long)]
     json: bool,
@@ -280,30 +308,59 @@ fn run_sink(a: SinkArgs) -> Result<(), String> {
             rcpts_per_transaction_max_count: a.max_rcpts,
             record: a.record,
         },
+        delay: std::time::Duration::from_millis(a.delay_ms),
+        pause_file: a.pause_file,
+        json_summary: a.json_summary,
     })
 }
 
 fn run_load(a: LoadArgs) -> Result<(), String> {
+    use corerelay::tools::scenario;
     let json = a.json;
-    let report = load::run(load::LoadOptions {
-        target: a.target,
-        messages: a.messages,
-        concurrency: a.concurrency.max(1),
-        size_bytes: a.size,
+    let defaults = scenario::AccountLoad {
+        name: a.name,
         from: a.from,
-        to: a.to,
+        source: a.source,
+        messages: a.messages,
+        size_bytes: a.size,
+        rate_per_second: a.rate.max(0.0),
+        concurrency: a.concurrency.max(1),
+        duration: (a.duration_s > 0.0).then(|| std::time::Duration::from_secs_f64(a.duration_s)),
+        start: std::time::Duration::ZERO,
+        group: None,
+    };
+    let (mut target, mut to) = (a.target, a.to);
+    let accounts = match (&a.scenario, a.accounts.is_empty()) {
+        (Some(path), true) => {
+            let file = scenario::read_file(path, &defaults)?;
+            target = file.target.unwrap_or(target);
+            to = file.to.unwrap_or(to);
+            file.accounts
+        }
+        (Some(_), false) => return Err("give --scenario or --account, not both".into()),
+        (None, true) => vec![defaults],
+        (None, false) => a
+            .accounts
+            .iter()
+            .enumerate()
+            .map(|(i, spec)| scenario::parse_account_flag(spec, i, &defaults))
+            .collect::<Result<_, _>>()?,
+    };
+    let report = load::run(load::LoadOptions {
+        target,
+        to,
         per_connection: a.per_connection.max(1),
         cores: a.cores,
         ack_log: a.ack_log,
         retry_for: std::time::Duration::from_millis(a.retry_ms),
-        rate_per_second: a.rate.max(0.0),
+        accounts,
     })?;
     if json {
         println!("{}", serde_json::to_string(&report).map_err(|e| e.to_string())?);
     } else {
         println!("{}", report.human());
     }
-    if report.acked == 0 && a.messages > 0 {
+    if report.total.acked == 0 {
         return Err("no message was acknowledged".into());
     }
     Ok(())
@@ -402,7 +459,12 @@ fn check_config(file: Option<PathBuf>) -> Result<(), String> {
     config.check_pinned_against(cores).map_err(|e| e.to_string())?;
     println!("\n# placement on this machine ({cores} cores)");
     for account in corerelay::account::Directory::new(&config.accounts, cores).accounts() {
-        println!("account {} -> core {}", account.id, account.owner);
+        let dedicated = if account.share.dedicated {
+            " (dedicated)"
+        } else {
+            ""
+        };
+        println!("account {} -> core {}{dedicated}", account.id, account.owner);
     }
     if file.is_none() {
         println!("\n# embedded default file:\n{}", config::DEFAULT_TOML);

@@ -7,6 +7,8 @@
 //! - `deliver`: issue 5's delivery engine: egress routing and source addresses, limits and
 //!   reuse, TLS policies, remote capabilities, restarts with mixed outcomes, bounces.
 //! - `dns`: the per-core resolver against a real DNS server started by the test.
+//! - `fairness`: issue 6: a small account overtakes a big backlog at a stalled MX;
+//!   per-account limits answer with their reasons; pinned and dedicated placement.
 //! - `faults`: issue 9: the test tools' fault injection (sink --random-fail, load --rate).
 //! - `fuzz_replay`: issue 9: the fuzz corpora through the fuzz targets' checks, on stable.
 //! - `hostile`: issue 9: idle connections, slowloris, floods, huge headers, MIME bombs,
@@ -24,6 +26,7 @@ mod crash;
 mod deliver;
 mod diskfull;
 mod dns;
+mod fairness;
 mod faults;
 mod fuzz_replay;
 mod hostile;

@@ -92,6 +92,7 @@ mod tests {
             sender_domains: SenderDomains::List(domains.iter().map(|d| d.to_string()).collect()),
             owner: 0,
             credentials: vec![],
+            share: Default::default(),
         }
     }
 

@@ -12,6 +12,7 @@
 //! [`Directory::identify_authenticated`] holds its MAIL FROM to the account's domains.
 
 pub mod header;
+pub mod limits;
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -32,6 +33,32 @@ pub struct Account {
     pub owner: usize,
     /// AUTH logins of this account (user name and PHC password hash).
     pub credentials: Vec<Credential>,
+    /// Weight, placement and limits.
+    pub share: Share,
+}
+
+/// What an account may take of its owner core.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Share {
+    /// Its share at every DRR stage of the owner core.
+    pub weight: u32,
+    /// The owner core serves no other account.
+    pub dedicated: bool,
+    /// Messages accepted per second at most; 0 = no limit.
+    pub messages_per_second_max_count: u32,
+    /// Bytes queued for delivery at most; 0 = no limit.
+    pub queued_max_bytes: u64,
+}
+
+impl Default for Share {
+    fn default() -> Self {
+        Share {
+            weight: 1,
+            dedicated: false,
+            messages_per_second_max_count: 0,
+            queued_max_bytes: 0,
+        }
+    }
 }
 
 /// A shared reference to an account; cheap to clone into a session.
@@ -47,20 +74,26 @@ pub struct Directory {
 const NOT_ALLOWED: Enhanced = Enhanced::new(5, 7, 1);
 
 impl Directory {
-    /// Builds the directory for `cores` executors. Accounts pinned to a core keep it; the
-    /// others go to `stable_hash(id) % cores`, so placement survives restarts and does not
-    /// depend on the order accounts are listed in.
+    /// Builds the directory for `cores` executors, placed by [`placement`].
     pub fn new(accounts: &[AccountConfig], cores: usize) -> Directory {
         assert!(cores > 0, "a directory needs at least one core");
+        let owners = placement(accounts, cores);
         let accounts = accounts
             .iter()
-            .map(|a| {
+            .zip(owners)
+            .map(|(a, owner)| {
                 Arc::new(Account {
                     id: a.id.clone(),
                     networks: a.networks.clone(),
                     sender_domains: a.sender_domains.clone(),
-                    owner: a.core.unwrap_or_else(|| shard_of(&a.id, cores)),
+                    owner,
                     credentials: a.credentials.clone(),
+                    share: Share {
+                        weight: a.weight,
+                        dedicated: a.dedicated,
+                        messages_per_second_max_count: a.messages_per_second_max_count,
+                        queued_max_bytes: a.queued_max_bytes,
+                    },
                 })
             })
             .collect();
@@ -163,6 +196,42 @@ impl Directory {
     }
 }
 
+/// The owner core of each account, in the order given. A dedicated account keeps its
+/// `core`, or takes the highest core no other dedicated account holds (in id order, so
+/// the choice is stable); an account pinned with `core` keeps it; every other account goes
+/// to `shard_of(id)` over the cores that are not dedicated, so placement survives
+/// restarts and does not depend on the order accounts are listed in. The configuration
+/// has checked that at least one core is left undedicated (`config::fairness`); if not,
+/// the hash spreads over every core rather than fail here.
+pub fn placement(accounts: &[AccountConfig], cores: usize) -> Vec<usize> {
+    let mut owners: Vec<Option<usize>> = accounts.iter().map(|a| a.core.filter(|&c| c < cores)).collect();
+    let mut dedicated: Vec<usize> = accounts
+        .iter()
+        .zip(&owners)
+        .filter_map(|(a, o)| a.dedicated.then_some(*o).flatten())
+        .collect();
+    let mut unplaced: Vec<usize> = (0..accounts.len())
+        .filter(|&i| accounts[i].dedicated && owners[i].is_none())
+        .collect();
+    unplaced.sort_by(|&a, &b| accounts[a].id.cmp(&accounts[b].id));
+    for i in unplaced {
+        let Some(core) = (0..cores).rev().find(|c| !dedicated.contains(c)) else {
+            break;
+        };
+        owners[i] = Some(core);
+        dedicated.push(core);
+    }
+    let mut shared: Vec<usize> = (0..cores).filter(|c| !dedicated.contains(c)).collect();
+    if shared.is_empty() {
+        shared = (0..cores).collect();
+    }
+    accounts
+        .iter()
+        .zip(owners)
+        .map(|(a, owner)| owner.unwrap_or_else(|| shared[shard_of(&a.id, shared.len())]))
+        .collect()
+}
+
 /// The stable placement of an account id on `cores` shards (CRC32C of the id). Stable
 /// across runs, platforms and account order.
 pub fn shard_of(id: &str, cores: usize) -> usize {
@@ -262,5 +331,43 @@ core = 1
         let spread: std::collections::HashSet<usize> =
             (0..64).map(|i| shard_of(&format!("acct{i}"), 4)).collect();
         assert_eq!(spread.len(), 4, "64 accounts should land on all 4 cores");
+    }
+
+    #[test]
+    fn dedicated_cores_are_skipped_by_the_hash() {
+        let mut toml = String::from(
+            "[[accounts]]\nid = \"big\"\nnetworks = [\"10.0.0.1\"]\nsender_domains = [\"*\"]\ndedicated = true\n",
+        );
+        for i in 0..40 {
+            toml.push_str(&format!(
+                "[[accounts]]\nid = \"small{i}\"\nnetworks = [\"10.0.0.2\"]\nsender_domains = [\"*\"]\n"
+            ));
+        }
+        let d = directory(&toml, 4);
+        let big = d.get("big").unwrap();
+        assert_eq!((big.owner, big.share.dedicated), (3, true), "the highest core");
+        let others: std::collections::HashSet<usize> = d
+            .accounts()
+            .iter()
+            .filter(|a| a.id != "big")
+            .map(|a| a.owner)
+            .collect();
+        assert_eq!(
+            others,
+            [0, 1, 2].into(),
+            "the hash spreads over the other cores only"
+        );
+        let pinned = directory(
+            &toml.replacen("dedicated = true\n", "dedicated = true\ncore = 0\n", 1),
+            2,
+        );
+        assert_eq!(pinned.get("big").unwrap().owner, 0);
+        assert!(
+            pinned
+                .accounts()
+                .iter()
+                .filter(|a| a.id != "big")
+                .all(|a| a.owner == 1)
+        );
     }
 }

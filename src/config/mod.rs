@@ -7,6 +7,7 @@
 //! program free of `Option`s and strings that might not parse.
 
 pub mod egress;
+pub mod fairness;
 pub mod raw;
 
 use std::fmt;
@@ -17,6 +18,7 @@ use std::time::Duration;
 use ipnet::IpNet;
 
 pub use egress::{BounceConfig, EgressConfig, TlsPolicy};
+pub use fairness::FairnessConfig;
 use raw::{RawConfig, RawCores};
 
 /// The largest `smtp.message_max_bytes` allowed: a spool record holds the whole message
@@ -104,6 +106,10 @@ pub struct ServerConfig {
     pub io_memory_bytes: usize,
     /// Messages in flight from one acceptor core to one owner core.
     pub handoff_window_max_count: usize,
+    /// Bytes of messages in flight from one acceptor core to one owner core.
+    pub handoff_window_max_bytes: usize,
+    /// How long a message waits for room in a full window before the client gets `451 4.3.2`.
+    pub handoff_wait: Duration,
     /// On SIGTERM, how long transactions in flight may take to finish.
     pub shutdown_grace: Duration,
 }
@@ -297,6 +303,15 @@ pub struct AccountConfig {
     pub tracking: Option<AccountTracking>,
     /// DKIM keys; a message is signed with those of its header From domain.
     pub dkim: Vec<DkimKeyConfig>,
+    /// The account's share at every DRR stage of its owner core (1..=1000).
+    pub weight: u32,
+    /// No other account is placed on this account's core.
+    pub dedicated: bool,
+    /// Messages accepted per second at most (`451 4.7.0` beyond); 0 = no limit.
+    pub messages_per_second_max_count: u32,
+    /// Bytes of this account's messages queued for delivery at most (`452 4.3.1`
+    /// beyond); 0 = no limit.
+    pub queued_max_bytes: u64,
 }
 
 /// The validated configuration.
@@ -311,6 +326,7 @@ pub struct Config {
     pub tracking: TrackingConfig,
     pub egress: EgressConfig,
     pub bounce: BounceConfig,
+    pub fairness: FairnessConfig,
     pub accounts: Vec<AccountConfig>,
     pub tls: TlsSettings,
     pub auth: AuthConfig,
@@ -379,6 +395,12 @@ impl Config {
                 raw.server.handoff_window_max_count,
             )?,
             shutdown_grace: millis("server.shutdown_grace_ms", raw.server.shutdown_grace_ms)?,
+            handoff_window_max_bytes: at_least(
+                "server.handoff_window_max_bytes",
+                raw.server.handoff_window_max_bytes,
+                64 << 10,
+            )?,
+            handoff_wait: millis("server.handoff_wait_ms", raw.server.handoff_wait_ms)?,
         };
         match &server.cores {
             Cores::Count(0) => return Err(ConfigError::new("server.cores", "must be at least 1")),
@@ -527,11 +549,12 @@ impl Config {
             delivery.messages_per_connection_max_count,
         )?;
         let bounce = BounceConfig::from_raw(raw.bounce);
+        let (fairness, account_limits) = fairness::validate(&raw.fairness)?;
         let accounts = raw
             .accounts
             .into_iter()
             .enumerate()
-            .map(|(i, a)| account(i, a, &tracking.base_url))
+            .map(|(i, a)| account(i, a, &tracking.base_url, account_limits))
             .collect::<Result<Vec<_>, _>>()?;
         let mut ids: Vec<&str> = accounts.iter().map(|a| a.id.as_str()).collect();
         ids.sort_unstable();
@@ -553,6 +576,7 @@ impl Config {
             tracking,
             egress,
             bounce,
+            fairness,
             accounts,
             tls: tls(raw.tls)?,
             auth: AuthConfig {
@@ -596,7 +620,7 @@ impl Config {
                 ));
             }
         }
-        Ok(())
+        fairness::check_dedicated(&self.accounts, cores)
     }
 }
 
@@ -638,7 +662,13 @@ fn apply_overrides(raw: &mut RawConfig, o: &Overrides) -> Result<(), ConfigError
     Ok(())
 }
 
-fn account(i: usize, a: raw::RawAccount, base_url: &str) -> Result<AccountConfig, ConfigError> {
+/// `limits`: the `[fairness]` defaults of the per-account limits.
+fn account(
+    i: usize,
+    a: raw::RawAccount,
+    base_url: &str,
+    limits: (u32, u64),
+) -> Result<AccountConfig, ConfigError> {
     let key = |field: &str| format!("accounts[{i}].{field}");
     if a.id.is_empty()
         || !a
@@ -742,6 +772,10 @@ fn account(i: usize, a: raw::RawAccount, base_url: &str) -> Result<AccountConfig
         pool: a.pool,
         tracking,
         dkim,
+        weight: fairness::weight(i, a.weight)?,
+        dedicated: a.dedicated,
+        messages_per_second_max_count: a.messages_per_second_max_count.unwrap_or(limits.0),
+        queued_max_bytes: a.queued_max_bytes.unwrap_or(limits.1),
     })
 }
 
@@ -1068,6 +1102,7 @@ mod tests {
         assert_eq!(file.auth, empty.auth);
         assert_eq!(file.egress, empty.egress);
         assert_eq!(file.bounce, empty.bounce);
+        assert_eq!(file.fairness, empty.fairness);
     }
 
     #[test]

@@ -25,6 +25,8 @@ pub struct RawConfig {
     #[serde(default)]
     pub bounce: super::egress::RawBounce,
     #[serde(default)]
+    pub fairness: super::fairness::RawFairness,
+    #[serde(default)]
     pub accounts: Vec<RawAccount>,
     #[serde(default)]
     pub listeners: Vec<RawListener>,
@@ -58,6 +60,8 @@ pub struct RawServer {
     pub io_memory_bytes: usize,
     pub handoff_window_max_count: usize,
     pub shutdown_grace_ms: u64,
+    pub handoff_window_max_bytes: usize,
+    pub handoff_wait_ms: u64,
 }
 
 impl Default for RawServer {
@@ -69,6 +73,8 @@ impl Default for RawServer {
             io_memory_bytes: 1 << 20,
             handoff_window_max_count: 256,
             shutdown_grace_ms: 30_000,
+            handoff_window_max_bytes: 64 << 20,
+            handoff_wait_ms: 10_000,
         }
     }
 }
@@ -271,6 +277,14 @@ pub struct RawAccount {
     /// DKIM keys this account signs with.
     #[serde(default)]
     pub dkim: Vec<RawDkimKey>,
+    #[serde(default = "default_weight")]
+    pub weight: u32,
+    #[serde(default)]
+    pub dedicated: bool,
+    #[serde(default)]
+    pub messages_per_second_max_count: Option<u32>,
+    #[serde(default)]
+    pub queued_max_bytes: Option<u64>,
 }
 
 /// `[accounts.tracking]`: what the rewrite adds to the account's messages.
@@ -317,6 +331,10 @@ pub struct RawDkimKey {
     /// Header fields to sign; empty: corerelay's default list (over-signs From).
     #[serde(default)]
     pub headers: Vec<String>,
+}
+
+fn default_weight() -> u32 {
+    1
 }
 
 /// One AUTH login of an account: a user name and the PHC string of its password hash.

@@ -18,6 +18,12 @@
 //!
 //! Everything here runs on the owner core; queues are `RefCell`s whose borrows never
 //! cross an `.await`. Time comes from the injected [`Clock`].
+//!
+//! Fairness: the due line and every ready queue are served per account by deficit round
+//! robin with the account's `weight` (see [`super::queue`] and [`super::ready`]); the
+//! engine only tells them each message's weight. The runtime starts the engine in the
+//! core's throughput task queue, so every task it spawns (router, routing, connections,
+//! settling) yields to SMTP sessions under load.
 
 use std::cell::RefCell;
 use std::collections::{BTreeMap, HashMap};
@@ -70,6 +76,8 @@ pub struct Deliverer {
     /// Outbound connections open (or opening) on this core.
     pub(super) connections: Rc<Semaphore>,
     pub(super) ready: RefCell<HashMap<ReadyKey, Rc<RefCell<ReadyQueue>>>>,
+    /// Each account's DRR weight; accounts not listed weigh 1.
+    weights: RefCell<HashMap<String, u32>>,
     picker: RefCell<Picker>,
     pub(super) tls: TlsClients,
     pub(super) tls_memory: RefCell<TlsMemory>,
@@ -123,6 +131,7 @@ impl Deliverer {
                 config.delivery.concurrency_per_core_max_count as u64,
             )),
             ready: RefCell::new(HashMap::new()),
+            weights: RefCell::new(weights(config)),
             picker: RefCell::new(Picker::default()),
             tls,
             tls_memory: RefCell::new(tls_memory),
@@ -147,10 +156,34 @@ impl Deliverer {
         glommio::spawn_local(async move { me.router().await }).detach();
     }
 
+    /// Replaces the accounts' weights (a reload); queued messages keep the weight they
+    /// were queued with until their next attempt.
+    pub fn set_weights(&self, config: &Config) {
+        *self.weights.borrow_mut() = weights(config);
+    }
+
+    fn weight_of(&self, account: &str) -> u32 {
+        self.weights.borrow().get(account).copied().unwrap_or(1)
+    }
+
+    /// Bytes of `account`'s messages queued on this core (for its `queued_max_bytes`).
+    pub fn queued_bytes(&self, account: &str) -> u64 {
+        self.queue.borrow().queued_bytes(account)
+    }
+
+    /// Every account with messages queued on this core, and their bytes.
+    pub fn queued_bytes_by_account(&self) -> Vec<(String, u64)> {
+        let q = self.queue.borrow();
+        q.queued_bytes_by_account()
+            .map(|(a, b)| (a.to_string(), b))
+            .collect()
+    }
+
     /// Queues a message that was just spooled: its first attempt is due now.
     pub fn enqueue(&self, message: Message) {
         let id = message.envelope.id;
         let mut entry = Entry::new(message);
+        entry.weight = self.weight_of(&entry.account);
         entry.due_ms = self.clock.now_ms();
         self.insert(id, entry, None);
     }
@@ -159,6 +192,7 @@ impl Deliverer {
     pub fn enqueue_recovered(&self, recovered: RecoveredMessage) {
         let id = recovered.message.envelope.id;
         let mut entry = Entry::new(recovered.message);
+        entry.weight = self.weight_of(&entry.account);
         if !recovered.body_loaded {
             entry.data = None;
         }
@@ -380,12 +414,18 @@ impl Deliverer {
                 .or_insert_with(|| Rc::new(RefCell::new(ReadyQueue::new(self.egress.shaping(key.route)))))
                 .clone()
         };
-        let action = cell.borrow_mut().push(job);
+        let weight = self.weight_of(&job.envelope.account);
+        let action = cell.borrow_mut().push(job, weight);
         if action == OnPush::Spawn {
             let me = self.clone();
             glommio::spawn_local(async move { me.connection_task(key, cell).await }).detach();
         }
     }
+}
+
+/// The DRR weight of every configured account.
+fn weights(config: &Config) -> HashMap<String, u32> {
+    config.accounts.iter().map(|a| (a.id.clone(), a.weight)).collect()
 }
 
 /// What a DNS failure means for the recipients of a route.

@@ -7,9 +7,17 @@
 //! takes it, routes its pending recipients and hands them as jobs to the second tier, the
 //! ready queues per source and site ([`super::ready`]). While its jobs are out, the entry
 //! holds the [`Attempt`]: what the jobs decided so far.
+//!
+//! The due line is fair: one FIFO per account, served by deficit round robin with the
+//! account's weight ([`crate::schedule::Drr`], one message per turn and weight), so a
+//! backlog of 50,000 due messages in one account delays another account's next message
+//! by one round, not by the backlog. Whatever runs per message after the router (the
+//! rewrite and signing stage, the routing itself) therefore meets the accounts in DRR
+//! order too. The queue also counts each account's queued bytes, which the owner checks
+//! against the account's `queued_max_bytes`.
 
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap, VecDeque};
+use std::collections::{BinaryHeap, HashMap};
 use std::rc::Rc;
 
 use bytes::Bytes;
@@ -17,6 +25,7 @@ use glommio::sync::StaticPermit;
 
 use super::outcome::Reason;
 use crate::message::{Envelope, Message, MessageId};
+use crate::schedule::Drr;
 use crate::spool::RcptState;
 
 /// One attempt in progress: the jobs still out, and the outcomes that wait for the end of
@@ -36,6 +45,13 @@ pub struct Attempt {
 #[derive(Debug)]
 pub struct Entry {
     pub envelope: Rc<Envelope>,
+    /// The account (the DRR key of the due line).
+    pub account: Rc<str>,
+    /// The account's DRR weight.
+    pub weight: u32,
+    /// The message's size as queued (trace and body when it was queued), counted in the
+    /// account's queued bytes until it is removed.
+    pub size_bytes: u64,
     /// The trace header and body, while held in memory; `None` means "read it back from the
     /// spool when its attempt comes".
     pub data: Option<(Bytes, Vec<Bytes>)>,
@@ -56,6 +72,9 @@ impl Entry {
         let states = vec![RcptState::Pending; message.envelope.rcpts.len()];
         let data_bytes = message.trace.len() + message.body_len();
         Entry {
+            account: Rc::from(message.envelope.account.as_str()),
+            weight: 1,
+            size_bytes: data_bytes as u64,
             envelope: Rc::new(message.envelope),
             data: Some((message.trace, message.body)),
             data_bytes,
@@ -80,13 +99,28 @@ impl Entry {
 }
 
 /// The queue: entries by id, the retry heap and the due line.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Queue {
     entries: HashMap<MessageId, Entry>,
     scheduled: BinaryHeap<Reverse<(u64, MessageId)>>,
-    due: VecDeque<MessageId>,
+    /// Due messages per account, one message per turn (times the weight).
+    due: Drr<Rc<str>, MessageId>,
     /// Bytes of message data held in memory across all entries.
     memory_bytes: usize,
+    /// Bytes queued per account (entries' `size_bytes`); accounts with none are absent.
+    queued_bytes: HashMap<Rc<str>, u64>,
+}
+
+impl Default for Queue {
+    fn default() -> Self {
+        Queue {
+            entries: HashMap::new(),
+            scheduled: BinaryHeap::new(),
+            due: Drr::new(1),
+            memory_bytes: 0,
+            queued_bytes: HashMap::new(),
+        }
+    }
 }
 
 impl Queue {
@@ -110,6 +144,16 @@ impl Queue {
         self.memory_bytes
     }
 
+    /// Bytes of `account`'s messages queued here (due, scheduled or in flight).
+    pub fn queued_bytes(&self, account: &str) -> u64 {
+        self.queued_bytes.get(account).copied().unwrap_or(0)
+    }
+
+    /// Every account with queued messages and its queued bytes.
+    pub fn queued_bytes_by_account(&self) -> impl Iterator<Item = (&str, u64)> {
+        self.queued_bytes.iter().map(|(a, b)| (&**a, *b))
+    }
+
     /// Adds an entry; it is due now when `due_ms` is `None`, or scheduled for `due_ms`.
     /// An id already queued is ignored (a spool record seen twice).
     pub fn insert(&mut self, id: MessageId, mut entry: Entry, due_ms: Option<u64>) -> bool {
@@ -119,8 +163,9 @@ impl Queue {
         if entry.data.is_some() {
             self.memory_bytes += entry.data_bytes;
         }
+        *self.queued_bytes.entry(entry.account.clone()).or_insert(0) += entry.size_bytes;
         match due_ms {
-            None => self.due.push_back(id),
+            None => self.due.push(entry.account.clone(), id, 1, entry.weight),
             Some(at) => {
                 entry.due_ms = at;
                 self.scheduled.push(Reverse((at, id)));
@@ -140,7 +185,7 @@ impl Queue {
 
     /// Takes the next due message and marks it in flight.
     pub fn pop_due(&mut self) -> Option<MessageId> {
-        while let Some(id) = self.due.pop_front() {
+        while let Some((_, id)) = self.due.pop() {
             if let Some(e) = self.entries.get_mut(&id) {
                 e.in_flight = true;
                 return Some(id);
@@ -159,7 +204,7 @@ impl Queue {
             self.scheduled.pop();
             if let Some(e) = self.entries.get_mut(&id) {
                 e.due_ms = at;
-                self.due.push_back(id);
+                self.due.push(e.account.clone(), id, 1, e.weight);
                 moved += 1;
             }
         }
@@ -206,6 +251,12 @@ impl Queue {
         if e.data.is_some() {
             self.memory_bytes -= e.data_bytes;
         }
+        if let Some(bytes) = self.queued_bytes.get_mut(&e.account) {
+            *bytes = bytes.saturating_sub(e.size_bytes);
+            if *bytes == 0 {
+                self.queued_bytes.remove(&e.account);
+            }
+        }
         Some(e)
     }
 }
@@ -216,10 +267,14 @@ mod tests {
     use crate::message::{BodyType, Recipient};
 
     fn message(seq: u64, rcpts: usize) -> (MessageId, Message) {
+        message_of("a", seq, rcpts)
+    }
+
+    fn message_of(account: &str, seq: u64, rcpts: usize) -> (MessageId, Message) {
         let id = MessageId::new(1, 0, seq);
         let envelope = Envelope {
             id,
-            account: "a".into(),
+            account: account.into(),
             received_at_ms: 0,
             source: "127.0.0.1".parse().unwrap(),
             helo: "h".into(),
@@ -284,5 +339,48 @@ mod tests {
         assert!(q.is_empty());
         q.reschedule(a, 5);
         assert_eq!(q.promote_due(10), 0, "a removed message is never promoted");
+    }
+
+    /// The due line is served by DRR over accounts: a small account's message that became
+    /// due after 1,000 of a big account's is taken within one round, both when it is new
+    /// and when a retry makes it due; weights share the line in proportion.
+    #[test]
+    fn the_due_line_takes_accounts_in_turn() {
+        let mut q = Queue::default();
+        for seq in 0..1000 {
+            let (id, m) = message_of("big", seq, 1);
+            q.insert(id, Entry::new(m), None);
+        }
+        let (small, m) = message_of("small", 5000, 1);
+        q.insert(small, Entry::new(m), None);
+        let (retry, m) = message_of("small", 5001, 1);
+        q.insert(retry, Entry::new(m), Some(100));
+        assert_eq!(q.queued_bytes("big"), 1000 * 19);
+        assert_eq!(q.queued_bytes("small"), 2 * 19);
+        let first: Vec<MessageId> = (0..2).filter_map(|_| q.pop_due()).collect();
+        assert!(first.contains(&small), "taken within one round: {first:?}");
+        assert_eq!(q.promote_due(100), 1);
+        let next: Vec<MessageId> = (0..2).filter_map(|_| q.pop_due()).collect();
+        assert!(next.contains(&retry), "the retry too: {next:?}");
+        q.remove(&small);
+        q.remove(&retry);
+        assert_eq!(q.queued_bytes("small"), 0);
+        assert_eq!(q.queued_bytes_by_account().count(), 1);
+
+        let mut weighted = Queue::default();
+        for seq in 0..100 {
+            for (account, weight) in [("heavy", 3), ("light", 1)] {
+                let (id, m) = message_of(account, seq + if weight == 3 { 0 } else { 1000 }, 1);
+                let mut e = Entry::new(m);
+                e.weight = weight;
+                weighted.insert(id, e, None);
+            }
+        }
+        let taken: Vec<MessageId> = (0..40).filter_map(|_| weighted.pop_due()).collect();
+        let heavy = taken
+            .iter()
+            .filter(|id| weighted.get(id).is_some_and(|e| &*e.account == "heavy"))
+            .count();
+        assert_eq!(heavy, 30, "weight 3 against 1 takes 30 of the first 40");
     }
 }

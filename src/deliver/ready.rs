@@ -17,6 +17,12 @@
 //! transaction). Connection tasks take jobs while the queue has any, reuse their
 //! connection (RSET between transactions when needed), and wait a short idle time for more
 //! before they close.
+//!
+//! A site is often shared: every account's mail to one provider (or to the smarthost)
+//! meets in the same ready queue. Its jobs are therefore not one FIFO but one per account,
+//! served by deficit round robin with the account's weight (one job per turn and weight),
+//! so when a big account has thousands of jobs waiting for the site's connections, another
+//! account's job is taken by the next free connection after at most one round.
 
 use std::collections::VecDeque;
 use std::rc::Rc;
@@ -27,6 +33,7 @@ use futures_channel::oneshot;
 use crate::config::egress::Shaping;
 use crate::message::{Envelope, MessageId};
 use crate::route::plan::Hop;
+use crate::schedule::Drr;
 
 /// A ready queue's identity.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -75,7 +82,8 @@ pub enum Take {
 /// One ready queue.
 #[derive(Debug)]
 pub struct ReadyQueue {
-    jobs: VecDeque<Job>,
+    /// Per account, one job per turn and weight.
+    jobs: Drr<Rc<str>, Job>,
     shaping: Shaping,
     rate: Rate,
     /// Connection tasks alive (connecting, busy or idle).
@@ -87,7 +95,7 @@ pub struct ReadyQueue {
 impl ReadyQueue {
     pub fn new(shaping: Shaping) -> ReadyQueue {
         ReadyQueue {
-            jobs: VecDeque::new(),
+            jobs: Drr::new(1),
             rate: Rate::per_minute(shaping.messages_per_minute_max_count),
             shaping,
             connections: 0,
@@ -116,9 +124,11 @@ impl ReadyQueue {
         self.jobs.is_empty() && self.connections == 0
     }
 
-    /// Queues a job and says who takes it: an idle connection, a new one, or a busy one.
-    pub fn push(&mut self, job: Job) -> OnPush {
-        self.jobs.push_back(job);
+    /// Queues a job of an account of `weight` and says who takes it: an idle connection, a
+    /// new one, or a busy one.
+    pub fn push(&mut self, job: Job, weight: u32) -> OnPush {
+        let account = Rc::from(job.envelope.account.as_str());
+        self.jobs.push(account, job, 1, weight);
         while let Some(waiter) = self.idle.pop_front() {
             if waiter.send(()).is_ok() {
                 return OnPush::Woken;
@@ -139,8 +149,8 @@ impl ReadyQueue {
         if let Err(not_before_ms) = self.rate.try_take(now_ms) {
             return Take::NotBefore(not_before_ms);
         }
-        match self.jobs.pop_front() {
-            Some(job) => Take::Job(job),
+        match self.jobs.pop() {
+            Some((_, job)) => Take::Job(job),
             None => Take::Empty,
         }
     }
@@ -157,7 +167,7 @@ impl ReadyQueue {
 
     /// Every queued job, taken out (to be deferred when the site cannot be reached).
     pub fn drain(&mut self) -> Vec<Job> {
-        self.jobs.drain(..).collect()
+        std::iter::from_fn(|| self.jobs.pop().map(|(_, job)| job)).collect()
     }
 
     /// A connection task ended.
@@ -214,9 +224,13 @@ mod tests {
     }
 
     fn job(seq: u64) -> Job {
+        job_of("a", seq)
+    }
+
+    fn job_of(account: &str, seq: u64) -> Job {
         let envelope = Envelope {
             id: MessageId::new(1, 0, seq),
-            account: "a".into(),
+            account: account.into(),
             received_at_ms: 0,
             source: "127.0.0.1".parse().unwrap(),
             helo: "h".into(),
@@ -247,12 +261,50 @@ mod tests {
         }
     }
 
+    impl ReadyQueue {
+        fn push_one(&mut self, job: Job) -> OnPush {
+            self.push(job, 1)
+        }
+    }
+
+    /// A site shared by a big and a small account: the small one's jobs, queued after
+    /// 500 of the big one's, are taken in turn with the big one's, not after them; with
+    /// weights, in proportion.
+    #[test]
+    fn accounts_take_turns_at_a_shared_site() {
+        let mut q = ReadyQueue::new(shaping(1, 0));
+        for i in 0..500 {
+            q.push(job_of("big", i), 1);
+        }
+        for i in 1000..1003 {
+            q.push(job_of("small", i), 1);
+        }
+        let order: Vec<u64> = (0..8).map(|_| seq(q.take(0))).collect();
+        let smalls: Vec<usize> = (0..order.len()).filter(|&k| order[k] >= 1000).collect();
+        assert_eq!(
+            smalls.len(),
+            3,
+            "all three small jobs among the first 8: {order:?}"
+        );
+        assert!(smalls[2] <= 6, "{order:?}");
+        assert_eq!(q.len(), 495);
+        assert_eq!(q.drain().len(), 495);
+
+        let mut w = ReadyQueue::new(shaping(1, 0));
+        for i in 0..100 {
+            w.push(job_of("heavy", i), 4);
+            w.push(job_of("light", 1000 + i), 1);
+        }
+        let heavy = (0..50).filter(|_| seq(w.take(0)) < 1000).count();
+        assert_eq!(heavy, 40, "weight 4 against 1 takes 40 of the first 50");
+    }
+
     #[test]
     fn connections_are_spawned_up_to_the_limit_then_jobs_wait() {
         let mut q = ReadyQueue::new(shaping(2, 0));
-        assert_eq!(q.push(job(1)), OnPush::Spawn);
-        assert_eq!(q.push(job(2)), OnPush::Spawn);
-        assert_eq!(q.push(job(3)), OnPush::Wait);
+        assert_eq!(q.push_one(job(1)), OnPush::Spawn);
+        assert_eq!(q.push_one(job(2)), OnPush::Spawn);
+        assert_eq!(q.push_one(job(3)), OnPush::Wait);
         assert_eq!(q.connections(), 2);
         assert_eq!(seq(q.take(0)), 1);
         assert_eq!(seq(q.take(0)), 2);
@@ -266,14 +318,14 @@ mod tests {
     #[test]
     fn an_idle_connection_is_woken_before_a_new_one_is_spawned() {
         let mut q = ReadyQueue::new(shaping(4, 0));
-        assert_eq!(q.push(job(1)), OnPush::Spawn);
+        assert_eq!(q.push_one(job(1)), OnPush::Spawn);
         assert_eq!(seq(q.take(0)), 1);
         let mut woken = q.wait();
-        assert_eq!(q.push(job(2)), OnPush::Woken);
+        assert_eq!(q.push_one(job(2)), OnPush::Woken);
         assert_eq!(woken.try_recv(), Ok(Some(())));
         // A task that stopped waiting (dropped receiver) is skipped.
         drop(q.wait());
-        assert_eq!(q.push(job(3)), OnPush::Spawn);
+        assert_eq!(q.push_one(job(3)), OnPush::Spawn);
         assert_eq!(q.connections(), 2);
     }
 
@@ -281,7 +333,7 @@ mod tests {
     fn the_rate_spaces_message_starts_evenly() {
         let mut q = ReadyQueue::new(shaping(4, 120));
         for i in 0..3 {
-            q.push(job(i));
+            q.push_one(job(i));
         }
         assert_eq!(seq(q.take(1_000)), 0);
         assert!(matches!(q.take(1_200), Take::NotBefore(1_500)));

@@ -157,6 +157,14 @@ metrics_table! {
             "Outgoing copies a DKIM key failed to sign (sent unsigned by that key).";
         spool_append_seconds: Histogram, "corerelay_spool_append_seconds", Seconds,
             "Time from handing a message to the owner's spool to its durable acknowledgement (group commit wait, write and fdatasync).";
+        handoff_inflight_messages: Gauge, "corerelay_handoff_inflight_messages", Count,
+            "Messages this core (as acceptor) has handed to owner cores, itself included, and not yet had answered.";
+        handoff_inflight_bytes: Gauge, "corerelay_handoff_inflight_bytes", Bytes,
+            "Bytes of the messages in corerelay_handoff_inflight_messages.";
+        handoff_window_max_messages: Gauge, "corerelay_handoff_window_max_messages", Count,
+            "The bound of each (acceptor, owner) handoff window in messages (server.handoff_window_max_count).";
+        handoff_window_max_bytes: Gauge, "corerelay_handoff_window_max_bytes", Bytes,
+            "The bound of each (acceptor, owner) handoff window in bytes (server.handoff_window_max_bytes).";
     }
     labelled {
         Counter, "corerelay_account_accepted_total", Count, ["account"],
@@ -175,6 +183,20 @@ metrics_table! {
             "Tracked links followed in an account's messages.";
         Counter, "corerelay_account_unsubscribes_total", Count, ["account"],
             "One-click unsubscribes posted for an account's messages.";
+        Counter, "corerelay_account_throttled_total", Count, ["account", "reason"],
+            "Messages of an account refused by a limit: reason rate (451 4.7.0), queued_bytes (452 4.3.1) or handoff_window (451 4.3.2).";
+        Gauge, "corerelay_account_core", Count, ["account"],
+            "The core that owns the account (set by that core only).";
+        Gauge, "corerelay_account_dedicated", Count, ["account"],
+            "1 when no other account is placed on the account's core (dedicated = true), else 0; set by the owner core.";
+        Gauge, "corerelay_account_weight", Count, ["account"],
+            "The account's weight at every DRR stage of its owner core.";
+        Gauge, "corerelay_account_queued_bytes", Bytes, ["account"],
+            "Bytes of the account's messages queued for delivery on its owner core.";
+        Gauge, "corerelay_account_queued_max_bytes", Bytes, ["account"],
+            "The account's limit on queued bytes (queued_max_bytes; 0: none).";
+        Gauge, "corerelay_account_accept_rate_max", CountPerSecond, ["account"],
+            "The account's limit on accepted messages per second (messages_per_second_max_count; 0: none).";
     }
 }
 
@@ -196,6 +218,11 @@ pub struct AccountCounters {
     pub unsubscribes: Counter,
 }
 
+/// The gauges of an account this core owns: placement, weight, limits, queued bytes.
+struct OwnedGauges {
+    queued_bytes: Gauge,
+}
+
 /// Everything one core counts: the plain handles and the per-account ones, resolved for
 /// every account at start.
 pub struct CoreMetrics {
@@ -203,6 +230,10 @@ pub struct CoreMetrics {
     core_label: String,
     /// Grows when a reload adds accounts (counters of removed accounts stay, frozen).
     accounts: std::cell::RefCell<HashMap<String, AccountCounters>>,
+    /// Only for the accounts this core owns, so no other core exports a placement of 0.
+    owned: std::cell::RefCell<HashMap<String, OwnedGauges>>,
+    /// Resolved when an account is first refused for a reason.
+    throttled: std::cell::RefCell<HashMap<(String, &'static str), Counter>>,
 }
 
 impl CoreMetrics {
@@ -214,6 +245,8 @@ impl CoreMetrics {
             core: Core::new(&core_label),
             core_label,
             accounts: Default::default(),
+            owned: Default::default(),
+            throttled: Default::default(),
         };
         metrics.add_accounts(accounts);
         metrics
@@ -239,6 +272,48 @@ impl CoreMetrics {
             };
             accounts.insert(id.to_string(), counters);
         }
+    }
+
+    /// Sets the placement, weight and limit gauges of the accounts this core owns (at
+    /// start, and after a reload).
+    pub fn set_owned(&self, core: usize, accounts: &[crate::account::AccountRef]) {
+        let mut owned = self.owned.borrow_mut();
+        for a in accounts.iter().filter(|a| a.owner == core) {
+            let labels = [("core", self.core_label.clone()), ("account", a.id.clone())];
+            metrics::gauge!("corerelay_account_core", &labels).set(a.owner as f64);
+            metrics::gauge!("corerelay_account_dedicated", &labels).set(u8::from(a.share.dedicated) as f64);
+            metrics::gauge!("corerelay_account_weight", &labels).set(a.share.weight as f64);
+            metrics::gauge!("corerelay_account_queued_max_bytes", &labels)
+                .set(a.share.queued_max_bytes as f64);
+            metrics::gauge!("corerelay_account_accept_rate_max", &labels)
+                .set(a.share.messages_per_second_max_count as f64);
+            owned.entry(a.id.clone()).or_insert_with(|| OwnedGauges {
+                queued_bytes: metrics::gauge!("corerelay_account_queued_bytes", &labels),
+            });
+        }
+    }
+
+    /// Sets the queued bytes of every account this core owns (`queued`: those with any).
+    pub fn set_queued(&self, queued: &[(String, u64)]) {
+        for (id, gauges) in self.owned.borrow().iter() {
+            let bytes = queued.iter().find(|(a, _)| a == id).map_or(0, |(_, b)| *b);
+            gauges.queued_bytes.set(bytes as f64);
+        }
+    }
+
+    /// Counts a message of `account` refused by a limit.
+    pub fn throttled(&self, account: &str, why: crate::account::limits::Throttle) {
+        let key = (account.to_string(), why.label());
+        let mut throttled = self.throttled.borrow_mut();
+        let counter = throttled.entry(key).or_insert_with(|| {
+            let labels = [
+                ("core", self.core_label.clone()),
+                ("account", account.to_string()),
+                ("reason", why.label().to_string()),
+            ];
+            metrics::counter!("corerelay_account_throttled_total", &labels)
+        });
+        counter.increment(1);
     }
 
     /// Counts what a log event says happened.

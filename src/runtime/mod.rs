@@ -73,7 +73,15 @@ pub fn serve(config: Config, source: Source) -> Result<(), String> {
     let keyring = Arc::new(load_keyring(&config.tracking, &config.spool.dir)?);
     let transform = Arc::new(Transform::new(&config.accounts, keyring.clone())?);
     for account in directory.accounts() {
-        println!("corerelay: account {} on core {}", account.id, account.owner);
+        let dedicated = if account.share.dedicated {
+            " (dedicated)"
+        } else {
+            ""
+        };
+        println!(
+            "corerelay: account {} on core {}{dedicated}",
+            account.id, account.owner
+        );
     }
     let shared_listeners = config.smtp.listeners.clone();
     let placement = placement(&config.server.cores, config.server.pin, cores)?;

@@ -2,6 +2,12 @@
 //! later cannot leave the others waiting at the join), open the log ring, recover the spool,
 //! start delivery, start the handoff endpoint, bind the listeners, report ready, accept
 //! on every listener.
+//!
+//! Two glommio task queues split the core's time (`[fairness]`): "ingress", latency
+//! sensitive, runs the SMTP and HTTP accept loops and so every session (a task inherits
+//! its parent's queue); "delivery", throughput work with fewer shares, runs the delivery
+//! engine's router, routing and connection tasks. The spool's committer and the handoff
+//! tasks stay in the default queue (1000 shares): they are short and on the path of `250`.
 
 use std::path::Path;
 use std::rc::Rc;
@@ -9,11 +15,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use glommio::net::TcpListener;
+use glommio::{Latency, Shares, TaskQueueHandle};
 
 use super::Shared;
 use super::control::{self, Control, Reload};
 use crate::deliver::engine::Deliverer;
-use crate::handoff::{Handoff, Owner};
+use crate::handoff::{self, Handoff, Owner, WindowLimits};
 use crate::http;
 use crate::ingress::{Ingress, Limits, listener};
 use crate::mesh::Meshes;
@@ -45,6 +52,7 @@ struct Core {
     spool: Spool,
     log: Log,
     events: Log,
+    ingress_queue: TaskQueueHandle,
 }
 
 impl Core {
@@ -54,7 +62,10 @@ impl Core {
     async fn serve(self, shared: &Shared) {
         let runtimes = self.ingress.listeners(shared.config.smtp.bare_line_feed);
         for (socket, runtime) in self.listeners.into_iter().zip(runtimes) {
-            glommio::spawn_local(listener::accept_loop(socket, self.ingress.clone(), runtime)).detach();
+            let accept = listener::accept_loop(socket, self.ingress.clone(), runtime);
+            if let Err(e) = spawn_into(accept, self.ingress_queue) {
+                self.log.emit(Event::Error { what: e });
+            }
         }
         let watcher = Watcher {
             deliverer: self.deliverer.clone(),
@@ -137,6 +148,13 @@ impl Watcher {
     /// either the old or the new value, never a mix within one lookup.
     fn apply(&self, reload: &Reload, generation: u64) {
         self.ingress.set_directory(reload.directory.clone());
+        self.ingress
+            .handoff
+            .owner()
+            .reload(reload.directory.clone(), &reload.config);
+        self.log
+            .metrics()
+            .set_owned(self.ingress.handoff.core(), reload.directory.accounts());
         self.ingress.set_limits(Limits::from_config(&reload.config));
         self.ingress.tls.replace(reload.tls.clone());
         self.deliverer.set_transform(reload.transform.clone());
@@ -186,29 +204,48 @@ async fn start(shared: &Shared, meshes: Meshes) -> Result<Core, String> {
         corrupt_records: report.corrupt_records,
     });
     let resolver = resolver(config, &log).map_err(|e| fail("DNS resolver", &e))?;
+    let f = &config.fairness;
+    let executor = glommio::executor();
+    let ingress_queue = executor.create_task_queue(
+        Shares::Static(f.ingress_shares),
+        Latency::Matters(f.ingress_latency),
+        "ingress",
+    );
+    let delivery_queue = executor.create_task_queue(
+        Shares::Static(f.delivery_shares),
+        Latency::NotImportant,
+        "delivery",
+    );
+    spool.set_fairness(f.spool_quantum_bytes, handoff::weights(&shared.directory));
     let deliverer = Deliverer::new(config, core, spool.clone(), resolver, log.clone())
         .map_err(|e| fail("delivery", &e))?;
     for message in recovered {
         deliverer.enqueue_recovered(message);
     }
     deliverer.set_transform(shared.transform.clone());
-    deliverer.start();
+    // The engine's tasks, and every task they spawn, run in the delivery queue.
+    let engine = deliverer.clone();
+    spawn_into(async move { engine.start() }, delivery_queue).map_err(|e| fail("delivery", &e))?;
     let gauge_source = deliverer.clone();
+    log.metrics().set_owned(core, shared.directory.accounts());
+    let windows = WindowLimits::from_config(config);
+    log.metrics()
+        .core
+        .handoff_window_max_messages
+        .set(windows.max_count as f64);
+    log.metrics()
+        .core
+        .handoff_window_max_bytes
+        .set(windows.max_bytes as f64);
 
     let owner = Rc::new(Owner::new(
         spool.clone(),
         deliverer,
         log.clone(),
         shared.health.clone(),
+        shared.directory.clone(),
     ));
-    let handoff = Handoff::start(
-        owner,
-        senders,
-        receivers,
-        ack_senders,
-        ack_receivers,
-        config.server.handoff_window_max_count,
-    );
+    let handoff = Handoff::start(owner, senders, receivers, ack_senders, ack_receivers, windows);
     let ingress = Ingress::new(
         config,
         shared.directory.clone(),
@@ -241,7 +278,7 @@ async fn start(shared: &Shared, meshes: Meshes) -> Result<Core, String> {
             events: events.clone(),
         }),
     });
-    glommio::spawn_local(http::accept_loop(http_listener, app.clone())).detach();
+    spawn_into(http::accept_loop(http_listener, app.clone()), ingress_queue).map_err(|e| fail("http", &e))?;
     shared.health.set_running(core);
     log.emit(Event::Start {
         listen: listen.join(" "),
@@ -256,6 +293,7 @@ async fn start(shared: &Shared, meshes: Meshes) -> Result<Core, String> {
         spool,
         log,
         events,
+        ingress_queue,
     })
 }
 
@@ -277,6 +315,18 @@ async fn watchdog(log: Log) {
     }
 }
 
+/// Spawns `task` into `queue`, one of this executor's task queues.
+fn spawn_into<T: 'static>(
+    task: impl std::future::Future<Output = T> + 'static,
+    queue: TaskQueueHandle,
+) -> Result<(), String> {
+    glommio::spawn_local_into(task, queue)
+        .map(|t| {
+            t.detach();
+        })
+        .map_err(|e| format!("cannot spawn into a task queue: {e}"))
+}
+
 /// Sets the core's gauges once a second.
 async fn gauges(deliverer: Rc<Deliverer>, ingress: Rc<Ingress>, spool: Spool, log: Log) {
     loop {
@@ -289,6 +339,10 @@ async fn gauges(deliverer: Rc<Deliverer>, ingress: Rc<Ingress>, spool: Spool, lo
         core.spool_bytes.set(stats.bytes as f64);
         core.spool_commits_total.absolute(stats.commits);
         core.spool_records_total.absolute(stats.records);
+        let (messages, bytes) = ingress.handoff.in_flight();
+        core.handoff_inflight_messages.set(messages as f64);
+        core.handoff_inflight_bytes.set(bytes as f64);
+        log.metrics().set_queued(&deliverer.queued_bytes_by_account());
         glommio::timer::sleep(std::time::Duration::from_secs(1)).await;
     }
 }

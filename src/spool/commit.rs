@@ -2,7 +2,8 @@
 //! write into one DMA write and one fdatasync, then answers all of their waiters.
 //!
 //! While a batch is being written and synced, new submissions wait in the bounded channel
-//! and form the next batch. A batch is serialised straight from the submissions' `Bytes`
+//! and form the next batch; when more are pending than one batch takes, the batch is filled
+//! by deficit round robin over accounts (see `fair`). A batch is serialised straight from the submissions' `Bytes`
 //! parts into one block-aligned DMA buffer (the only copy of a message's bytes on its way to
 //! disk), zero padded to the block. The index is updated only after the fdatasync, so it
 //! always describes what is durable, and a waiter hears `Ok` only then.
@@ -31,6 +32,7 @@ use futures_channel::oneshot;
 use glommio::channels::local_channel::LocalReceiver;
 use glommio::io::{Directory, DmaFile};
 
+use super::fair::{Fairness, Pending};
 use super::index::{Index, Location, RelocationPolicy, SegKey};
 use super::payload::{self, UpdatePayload};
 use super::record::{self, BLOCK_BYTES, RecordKind};
@@ -65,10 +67,24 @@ pub struct Submission {
     pub effect: Effect,
     /// Told the outcome after the fdatasync; `None` for the committer's own relocations.
     pub reply: Option<oneshot::Sender<io::Result<()>>>,
+    /// The account whose message this is, when the caller knows (its DRR flow).
+    pub account: Option<Rc<str>>,
 }
 
 impl Submission {
-    fn record_len(&self) -> usize {
+    /// A small record of no account (delivery progress, completion).
+    pub(super) fn system(kind: RecordKind, part: Bytes, effect: Effect) -> Submission {
+        Submission {
+            kind,
+            payload_len: part.len(),
+            parts: vec![part],
+            effect,
+            reply: None,
+            account: None,
+        }
+    }
+
+    pub(super) fn record_len(&self) -> usize {
         record::record_len(self.payload_len)
     }
 }
@@ -79,6 +95,8 @@ pub struct Shared {
     pub core: usize,
     pub own_dir: PathBuf,
     pub state: RefCell<State>,
+    /// The DRR quantum and account weights of the commit batches.
+    pub fairness: RefCell<Fairness>,
 }
 
 pub struct State {
@@ -164,39 +182,45 @@ fn copy_error(e: &io::Error) -> io::Error {
 
 /// The committer task: runs until every sender is gone and the queue is drained.
 pub async fn run(shared: Rc<Shared>, rx: LocalReceiver<Submission>) {
-    let mut carry: Option<Submission> = None;
+    let limits = &shared.limits;
+    let new_pending = |quantum| Pending::new(quantum, limits.batch_max_count, limits.batch_max_bytes);
+    let mut quantum = shared.fairness.borrow().quantum_bytes;
+    let mut pending = new_pending(quantum);
     let mut open = true;
     loop {
+        // The quantum is set after the spool opens (and by a reload): take it up whenever
+        // nothing is pending.
+        let configured = shared.fairness.borrow().quantum_bytes;
+        if configured != quantum && pending.is_empty() {
+            quantum = configured;
+            pending = new_pending(quantum);
+        }
         let mut batch = Batch::new(&shared.limits);
         if open {
             relocations(&shared, &mut batch).await;
         }
-        if let Some(s) = carry.take() {
-            batch.push(s);
-        }
-        if batch.items.is_empty() {
+        if batch.items.is_empty() && pending.is_empty() {
             if !open {
                 break;
             }
             match rx.recv().await {
-                Some(s) => batch.push(s),
+                Some(s) => pending.push(s, &shared.fairness.borrow()),
                 None => {
                     open = false;
                     continue;
                 }
             }
         }
-        while open && !batch.full() {
+        // Everything submitted meanwhile (within the bound) is pending, so the batch is
+        // chosen by DRR over all of it rather than by who came first.
+        while open && !pending.is_full() {
             match futures_lite::future::poll_once(rx.recv()).await {
-                Some(Some(s)) if batch.fits(&s) => batch.push(s),
-                Some(Some(s)) => {
-                    carry = Some(s);
-                    break;
-                }
+                Some(Some(s)) => pending.push(s, &shared.fairness.borrow()),
                 Some(None) => open = false,
                 None => break,
             }
         }
+        pending.fill(&mut batch);
         retry_done(&shared, &mut batch);
         commit(&shared, batch.items).await;
         reclaim(&shared).await;
@@ -205,15 +229,15 @@ pub async fn run(shared: Rc<Shared>, rx: LocalReceiver<Submission>) {
 
 /// The records of one commit, within the batch bounds (a single record may exceed the
 /// byte bound on its own; it then goes alone).
-struct Batch {
-    items: Vec<Submission>,
+pub(super) struct Batch {
+    pub(super) items: Vec<Submission>,
     bytes: usize,
     max_count: usize,
     max_bytes: usize,
 }
 
 impl Batch {
-    fn new(limits: &Limits) -> Batch {
+    pub(super) fn new(limits: &Limits) -> Batch {
         Batch {
             items: Vec::new(),
             bytes: 0,
@@ -222,16 +246,16 @@ impl Batch {
         }
     }
 
-    fn fits(&self, s: &Submission) -> bool {
+    pub(super) fn fits(&self, s: &Submission) -> bool {
         self.items.is_empty()
             || (self.items.len() < self.max_count && self.bytes + s.record_len() <= self.max_bytes)
     }
 
-    fn full(&self) -> bool {
+    pub(super) fn full(&self) -> bool {
         self.items.len() >= self.max_count || self.bytes >= self.max_bytes
     }
 
-    fn push(&mut self, s: Submission) {
+    pub(super) fn push(&mut self, s: Submission) {
         self.bytes += s.record_len();
         self.items.push(s);
     }
@@ -463,6 +487,7 @@ fn retry_done(shared: &Shared, batch: &mut Batch) {
             parts: vec![part],
             effect: Effect::Done(id),
             reply: None,
+            account: None,
         });
     }
 }
@@ -502,6 +527,7 @@ async fn relocations(shared: &Shared, batch: &mut Batch) {
             parts: vec![payload],
             effect: Effect::Message { id, rcpt_count },
             reply: None,
+            account: None,
         });
         batch.push(Submission {
             kind: RecordKind::Update,
@@ -509,6 +535,7 @@ async fn relocations(shared: &Shared, batch: &mut Batch) {
             parts: vec![update_part],
             effect: Effect::Update(update),
             reply: None,
+            account: None,
         });
     }
 }

@@ -30,6 +30,7 @@
 //! `segment::prime_iopoll_probe` for the glommio trap this avoids.
 
 mod commit;
+mod fair;
 mod index;
 pub mod payload;
 pub mod record;
@@ -185,6 +186,7 @@ impl Spool {
             limits: limits(config),
             core,
             own_dir: segment::core_dir(&config.dir, core),
+            fairness: RefCell::new(fair::Fairness::default()),
             state: RefCell::new(State {
                 index: rec.index,
                 segments,
@@ -213,16 +215,18 @@ impl Spool {
     /// it).
     pub async fn append(&self, message: &Message) -> Result<(), SpoolError> {
         let mp = payload::message_parts(message).ok_or(SpoolError::TooLarge)?;
-        self.submit(
-            RecordKind::Message,
-            mp.parts,
-            mp.payload_len,
-            Effect::Message {
+        let submission = Submission {
+            kind: RecordKind::Message,
+            parts: mp.parts,
+            payload_len: mp.payload_len,
+            effect: Effect::Message {
                 id: message.envelope.id,
                 rcpt_count: message.envelope.rcpts.len(),
             },
-        )
-        .await
+            reply: None,
+            account: Some(Rc::from(message.envelope.account.as_str())),
+        };
+        self.submit(submission).await
     }
 
     /// Records delivery progress durably.
@@ -235,13 +239,8 @@ impl Spool {
             next_attempt_ms: update.next_attempt_ms,
         };
         let part = payload::encode_small(&u).ok_or(SpoolError::TooLarge)?;
-        self.submit(
-            RecordKind::Update,
-            vec![part.clone()],
-            part.len(),
-            Effect::Update(u),
-        )
-        .await
+        self.submit(Submission::system(RecordKind::Update, part, Effect::Update(u)))
+            .await
     }
 
     /// The message is finished (every recipient delivered or failed): durable Done record;
@@ -251,7 +250,7 @@ impl Spool {
     pub async fn complete(&self, id: MessageId) -> Result<(), SpoolError> {
         self.known(id)?;
         let part = payload::encode_small(&DonePayload { id }).ok_or(SpoolError::TooLarge)?;
-        self.submit(RecordKind::Done, vec![part.clone()], part.len(), Effect::Done(id))
+        self.submit(Submission::system(RecordKind::Done, part, Effect::Done(id)))
             .await
     }
 
@@ -276,6 +275,16 @@ impl Spool {
         self.shared.stats()
     }
 
+    /// Sets the DRR quantum (bytes per round for weight 1) and the account weights that
+    /// fill group commits when more is pending than one takes. The quantum is read when
+    /// the committer starts; weights apply to records submitted from now on.
+    pub fn set_fairness(&self, quantum_bytes: u64, weights: std::collections::HashMap<String, u32>) {
+        *self.shared.fairness.borrow_mut() = fair::Fairness {
+            quantum_bytes,
+            weights,
+        };
+    }
+
     /// Flushes and stops the committer (pending appends are still committed first). Other
     /// clones of this spool get `Io` errors afterwards.
     pub async fn close(self) {
@@ -294,25 +303,13 @@ impl Spool {
         }
     }
 
-    async fn submit(
-        &self,
-        kind: RecordKind,
-        parts: Vec<bytes::Bytes>,
-        payload_len: usize,
-        effect: Effect,
-    ) -> Result<(), SpoolError> {
-        if payload_len > record::PAYLOAD_MAX_BYTES {
+    async fn submit(&self, mut submission: Submission) -> Result<(), SpoolError> {
+        if submission.payload_len > record::PAYLOAD_MAX_BYTES {
             return Err(SpoolError::TooLarge);
         }
         let (reply, done) = oneshot::channel();
+        submission.reply = Some(reply);
         let tx = self.handle.tx.borrow().clone().ok_or_else(closed)?;
-        let submission = Submission {
-            kind,
-            parts,
-            payload_len,
-            effect,
-            reply: Some(reply),
-        };
         tx.send(submission).await.map_err(|_| closed())?;
         drop(tx);
         match done.await {

@@ -3,8 +3,13 @@
 //! second and the latency of the reply to the end of DATA (p50 / p99 / max) — the time a
 //! sending service waits for corerelay's `250`.
 //!
-//! Every message carries `X-Load-Id` (run id and sequence number) and `X-Load-Sent-Us` (send
-//! time), so a sink can match what arrived against what was acknowledged.
+//! It can play several sending accounts at once (see [`super::scenario`]): each with its
+//! own source address, sender, count, size, rate and connections, and the report gives the
+//! figures per account as well as in all.
+//!
+//! Every message carries `X-Load-Id` (run id and sequence number), `X-Load-Account` (the
+//! account's name) and `X-Load-Sent-Us` (send time), so a sink can match what arrived
+//! against what was acknowledged, and measure each account's end-to-end latency.
 //!
 //! With `retry_for` set, the load behaves like a sending service whose relay goes away
 //! (a crash, a restart): a message whose connection failed before its reply is sent again,
@@ -21,16 +26,14 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use glommio::{LocalExecutorPoolBuilder, PoolPlacement};
 
-use crate::deliver::connection::{Connection, Timeouts};
+use super::latency::percentile_ms;
+use super::scenario::AccountLoad;
+use crate::deliver::connection::{Connection, Dial, Timeouts, TlsMode};
 use crate::message::BodyType;
 
 #[derive(Debug, Clone)]
 pub struct LoadOptions {
     pub target: SocketAddr,
-    pub messages: u64,
-    pub concurrency: usize,
-    pub size_bytes: usize,
-    pub from: String,
     pub to: String,
     pub per_connection: usize,
     pub cores: usize,
@@ -38,14 +41,14 @@ pub struct LoadOptions {
     pub ack_log: Option<PathBuf>,
     /// How long one message is retried after connection failures (zero: not retried).
     pub retry_for: Duration,
-    /// Messages started per second over all connections (zero: as fast as they go).
-    pub rate_per_second: f64,
+    /// The accounts sending at once (at least one).
+    pub accounts: Vec<AccountLoad>,
 }
 
-/// What one connection task measured.
+/// What the connection tasks of one account measured.
 #[derive(Default)]
 struct TaskResult {
-    latencies_us: Vec<u32>,
+    latencies_us: Vec<u64>,
     acked_ids: Vec<String>,
     refused: u64,
     errors: u64,
@@ -62,9 +65,9 @@ impl TaskResult {
     }
 }
 
-/// The outcome of a run.
+/// The figures of one account, or of the whole run.
 #[derive(Debug, Clone, serde::Serialize)]
-pub struct LoadReport {
+pub struct Figures {
     pub sent: u64,
     pub acked: u64,
     pub refused: u64,
@@ -72,32 +75,106 @@ pub struct LoadReport {
     pub errors: u64,
     /// Messages given up after failed attempts (never answered).
     pub abandoned: u64,
-    pub seconds: f64,
     pub messages_per_second: f64,
+    /// The reply to the end of the message (250 or a refusal), from the final dot.
     pub p50_ms: f64,
     pub p99_ms: f64,
     pub max_ms: f64,
 }
 
+impl Figures {
+    fn of(r: &mut TaskResult, seconds: f64) -> Figures {
+        r.latencies_us.sort_unstable();
+        let l = &r.latencies_us;
+        let acked = r.acked_ids.len() as u64;
+        Figures {
+            sent: l.len() as u64 + r.abandoned,
+            acked,
+            refused: r.refused,
+            errors: r.errors,
+            abandoned: r.abandoned,
+            messages_per_second: acked as f64 / seconds.max(1e-9),
+            p50_ms: percentile_ms(l, 0.50),
+            p99_ms: percentile_ms(l, 0.99),
+            max_ms: percentile_ms(l, 1.0),
+        }
+    }
+}
+
+/// One account's part of the report.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct AccountReport {
+    pub account: String,
+    /// From the start until the account's last reply.
+    pub seconds: f64,
+    #[serde(flatten)]
+    pub figures: Figures,
+}
+
+/// The outcome of a run: the figures of all accounts together, then of each.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct LoadReport {
+    pub seconds: f64,
+    #[serde(flatten)]
+    pub total: Figures,
+    pub accounts: Vec<AccountReport>,
+}
+
 impl LoadReport {
     pub fn human(&self) -> String {
-        format!(
-            "corerelay load: {} acked, {} refused, {} errors, {} abandoned in {:.2} s: {:.0} msg/s; 250 latency p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
-            self.acked,
-            self.refused,
-            self.errors,
-            self.abandoned,
-            self.seconds,
-            self.messages_per_second,
-            self.p50_ms,
-            self.p99_ms,
-            self.max_ms
-        )
+        let line = |f: &Figures, seconds: f64| {
+            format!(
+                "{} acked, {} refused, {} errors, {} abandoned in {seconds:.2} s: {:.0} msg/s; 250 latency p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
+                f.acked,
+                f.refused,
+                f.errors,
+                f.abandoned,
+                f.messages_per_second,
+                f.p50_ms,
+                f.p99_ms,
+                f.max_ms
+            )
+        };
+        let mut out = format!("corerelay load: {}", line(&self.total, self.seconds));
+        if self.accounts.len() > 1 {
+            for a in &self.accounts {
+                out.push_str(&format!(
+                    "\ncorerelay load: account {}: {}",
+                    a.account,
+                    line(&a.figures, a.seconds)
+                ));
+            }
+        }
+        out
     }
+}
+
+/// One account as the connection tasks share it.
+struct Flow {
+    spec: AccountLoad,
+    /// The next message number to take.
+    next: AtomicU64,
+    body: Bytes,
+    /// Microseconds after the start of this account's last reply.
+    last_us: AtomicU64,
+}
+
+/// What every connection task reads.
+struct Run {
+    options: LoadOptions,
+    flows: Vec<Flow>,
+    run_id: String,
+    started: Instant,
 }
 
 /// Runs the load and returns its report.
 pub fn run(options: LoadOptions) -> Result<LoadReport, String> {
+    if options.accounts.is_empty() {
+        return Err("no account to send as".into());
+    }
+    for a in &options.accounts {
+        a.validate()?;
+    }
     let run_id = format!(
         "{:x}",
         std::time::SystemTime::now()
@@ -105,112 +182,133 @@ pub fn run(options: LoadOptions) -> Result<LoadReport, String> {
             .map(|d| d.as_millis())
             .unwrap_or(0)
     );
-    let body = Bytes::from(filler(options.size_bytes));
-    let next = Arc::new(AtomicU64::new(0));
-    let shard_ids = Arc::new(AtomicUsize::new(0));
+    let flows = options
+        .accounts
+        .iter()
+        .map(|a| Flow {
+            spec: a.clone(),
+            next: AtomicU64::new(0),
+            body: Bytes::from(filler(a.size_bytes)),
+            last_us: AtomicU64::new(0),
+        })
+        .collect();
     let cores = options.cores.max(1);
-    let options = Arc::new(options);
-    let started = Instant::now();
+    let accounts = options.accounts.len();
+    let ack_log = options.ack_log.clone();
+    let run = Arc::new(Run {
+        options,
+        flows,
+        run_id,
+        started: Instant::now(),
+    });
+    let shard_ids = Arc::new(AtomicUsize::new(0));
     let handles = LocalExecutorPoolBuilder::new(PoolPlacement::Unbound(cores))
         .name("corerelay-load")
         .io_memory(512 << 10)
         .on_all_shards({
-            let options = options.clone();
+            let run = run.clone();
             move || {
-                let (options, next, body, run_id) =
-                    (options.clone(), next.clone(), body.clone(), run_id.clone());
+                let run = run.clone();
                 let shard = shard_ids.fetch_add(1, Ordering::Relaxed);
-                async move { core_main(options, next, body, run_id, shard, cores, started).await }
+                async move { core_main(run, shard, cores).await }
             }
         })
         .map_err(|e| format!("cannot start executors: {e}"))?;
-    let mut total = TaskResult::default();
+    let mut per_account: Vec<TaskResult> = (0..accounts).map(|_| TaskResult::default()).collect();
     for r in handles.join_all() {
-        total.add(r.map_err(|e| e.to_string())?);
+        for (i, result) in r.map_err(|e| e.to_string())? {
+            per_account[i].add(result);
+        }
     }
-    let seconds = started.elapsed().as_secs_f64();
-    if let Some(path) = &options.ack_log {
-        let mut text = total.acked_ids.join("\n");
+    let seconds = run.started.elapsed().as_secs_f64();
+    if let Some(path) = &ack_log {
+        let ids: Vec<&str> = per_account
+            .iter()
+            .flat_map(|r| r.acked_ids.iter().map(String::as_str))
+            .collect();
+        let mut text = ids.join("\n");
         text.push('\n');
         std::fs::write(path, text).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
     }
-    let mut l = total.latencies_us;
-    l.sort_unstable();
-    let pct = |p: f64| {
-        l.get(((l.len() as f64 * p) as usize).min(l.len().saturating_sub(1)))
-            .map(|&v| v as f64 / 1000.0)
-            .unwrap_or(0.0)
-    };
-    let acked = total.acked_ids.len() as u64;
-    Ok(LoadReport {
-        sent: l.len() as u64 + total.abandoned,
-        acked,
-        refused: total.refused,
-        errors: total.errors,
-        abandoned: total.abandoned,
-        seconds,
-        messages_per_second: acked as f64 / seconds.max(1e-9),
-        p50_ms: pct(0.50),
-        p99_ms: pct(0.99),
-        max_ms: l.last().map(|&v| v as f64 / 1000.0).unwrap_or(0.0),
-    })
-}
-
-async fn core_main(
-    options: Arc<LoadOptions>,
-    next: Arc<AtomicU64>,
-    body: Bytes,
-    run_id: String,
-    shard: usize,
-    cores: usize,
-    started: Instant,
-) -> TaskResult {
-    // Spread the connections over the cores: this core runs every `cores`-th one.
-    let mine = (0..options.concurrency)
-        .filter(|i| i % cores == shard % cores)
-        .count();
-    let tasks: Vec<_> = (0..mine)
-        .map(|_| {
-            let (options, next, body, run_id) = (options.clone(), next.clone(), body.clone(), run_id.clone());
-            glommio::spawn_local(
-                async move { connection_task(&options, &next, &body, &run_id, started).await },
-            )
+    let reports = per_account
+        .iter_mut()
+        .zip(&run.flows)
+        .map(|(r, flow)| {
+            let account_seconds = (flow.last_us.load(Ordering::Relaxed) as f64 / 1e6).max(1e-6);
+            AccountReport {
+                account: flow.spec.name.clone(),
+                seconds: account_seconds,
+                figures: Figures::of(r, account_seconds),
+            }
         })
         .collect();
     let mut total = TaskResult::default();
-    for t in tasks {
-        total.add(t.await);
+    for r in per_account {
+        total.add(r);
     }
-    total
+    Ok(LoadReport {
+        seconds,
+        total: Figures::of(&mut total, seconds),
+        accounts: reports,
+    })
 }
 
-/// One connection's loop: take message numbers until N are taken (each no earlier than
-/// its due time when a rate is set), reconnecting every `per_connection` messages or after
-/// an error.
-async fn connection_task(
-    options: &LoadOptions,
-    next: &AtomicU64,
-    body: &Bytes,
-    run_id: &str,
-    started: Instant,
-) -> TaskResult {
+/// This core's connections: of all the accounts' connections, every `cores`-th one.
+async fn core_main(run: Arc<Run>, shard: usize, cores: usize) -> Vec<(usize, TaskResult)> {
+    let all = run
+        .flows
+        .iter()
+        .enumerate()
+        .flat_map(|(i, f)| std::iter::repeat_n(i, f.spec.concurrency));
+    let tasks: Vec<_> = all
+        .enumerate()
+        .filter(|(k, _)| k % cores == shard % cores)
+        .map(|(_, account)| {
+            let run = run.clone();
+            glommio::spawn_local(async move { (account, connection_task(&run, account).await) })
+        })
+        .collect();
+    let mut out = Vec::with_capacity(tasks.len());
+    for t in tasks {
+        out.push(t.await);
+    }
+    out
+}
+
+/// One connection's loop: take message numbers of its account until the account's count
+/// is taken or its duration is over (each no earlier than its due time when a rate is
+/// set), reconnecting every `per_connection` messages or after an error.
+async fn connection_task(run: &Run, account: usize) -> TaskResult {
+    let flow = &run.flows[account];
+    let spec = &flow.spec;
+    let stop_at = spec.duration.map(|d| run.started + d);
     let mut result = TaskResult::default();
     let mut conn: Option<Connection> = None;
+    glommio::timer::sleep((run.started + spec.start).saturating_duration_since(Instant::now())).await;
     loop {
-        let seq = next.fetch_add(1, Ordering::Relaxed);
-        if seq >= options.messages {
+        let seq = flow.next.fetch_add(1, Ordering::Relaxed);
+        if spec.messages > 0 && seq >= spec.messages {
             break;
         }
-        if options.rate_per_second > 0.0 {
-            // Message `seq` is due `seq / rate` seconds after the start.
-            let due = started + Duration::from_secs_f64(seq as f64 / options.rate_per_second);
+        if spec.rate_per_second > 0.0 {
+            // Message `seq` is due `seq / rate` seconds after the account's start.
+            let due = run.started + spec.start + Duration::from_secs_f64(seq as f64 / spec.rate_per_second);
+            if stop_at.is_some_and(|stop| due >= stop) {
+                break;
+            }
             glommio::timer::sleep(due.saturating_duration_since(Instant::now())).await;
         }
-        let id = format!("{run_id}.{seq}");
-        let give_up_at = Instant::now() + options.retry_for;
+        if stop_at.is_some_and(|stop| Instant::now() >= stop) {
+            break;
+        }
+        let id = match run.flows.len() {
+            1 => format!("{}.{seq}", run.run_id),
+            _ => format!("{}.{}.{seq}", run.run_id, spec.name),
+        };
+        let give_up_at = Instant::now() + run.options.retry_for;
         let mut backoff = RETRY_BACKOFF_MIN;
-        let from = sender(&options.from, seq);
-        while !send_one(options, &mut conn, from, &id, body, &mut result).await {
+        let from = sender(&spec.from, seq);
+        while !send_one(run, flow, &mut conn, from, &id, &mut result).await {
             result.errors += 1;
             conn = None;
             if Instant::now() >= give_up_at {
@@ -220,9 +318,11 @@ async fn connection_task(
             glommio::timer::sleep(backoff).await;
             backoff = (backoff * 2).min(RETRY_BACKOFF_MAX);
         }
+        let now_us = run.started.elapsed().as_micros() as u64;
+        flow.last_us.fetch_max(now_us, Ordering::Relaxed);
         if conn
             .as_ref()
-            .is_some_and(|c| c.messages_sent() >= options.per_connection)
+            .is_some_and(|c| c.messages_sent() >= run.options.per_connection)
             && let Some(c) = conn.take()
         {
             c.quit().await;
@@ -242,11 +342,11 @@ const RETRY_BACKOFF_MAX: Duration = Duration::from_millis(500);
 /// server answered the message (250 or a refusal); false when the connection failed before
 /// an answer, so the message may be tried again.
 async fn send_one(
-    options: &LoadOptions,
+    run: &Run,
+    flow: &Flow,
     conn: &mut Option<Connection>,
     from: &str,
     id: &str,
-    body: &Bytes,
     result: &mut TaskResult,
 ) -> bool {
     let timeouts = Timeouts {
@@ -256,23 +356,30 @@ async fn send_one(
         data: Duration::from_secs(120),
     };
     if conn.is_none() {
-        match Connection::open(options.target, "load.corerelay.localhost", &timeouts).await {
+        let dial = Dial {
+            addr: run.options.target,
+            host: "",
+            bind: flow.spec.source,
+            helo_name: "load.corerelay.localhost",
+            tls: TlsMode::Off,
+            auth: None,
+        };
+        match Connection::dial(&dial, &timeouts).await {
             Ok(c) => *conn = Some(c),
             Err(_) => return false,
         }
     }
     let Some(c) = conn.as_mut() else { return false };
-    let chunks = [headers(options, from, id), body.clone()];
+    let spec = &flow.spec;
+    let chunks = [headers(spec, from, &run.options.to, id), flow.body.clone()];
     let t0 = Instant::now();
     let Ok(r) = c
-        .send(from, &[options.to.as_str()], &chunks, BodyType::SevenBit)
+        .send(from, &[run.options.to.as_str()], &chunks, BodyType::SevenBit)
         .await
     else {
         return false;
     };
-    result
-        .latencies_us
-        .push(t0.elapsed().as_micros().min(u32::MAX as u128) as u32);
+    result.latencies_us.push(t0.elapsed().as_micros() as u64);
     if r.data.as_ref().is_some_and(|d| d.is_positive()) {
         result.acked_ids.push(id.to_string());
     } else {
@@ -291,14 +398,17 @@ fn sender(from: &str, seq: u64) -> &str {
     from.split(',').nth((seq % count) as usize).unwrap_or(from).trim()
 }
 
-fn headers(options: &LoadOptions, from: &str, id: &str) -> Bytes {
-    let sent_us = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_micros())
-        .unwrap_or(0);
+/// The header block, stamped with the account and the send time.
+fn headers(spec: &AccountLoad, from: &str, to: &str, id: &str) -> Bytes {
+    let sent_us = super::latency::now_us();
     Bytes::from(format!(
-        "From: <{from}>\r\nTo: <{to}>\r\nSubject: corerelay load {id}\r\nMessage-ID: <{id}@load.corerelay.localhost>\r\nX-Load-Id: {id}\r\nX-Load-Sent-Us: {sent_us}\r\nMIME-Version: 1.0\r\nContent-Type: text/plain; charset=us-ascii\r\n\r\n",
-        to = options.to,
+        "From: <{from}>\r\nTo: <{to}>\r\nSubject: corerelay load {id}\r\nMessage-ID: <{id}@load.corerelay.localhost>\r\nX-Load-Id: {id}\r\nX-Load-Account: {account}\r\n{group}X-Load-Sent-Us: {sent_us}\r\nMIME-Version: 1.0\r\nContent-Type: text/plain; charset=us-ascii\r\n\r\n",
+        account = spec.name,
+        group = spec
+            .group
+            .as_ref()
+            .map(|g| format!("X-Load-Group: {g}\r\n"))
+            .unwrap_or_default(),
     ))
 }
 

@@ -498,6 +498,7 @@ impl<'a> Session<'a> {
         }
         self.messages += 1;
         stats.accepted(self.shared.started, size);
+        stats.arrived(&body);
         if let Some(recorder) = &self.shared.recorder {
             recorder.write(&Record {
                 time_ms: crate::observe::log::now_ms(),

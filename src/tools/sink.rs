@@ -1,8 +1,15 @@
 //! `corerelay sink`: an SMTP server that plays the remote MX in tests and benchmarks. It
 //! accepts every message (or answers with a scripted sequence of codes, or refuses a
 //! random share of them), counts messages and bytes, optionally stores each message in a
-//! maildir, and prints a summary when it is stopped with SIGINT or SIGTERM (and on
-//! SIGUSR1, without stopping).
+//! maildir, and prints a summary when it is stopped with SIGINT or SIGTERM, or asked with
+//! SIGUSR1 (it then goes on). The summary has a line per account of `corerelay load`'s
+//! messages (`X-Load-Account`): count, messages per second, and the end-to-end latency
+//! from the load's send time (`X-Load-Sent-Us`) to arrival here, p50 / p99 / max (see
+//! [`super::latency`]); `--json-summary FILE` writes the same as JSON each time.
+//!
+//! A slow or stalled remote MX is played with `--delay-ms N` (each reply to the end of a
+//! message waits N ms) and `--pause-file PATH` (while PATH exists, replies to the end of a
+//! message are held); both with the plain sink, not with a script.
 //!
 //! With a maildir, every refusal of a message that carries `X-Load-Id` is appended to
 //! `<maildir>/refused.log` as `<code> <id>`, so a soak test can tell which acknowledged
@@ -48,6 +55,12 @@ pub struct SinkOptions {
     pub tls: bool,
     /// Behaviours for the delivery tests; when any is asked, [`super::scripted`] serves.
     pub script: super::scripted::Script,
+    /// Wait this long before answering the end of each message.
+    pub delay: Duration,
+    /// While this file exists, hold the answer to the end of each message.
+    pub pause_file: Option<PathBuf>,
+    /// Write the summary as JSON to this file whenever it is printed.
+    pub json_summary: Option<PathBuf>,
 }
 
 /// Counters shared by the sink's executors (a test tool: atomics are fine here).
@@ -60,6 +73,18 @@ pub struct SinkStats {
     /// Microseconds after start of the first and last accepted message.
     first_us: AtomicU64,
     last_us: AtomicU64,
+    /// End-to-end figures per account of the load's messages.
+    pub arrivals: super::latency::Arrivals,
+}
+
+/// The summary as `--json-summary` writes it.
+#[derive(serde::Serialize)]
+struct JsonSummary {
+    messages: u64,
+    bytes: u64,
+    refused: u64,
+    messages_per_second: f64,
+    accounts: Vec<super::latency::AccountSummary>,
 }
 
 impl SinkStats {
@@ -79,23 +104,51 @@ impl SinkStats {
         self.bytes.fetch_add(size_bytes as u64, Ordering::Relaxed);
     }
 
-    /// One line: counts and the rate between the first and last message.
-    pub fn summary(&self) -> String {
+    /// Notes the arrival of an accepted message for the per-account figures.
+    pub(crate) fn arrived(&self, body: &[bytes::Bytes]) {
+        self.arrivals.arrived(body, super::latency::now_us());
+    }
+
+    fn rate(&self) -> f64 {
         let n = self.messages.load(Ordering::Relaxed);
         let span_us = self
             .last_us
             .load(Ordering::Relaxed)
             .saturating_sub(self.first_us.load(Ordering::Relaxed));
-        let rate = if n > 1 && span_us > 0 {
+        if n > 1 && span_us > 0 {
             (n - 1) as f64 * 1e6 / span_us as f64
         } else {
             0.0
-        };
-        format!(
-            "corerelay sink: messages={n} bytes={} refused={} rate={rate:.0}/s",
+        }
+    }
+
+    /// One line of counts and the rate between the first and last message, then one line
+    /// per account of the load's messages.
+    pub fn summary(&self) -> String {
+        let mut out = format!(
+            "corerelay sink: messages={} bytes={} refused={} rate={:.0}/s",
+            self.messages.load(Ordering::Relaxed),
             self.bytes.load(Ordering::Relaxed),
-            self.refused.load(Ordering::Relaxed)
-        )
+            self.refused.load(Ordering::Relaxed),
+            self.rate()
+        );
+        for a in self.arrivals.summary() {
+            out.push_str("\ncorerelay sink: ");
+            out.push_str(&a.human());
+        }
+        out
+    }
+
+    /// The summary as JSON.
+    pub fn json(&self) -> String {
+        let summary = JsonSummary {
+            messages: self.messages.load(Ordering::Relaxed),
+            bytes: self.bytes.load(Ordering::Relaxed),
+            refused: self.refused.load(Ordering::Relaxed),
+            messages_per_second: self.rate(),
+            accounts: self.arrivals.summary(),
+        };
+        serde_json::to_string(&summary).unwrap_or_default()
     }
 }
 
@@ -126,8 +179,11 @@ pub fn run(options: SinkOptions) -> Result<(), String> {
     } else {
         None
     };
+    if options.script.is_active() && (options.pause_file.is_some() || !options.delay.is_zero()) {
+        return Err("--pause-file and --delay-ms work with the plain sink, not with a script".into());
+    }
     let stats = Arc::new(SinkStats::default());
-    spawn_signal_thread(stats.clone())?;
+    spawn_signal_thread(stats.clone(), options.json_summary.clone())?;
     let started = Instant::now();
     let cores = options.cores.max(1);
     let options = Arc::new(options);
@@ -173,13 +229,18 @@ pub fn run(options: SinkOptions) -> Result<(), String> {
 }
 
 /// SIGINT/SIGTERM print the summary and exit; SIGUSR1 prints it and carries on, so a
-/// benchmark script can poll the count while the sink runs.
-fn spawn_signal_thread(stats: Arc<SinkStats>) -> Result<(), String> {
+/// benchmark can read the figures while the sink runs.
+fn spawn_signal_thread(stats: Arc<SinkStats>, json: Option<PathBuf>) -> Result<(), String> {
     use signal_hook::consts::{SIGINT, SIGTERM, SIGUSR1};
     let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGUSR1])
         .map_err(|e| format!("cannot install signal handlers: {e}"))?;
     std::thread::spawn(move || {
         for signal in signals.forever() {
+            if let Some(path) = &json
+                && let Err(e) = std::fs::write(path, stats.json() + "\n")
+            {
+                eprintln!("corerelay sink: cannot write {}: {e}", path.display());
+            }
             println!("{}", stats.summary());
             if signal != SIGUSR1 {
                 std::process::exit(0);
@@ -291,6 +352,7 @@ async fn receive(
             format!("Scripted reply {code}"),
         ));
     }
+    hold(options).await;
     if let Some(dir) = &options.maildir {
         store(dir, &txn.mail_from, &txn.rcpts, &txn.body, pos).map_err(|e| {
             Reply::new(
@@ -301,7 +363,20 @@ async fn receive(
         })?;
     }
     stats.accepted(started, txn.body_bytes);
+    stats.arrived(&txn.body);
     Ok(())
+}
+
+/// The slow or stalled MX: waits `--delay-ms`, then while `--pause-file` exists.
+async fn hold(options: &SinkOptions) {
+    if !options.delay.is_zero() {
+        glommio::timer::sleep(options.delay).await;
+    }
+    if let Some(path) = &options.pause_file {
+        while path.exists() {
+            glommio::timer::sleep(Duration::from_millis(10)).await;
+        }
+    }
 }
 
 /// Appends `<code> <X-Load-Id>` to `<dir>/refused.log` for a message that carries the

@@ -20,6 +20,8 @@ pub struct Running {
     pub addr: SocketAddr,
     /// Lines it printed to stdout after the address line.
     lines: mpsc::Receiver<String>,
+    /// Lines it printed before the address line.
+    pub before: Vec<String>,
 }
 
 impl Running {
@@ -58,6 +60,7 @@ impl Running {
                             child: Some(child),
                             addr,
                             lines: rx,
+                            before: seen,
                         };
                     }
                     seen.push(line);

@@ -1,0 +1,373 @@
+#!/usr/bin/env bash
+# The fairness benchmark (issue 6), one command:
+#
+#   corerelay load (big + 5 small accounts, each from its own 127.0.0.x) ──▶ relay ──▶ corerelay sink
+#
+# One big account sends 50,000 messages as fast as the relay takes them while 5 small
+# accounts each send a steady trickle (5 messages/s). The sink measures, per account, the
+# end-to-end latency from the load's send time (X-Load-Sent-Us) to arrival, and the rate;
+# the small accounts are one group (X-Load-Group), so their p99 is over all their messages.
+# For each placement — the big account on a core of its own (`dedicated = true`, the small
+# ones on the other core) and every account on core 0 — three runs:
+#   idle   the small trickle alone: the small accounts' baseline latency;
+#   solo   the big account alone: its baseline throughput;
+#   mixed  both at once, the trickle lasting as long as the big run took solo (+2 s).
+# Targets: small accounts' p99 ≤ 2 × idle, big ≥ 90 % of solo throughput. The same three
+# runs through Postfix (Debian's package, a dedicated instance relaying to the same kind of
+# sink) show a FIFO relay for contrast.
+#
+# Writes benches/runs/<date>-<host>-fairness/: machine.txt, commands.txt, raw.jsonl (one
+# line per run: the sink's and the load's JSON reports), summary.md (benches/fairness_summary.py).
+#
+# Every process this script starts is stopped by it (trap); traffic goes only to 127.0.0.x;
+# Postfix listens only on a loopback port. The Postfix rows need root (apt-get, postfix -c).
+#
+# usage: benches/fairness.sh [--big N] [--big-conns C] [--small-rate R] [--smalls K]
+#                            [--size BYTES] [--repeat R] [--no-postfix] [--out DIR]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+big=50000
+big_conns=16
+small_rate=5
+smalls=5
+size=2048
+repeat=1
+postfix=1
+out=""
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --big) big=$2; shift 2 ;;
+    --big-conns) big_conns=$2; shift 2 ;;
+    --small-rate) small_rate=$2; shift 2 ;;
+    --smalls) smalls=$2; shift 2 ;;
+    --size) size=$2; shift 2 ;;
+    --repeat) repeat=$2; shift 2 ;;
+    --no-postfix) postfix=0; shift ;;
+    --out) out=$2; shift 2 ;;
+    *) echo "unknown option $1" >&2; exit 2 ;;
+  esac
+done
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+
+# ---------------------------------------------------------------- Postfix (as benches/e2e.sh sets it up)
+pid_is() { [ -n "$1" ] && [ "$(cat "/proc/$1/comm" 2>/dev/null)" = "$2" ]; }
+stop_system_postfix() {
+  local p
+  p=$(tr -d ' ' 2>/dev/null < /var/spool/postfix/pid/master.pid || true)
+  if pid_is "$p" master; then postfix stop >/dev/null 2>&1 || kill "$p" 2>/dev/null || true; fi
+}
+if [ "$postfix" = 1 ]; then
+  [ "$(id -u)" = 0 ] || { echo "the Postfix runs need root (or pass --no-postfix)" >&2; exit 1; }
+  if ! command -v postfix >/dev/null; then
+    echo "postfix postfix/main_mailer_type select No configuration" | debconf-set-selections
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postfix >/dev/null
+  fi
+  stop_system_postfix
+fi
+
+cargo build --release --quiet
+bin=$PWD/target/release/corerelay
+stamp=$(date -u +%Y-%m-%d)
+out=${out:-benches/runs/$stamp-$(hostname -s)-fairness}
+mkdir -p "$out"
+work=$(mktemp -d -p "$PWD/target" fairness.XXXXXX)
+chmod 755 "$work"
+pf_dir=$work/postfix
+pids=()
+cleanup() {
+  set +e
+  for p in "${pids[@]:-}"; do [ -n "$p" ] && kill -9 "$p" 2>/dev/null; done
+  if [ -f "$pf_dir/main.cf" ]; then
+    local m
+    m=$(tr -d ' ' 2>/dev/null < "$pf_dir/queue/pid/master.pid")
+    postfix -c "$pf_dir" stop >/dev/null 2>&1
+    pid_is "$m" master && kill -9 "$m" 2>/dev/null
+  fi
+  rm -rf "$work"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+{
+  echo "commit: $(git rev-parse --short HEAD)$(git diff --quiet HEAD -- src Cargo.toml Cargo.lock || echo ' (dirty)')"
+  echo "date: $(date -u +%FT%TZ)"
+  echo "host: $(hostname -s)"
+  echo "kernel: $(uname -r)"
+  echo "os: $(. /etc/os-release && echo "$PRETTY_NAME")"
+  echo "cpu: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | xargs) x $(nproc)"
+  echo "memory: $(free -g | awk '/Mem:/{print $2}') GiB"
+  echo "disk (spool and queue): $(df -h "$work" | awk 'NR==2{print $1" "$2}') $(findmnt -no FSTYPE -T "$work")"
+  echo "rustc: $(rustc --version)"
+  [ "$postfix" = 1 ] && echo "postfix: $(postconf -d -h mail_version)"
+  echo "load average at start: $(cut -d' ' -f1-3 /proc/loadavg)"
+  echo "scenario: big $big messages of $size bytes over $big_conns connections as fast as taken; $smalls small accounts at $small_rate messages/s each over 1 connection"
+} > "$out/machine.txt"
+: > "$out/commands.txt"
+: > "$out/raw.jsonl"
+note() { printf '%s\n' "$*" >> "$out/commands.txt"; }
+
+addr_of() {
+  local file=$1 addr
+  for _ in $(seq 1 400); do
+    addr=$(sed -n 's/.*listening on \([0-9.]*:[0-9][0-9]*\).*/\1/p' "$file" 2>/dev/null | head -1)
+    [ -n "$addr" ] && { echo "$addr"; return 0; }
+    sleep 0.05
+  done
+  echo "no listening line in $file:" >&2; cat "$file" >&2; return 1
+}
+
+# The sink, on $1; its per-account figures go to $work/sink.json on SIGUSR1/SIGINT.
+start_sink() {
+  rm -f "$work/sink.json"
+  note "$bin sink --listen $1 --json-summary sink.json"
+  "$bin" sink --listen "$1" --json-summary "$work/sink.json" > "$work/sink.out" 2>&1 &
+  sink_pid=$!; pids+=("$sink_pid")
+  sink_addr=$(addr_of "$work/sink.out")
+}
+
+# The sink's count so far (SIGUSR1 writes its JSON summary and it carries on).
+sink_count() {
+  kill -USR1 "$sink_pid"
+  sleep 0.1
+  python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["messages"])' "$work/sink.json" 2>/dev/null || echo 0
+}
+
+wait_delivered() {
+  local want=$1 deadline=$((SECONDS + $2)) n
+  n=$(sink_count)
+  while [ "$n" -lt "$want" ] && [ $SECONDS -lt $deadline ]; do sleep 0.4; n=$(sink_count); done
+  delivered=$n
+}
+
+# The load's account flags for "big" or "small"; $trickle_s: the small accounts' duration.
+load_args() {
+  local what=$1 args=()
+  if [ "$what" = big ]; then
+    args+=(--account "name=big,from=load@big.example,source=127.0.0.2,messages=$big,size=$size,concurrency=$big_conns")
+  fi
+  if [ "$what" = small ]; then
+    for i in $(seq 1 "$smalls"); do
+      # Staggered within one period, as independent senders are; one group for the sink.
+      local start_s
+      start_s=$(awk -v i="$i" -v k="$smalls" -v r="$small_rate" 'BEGIN{printf "%.4f", (i - 1) / (k * r)}')
+      args+=(--account "name=small$i,group=small,from=load@small$i.example,source=127.0.0.$((10 + i)),messages=0,size=$size,rate=$small_rate,concurrency=1,duration_s=$trickle_s,start_s=$start_s")
+    done
+  fi
+  printf '%s\n' "${args[@]}"
+}
+
+# One message from each account first, named warm-<account> (the summary leaves them
+# out): the relay's first spool segment, the outbound connection and the first commit are
+# then behind us, as they are for a relay that has been running.
+warm_up() {
+  local target=$1 args=(--account "name=warm-big,from=load@big.example,source=127.0.0.2,messages=1,size=$size,concurrency=1")
+  for i in $(seq 1 "$smalls"); do
+    args+=(--account "name=warm-small$i,from=load@small$i.example,source=127.0.0.$((10 + i)),messages=1,size=$size,concurrency=1")
+  done
+  "$bin" load --target "$target" --cores 1 --json "${args[@]}" > /dev/null 2>&1 || true
+  wait_delivered $((smalls + 1)) 30
+}
+
+# Starts one load process (in the background) for the accounts of $2 (big|small) against $1;
+# its JSON report goes to $work/load-$2.json. The big and the small accounts are separate
+# processes, as separate customers are: the small senders never wait behind the big one's
+# connections inside the load tool.
+start_load() {
+  local target=$1 what=$2 args
+  mapfile -t args < <(load_args "$what")
+  note "$bin load --target $target --cores 1 --json ${args[*]}"
+  "$bin" load --target "$target" --cores 1 --json "${args[@]}" > "$work/load-$what.json" 2>"$work/load-$what.err" &
+  load_pids+=($!)
+}
+
+# Runs one load against $1 ($2: big|small|both) and waits for the sink; appends a raw line.
+run_one() {
+  local system=$1 placement=$2 what=$3 target=$4
+  warm_up "$target"
+  local expect_small=0
+  [ "$what" != big ] && expect_small=$(awk -v s="$smalls" -v r="$small_rate" -v d="$trickle_s" 'BEGIN{printf "%d", s*r*d*0.95}')
+  rm -f "$work"/load-*.json
+  load_pids=()
+  local t0=$EPOCHREALTIME
+  [ "$what" != small ] && start_load "$target" big
+  [ "$what" != big ] && start_load "$target" small
+  for p in "${load_pids[@]}"; do wait "$p" || echo "a load failed: $(cat "$work"/load-*.err)" >&2; done
+  # One report with the accounts of both processes.
+  local report
+  report=$(python3 -c '
+import json, pathlib, sys
+reports = [json.loads(p.read_text() or "{}") for p in sorted(pathlib.Path(sys.argv[1]).glob("load-*.json"))]
+print(json.dumps({"acked": sum(r.get("acked", 0) for r in reports),
+                  "accounts": [a for r in reports for a in r.get("accounts", [])]}))' "$work")
+  local acked
+  acked=$(python3 -c 'import json,sys; print(json.loads(sys.argv[1]).get("acked",0))' "$report")
+  wait_delivered $((acked + smalls + 1)) 600
+  local t1=$EPOCHREALTIME
+  kill -USR1 "$sink_pid"; sleep 0.2
+  local sink
+  sink=$(cat "$work/sink.json")
+  printf '{"system":"%s","placement":"%s","run":"%s","repeat":%d,"seconds":%s,"delivered":%d,"expect_small_min":%d,"sink":%s,"load":%s}\n' \
+    "$system" "$placement" "$what" "$r" "$(awk -v a="$t0" -v b="$t1" 'BEGIN{printf "%.3f", b-a}')" "$delivered" "$expect_small" "$sink" "$report" >> "$out/raw.jsonl"
+  echo "$system $placement $what (run $r): delivered $delivered in $(awk -v a="$t0" -v b="$t1" 'BEGIN{printf "%.1f", b-a}') s"
+}
+
+accounts_toml() {
+  local placement=$1
+  printf '[[accounts]]\nid = "big"\nnetworks = ["127.0.0.2/32"]\nsender_domains = ["big.example"]\n'
+  [ "$placement" = dedicated ] && printf 'dedicated = true\n'
+  [ "$placement" = same-core ] && printf 'core = 0\n'
+  printf '\n'
+  for i in $(seq 1 "$smalls"); do
+    printf '[[accounts]]\nid = "small%d"\nnetworks = ["127.0.0.%d/32"]\nsender_domains = ["small%d.example"]\n' "$i" $((10 + i)) "$i"
+    [ "$placement" = same-core ] && printf 'core = 0\n'
+    printf '\n'
+  done
+}
+
+run_corerelay() {
+  local placement=$1 what=$2
+  rm -rf "$work/spool" "$work/log"
+  start_sink 127.0.0.1:0
+  accounts_toml "$placement" > "$work/accounts.toml"
+  [ "$r" = 1 ] && [ "$what" = idle ] && sed "s/^/# $placement accounts.toml: /" "$work/accounts.toml" >> "$out/commands.txt"
+  local cmd=("$bin" serve --config "$work/accounts.toml" --listen 127.0.0.1:0 --http-listen 127.0.0.1:0
+             --smarthost "$sink_addr" --spool-dir "$work/spool" --log-dir "$work/log")
+  note "${cmd[*]}"
+  "${cmd[@]}" > "$work/relay.out" 2>&1 &
+  local relay_pid=$!; pids+=("$relay_pid")
+  local relay_addr
+  relay_addr=$(addr_of "$work/relay.out")
+  grep 'account big on' "$work/relay.out" >> "$out/commands.txt" || true
+  case $what in
+    idle) run_one corerelay "$placement" small "$relay_addr" ;;
+    solo) run_one corerelay "$placement" big "$relay_addr" ;;
+    mixed) run_one corerelay "$placement" both "$relay_addr" ;;
+  esac
+  kill -9 "$relay_pid" 2>/dev/null || true
+  kill -INT "$sink_pid" 2>/dev/null || true
+  wait "$relay_pid" "$sink_pid" 2>/dev/null || true
+  note ""
+}
+
+# A dedicated Postfix instance in $pf_dir relaying everything to the sink (benches/e2e.sh's).
+pf_port=$(free_port)
+pf_sink_port=$(free_port)
+configure_postfix() {
+  mkdir -p "$pf_dir/queue" "$pf_dir/data"
+  chown postfix:postfix "$pf_dir/data"
+  cat > "$pf_dir/main.cf" <<EOF
+compatibility_level = 3.6
+queue_directory = $pf_dir/queue
+data_directory = $pf_dir/data
+maillog_file = $pf_dir/postfix.log
+maillog_file_prefixes = $pf_dir
+myhostname = postfix-bench.localhost
+mydestination =
+local_transport = error:local delivery is disabled
+alias_maps =
+alias_database =
+inet_interfaces = 127.0.0.1
+inet_protocols = ipv4
+mynetworks = 127.0.0.0/8
+relayhost = [127.0.0.1]:$pf_sink_port
+smtpd_relay_restrictions = permit_mynetworks, reject
+smtpd_peername_lookup = no
+smtp_dns_support_level = disabled
+default_process_limit = 200
+minimal_backoff_time = 2s
+maximal_backoff_time = 10s
+queue_run_delay = 2s
+smtpd_tls_security_level = none
+smtp_tls_security_level = none
+smtputf8_enable = no
+biff = no
+EOF
+  cat > "$pf_dir/master.cf" <<EOF
+127.0.0.1:$pf_port inet n - n - - smtpd
+pickup     unix  n - n 60 1 pickup
+cleanup    unix  n - n - 0 cleanup
+qmgr       unix  n - n 300 1 qmgr
+rewrite    unix  - - n - - trivial-rewrite
+bounce     unix  - - n - 0 bounce
+defer      unix  - - n - 0 bounce
+trace      unix  - - n - 0 bounce
+verify     unix  - - n - 1 verify
+flush      unix  n - n 1000? 0 flush
+proxymap   unix  - - n - - proxymap
+proxywrite unix  - - n - 1 proxymap
+smtp       unix  - - n - - smtp
+relay      unix  - - n - - smtp
+showq      unix  n - n - - showq
+error      unix  - - n - - error
+retry      unix  - - n - - error
+discard    unix  - - n - - discard
+anvil      unix  - - n - 1 anvil
+scache     unix  - - n - 1 scache
+postlog    unix-dgram n - n - 1 postlogd
+EOF
+  postfix -c "$pf_dir" set-permissions >/dev/null 2>&1
+  postfix -c "$pf_dir" check >/dev/null 2>&1 || { echo "postfix check failed for $pf_dir" >&2; exit 1; }
+  {
+    echo "# Postfix instance ($pf_dir; ports vary per session)"
+    sed 's/^/#   main.cf: /' "$pf_dir/main.cf"
+    sed 's/^/#   master.cf: /' "$pf_dir/master.cf"
+  } >> "$out/commands.txt"
+}
+
+run_postfix() {
+  local what=$1
+  postfix -c "$pf_dir" stop >/dev/null 2>&1 || true
+  postsuper -c "$pf_dir" -d ALL >/dev/null 2>&1 || true
+  # The sink first: Postfix takes a refused connection as a dead destination for minutes.
+  start_sink "127.0.0.1:$pf_sink_port"
+  note "postfix -c $pf_dir start"
+  postfix -c "$pf_dir" start >/dev/null 2>&1 || { echo "postfix did not start:" >&2; tail "$pf_dir/postfix.log" >&2; exit 1; }
+  postqueue -c "$pf_dir" -f >/dev/null 2>&1 || true
+  local master
+  master=$(tr -d ' ' < "$pf_dir/queue/pid/master.pid")
+  case $what in
+    idle) run_one postfix - small "127.0.0.1:$pf_port" ;;
+    solo) run_one postfix - big "127.0.0.1:$pf_port" ;;
+    mixed) run_one postfix - both "127.0.0.1:$pf_port" ;;
+  esac
+  postfix -c "$pf_dir" stop >/dev/null 2>&1 || true
+  for _ in $(seq 1 100); do pid_is "$master" master || break; sleep 0.05; done
+  kill -INT "$sink_pid" 2>/dev/null || true
+  wait "$sink_pid" 2>/dev/null || true
+  note ""
+}
+
+# Seconds from a raw line of a solo run: the time until the sink had every big message.
+solo_seconds() {
+  python3 - "$out/raw.jsonl" "$1" <<'EOF'
+import json, sys
+rows = [json.loads(l) for l in open(sys.argv[1])]
+row = [r for r in rows if r["system"] == sys.argv[2].split("/")[0] and r["placement"] == sys.argv[2].split("/")[1] and r["run"] == "big"][-1]
+print(int(row["seconds"]) + 2)
+EOF
+}
+
+started=$SECONDS
+for r in $(seq 1 "$repeat"); do
+  for placement in dedicated same-core; do
+    trickle_s=20
+    run_corerelay "$placement" solo
+    trickle_s=$(solo_seconds "corerelay/$placement")
+    run_corerelay "$placement" idle
+    run_corerelay "$placement" mixed
+  done
+  if [ "$postfix" = 1 ]; then
+    [ "$r" = 1 ] && configure_postfix
+    trickle_s=20
+    run_postfix solo
+    trickle_s=$(solo_seconds "postfix/-")
+    run_postfix idle
+    run_postfix mixed
+  fi
+done
+echo "took $((SECONDS - started)) s; load average at the end: $(cut -d' ' -f1-3 /proc/loadavg)" | tee -a "$out/machine.txt"
+python3 benches/fairness_summary.py "$out"
+echo "results in $out"

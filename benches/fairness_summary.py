@@ -1,0 +1,106 @@
+#!/usr/bin/env python3
+"""Summarizes a benches/fairness.sh run directory: raw.jsonl -> summary.md.
+
+For each system and placement: the small accounts' end-to-end p50/p99 (sent -> arrived at
+the sink) when they trickle alone (idle) and beside the big account (mixed), over all the
+small accounts' messages (their X-Load-Group), and the big account's delivered throughput (the sink's rate
+between its first and last arrival) alone (solo) and beside the trickle (mixed). Medians
+over repeats. Targets: small p99 mixed <= 2 x idle; big mixed >= 90 % of solo.
+"""
+
+import json
+import statistics
+import sys
+from pathlib import Path
+
+
+def smalls(row):
+    return [a for a in row["sink"].get("accounts", []) if a["account"].startswith("small")]
+
+
+def small_group(row):
+    """All small accounts' messages together (X-Load-Group), else the worst account."""
+    group = [a for a in row["sink"].get("accounts", []) if a["account"] == "group:small"]
+    if group:
+        return group[0]
+    worst = max(smalls(row), key=lambda a: a["p99_ms"], default=None)
+    return worst
+
+
+def big(row):
+    return next((a for a in row["sink"].get("accounts", []) if a["account"] == "big"), None)
+
+
+def load_account(row, name):
+    return next((a for a in row["load"].get("accounts", []) if a["account"] == name), None)
+
+
+def median(values):
+    values = [v for v in values if v is not None]
+    return statistics.median(values) if values else None
+
+
+def fmt(v, unit=""):
+    return "–" if v is None else f"{v:.1f}{unit}" if v < 100 else f"{v:.0f}{unit}"
+
+
+def main():
+    out = Path(sys.argv[1])
+    rows = [json.loads(line) for line in (out / "raw.jsonl").read_text().splitlines() if line.strip()]
+    keys = []
+    for r in rows:
+        k = (r["system"], r["placement"])
+        if k not in keys:
+            keys.append(k)
+    lines = [
+        "# Fairness: small accounts' latency and the big account's throughput",
+        "",
+        (out / "machine.txt").read_text().strip().replace("\n", "  \n"),
+        "",
+        "Small accounts: end-to-end latency (load send time -> arrival at the sink) over all",
+        "small accounts' messages together, median over repeats. Big account: delivered messages/s at the",
+        "sink (first to last arrival). The 250 columns are the small accounts' reply latency",
+        "at the load tool (worst p99).",
+        "",
+        "| system | placement | small p50 idle | small p99 idle | small p50 mixed | small p99 mixed | p99 mixed/idle (target ≤ 2) | small 250 p99 idle / mixed | big solo msg/s | big mixed msg/s | mixed/solo (target ≥ 0.90) | small msgs (idle / mixed) |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for system, placement in keys:
+        def runs(kind):
+            return [r for r in rows if r["system"] == system and r["placement"] == placement and r["run"] == kind]
+
+        idle, solo, mixed = runs("small"), runs("big"), runs("both")
+        worst = lambda rs, f: median([(small_group(r) or {}).get(f) for r in rs])
+        p50_idle, p99_idle = worst(idle, "p50_ms"), worst(idle, "p99_ms")
+        p50_mixed, p99_mixed = worst(mixed, "p50_ms"), worst(mixed, "p99_ms")
+        reply = lambda rs: median(
+            [max((load_account(r, a["account"]) or {}).get("p99_ms", 0) for a in smalls(r)) for r in rs if smalls(r)]
+        )
+        big_rate = lambda rs: median([(big(r) or {}).get("messages_per_second") for r in rs])
+        solo_rate, mixed_rate = big_rate(solo), big_rate(mixed)
+        count = lambda rs: median([sum(a["messages"] for a in smalls(r)) for r in rs])
+        ratio = None if not p99_idle or p99_mixed is None else p99_mixed / p99_idle
+        share = None if not solo_rate or mixed_rate is None else mixed_rate / solo_rate
+        ok = lambda v, good: "–" if v is None else f"{v:.2f} {'✓' if good(v) else '✗'}"
+        lines.append(
+            f"| {system} | {placement} | {fmt(p50_idle, ' ms')} | {fmt(p99_idle, ' ms')} | {fmt(p50_mixed, ' ms')} "
+            f"| {fmt(p99_mixed, ' ms')} | {ok(ratio, lambda v: v <= 2)} | {fmt(reply(idle), ' ms')} / {fmt(reply(mixed), ' ms')} "
+            f"| {fmt(solo_rate)} | {fmt(mixed_rate)} | {ok(share, lambda v: v >= 0.9)} | {fmt(count(idle))} / {fmt(count(mixed))} |"
+        )
+    lines += ["", "Per run (raw.jsonl has everything):", ""]
+    lines.append("| system | placement | run | repeat | seconds | delivered | accounts at the sink (messages, rate/s, p50/p99/max ms) |")
+    lines.append("|---|---|---|---:|---:|---:|---|")
+    for r in rows:
+        accts = "; ".join(
+            f"{a['account']} {a['messages']}, {a['messages_per_second']:.0f}/s, {a['p50_ms']:.1f}/{a['p99_ms']:.1f}/{a['max_ms']:.1f}"
+            for a in r["sink"].get("accounts", [])
+        )
+        lines.append(
+            f"| {r['system']} | {r['placement']} | {r['run']} | {r['repeat']} | {r['seconds']:.1f} | {r['delivered']} | {accts} |"
+        )
+    (out / "summary.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines[: 12 + len(keys)]))
+
+
+if __name__ == "__main__":
+    main()
