@@ -18,6 +18,7 @@ pub struct RawFairness {
     pub spool_quantum_bytes: u64,
     pub ingress_shares: usize,
     pub ingress_latency_ms: u64,
+    pub io_poll_max_ms: u64,
     pub delivery_shares: usize,
     pub account_messages_per_second_max_count: u32,
     pub account_queued_max_bytes: u64,
@@ -28,7 +29,8 @@ impl Default for RawFairness {
         RawFairness {
             spool_quantum_bytes: 65_536,
             ingress_shares: 1000,
-            ingress_latency_ms: 5,
+            ingress_latency_ms: 1,
+            io_poll_max_ms: 1,
             delivery_shares: 250,
             account_messages_per_second_max_count: 0,
             account_queued_max_bytes: 0,
@@ -46,6 +48,9 @@ pub struct FairnessConfig {
     pub ingress_shares: usize,
     /// The latency the ingress task queue asks of the executor.
     pub ingress_latency: Duration,
+    /// The longest a busy core runs tasks before it polls its I/O and the messages other
+    /// cores sent it (glommio's preempt timer, which otherwise defaults to 100 ms).
+    pub io_poll_max: Duration,
     /// glommio shares of the throughput task queue (delivery: router, connections).
     pub delivery_shares: usize,
 }
@@ -63,11 +68,16 @@ pub fn validate(raw: &RawFairness) -> Result<(FairnessConfig, (u32, u64)), Confi
             ))
         }
     };
-    if raw.ingress_latency_ms == 0 {
-        return Err(ConfigError::new(
-            "fairness.ingress_latency_ms",
-            "must be greater than 0",
-        ));
+    for (key, ms) in [
+        ("ingress_latency_ms", raw.ingress_latency_ms),
+        ("io_poll_max_ms", raw.io_poll_max_ms),
+    ] {
+        if ms == 0 {
+            return Err(ConfigError::new(
+                format!("fairness.{key}"),
+                "must be greater than 0",
+            ));
+        }
     }
     if raw.spool_quantum_bytes < 4096 {
         return Err(ConfigError::new(
@@ -79,6 +89,7 @@ pub fn validate(raw: &RawFairness) -> Result<(FairnessConfig, (u32, u64)), Confi
         spool_quantum_bytes: raw.spool_quantum_bytes,
         ingress_shares: shares("ingress_shares", raw.ingress_shares)?,
         ingress_latency: Duration::from_millis(raw.ingress_latency_ms),
+        io_poll_max: Duration::from_millis(raw.io_poll_max_ms),
         delivery_shares: shares("delivery_shares", raw.delivery_shares)?,
     };
     Ok((

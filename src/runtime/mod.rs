@@ -86,6 +86,7 @@ pub fn serve(config: Config, source: Source) -> Result<(), String> {
     let shared_listeners = config.smtp.listeners.clone();
     let placement = placement(&config.server.cores, config.server.pin, cores)?;
     let io_memory = config.server.io_memory_bytes;
+    let io_poll_max = config.fairness.io_poll_max;
     let (ready_tx, ready_rx) = mpsc::channel();
     let control = Control::new(cores);
     let running_config = config.clone();
@@ -108,6 +109,7 @@ pub fn serve(config: Config, source: Source) -> Result<(), String> {
     let handles = LocalExecutorPoolBuilder::new(placement)
         .name("corerelay")
         .io_memory(io_memory)
+        .preempt_timer(io_poll_max)
         .on_all_shards(move || {
             let (shared, meshes) = (shared.clone(), meshes.clone());
             async move { shard::run(shared, meshes).await }

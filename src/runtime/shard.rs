@@ -4,10 +4,12 @@
 //! on every listener.
 //!
 //! Two glommio task queues split the core's time (`[fairness]`): "ingress", latency
-//! sensitive, runs the SMTP and HTTP accept loops and so every session (a task inherits
-//! its parent's queue); "delivery", throughput work with fewer shares, runs the delivery
-//! engine's router, routing and connection tasks. The spool's committer and the handoff
-//! tasks stay in the default queue (1000 shares): they are short and on the path of `250`.
+//! sensitive, runs everything on the path of a `250` — the SMTP and HTTP accept loops and
+//! so every session (a task inherits its parent's queue), the handoff and ack receivers and
+//! the spool's committer: the core starts up inside this queue so that what it spawns lands
+//! there; "delivery", throughput work with fewer shares, runs the delivery engine's router,
+//! routing and connection tasks. The executor's preempt timer (`fairness.io_poll_max_ms`)
+//! bounds how long a busy core goes without polling I/O and the messages of other cores.
 
 use std::path::Path;
 use std::rc::Rc;
@@ -31,7 +33,32 @@ use crate::route::resolver::Resolver;
 use crate::spool::Spool;
 
 pub async fn run(shared: Arc<Shared>, meshes: Meshes) {
-    match start(&shared, meshes).await {
+    let f = &shared.config.fairness;
+    let executor = glommio::executor();
+    let queues = Queues {
+        ingress: executor.create_task_queue(
+            Shares::Static(f.ingress_shares),
+            Latency::Matters(f.ingress_latency),
+            "ingress",
+        ),
+        delivery: executor.create_task_queue(
+            Shares::Static(f.delivery_shares),
+            Latency::NotImportant,
+            "delivery",
+        ),
+    };
+    let started = {
+        let shared = shared.clone();
+        glommio::spawn_local_into(
+            async move { start(&shared, meshes, queues).await },
+            queues.ingress,
+        )
+    };
+    let started = match started {
+        Ok(task) => task.await,
+        Err(e) => Err(format!("cannot spawn into a task queue: {e}")),
+    };
+    match started {
         Ok(core) => {
             let _ = shared.ready.send(Ok(core.id));
             core.serve(&shared).await;
@@ -174,7 +201,15 @@ impl Watcher {
     }
 }
 
-async fn start(shared: &Shared, meshes: Meshes) -> Result<Core, String> {
+/// The core's two task queues besides glommio's default one.
+#[derive(Clone, Copy)]
+struct Queues {
+    ingress: TaskQueueHandle,
+    delivery: TaskQueueHandle,
+}
+
+/// Runs inside the ingress queue (see the module doc).
+async fn start(shared: &Shared, meshes: Meshes, queues: Queues) -> Result<Core, String> {
     let config = &shared.config;
     let (senders, receivers) = meshes
         .handoff
@@ -205,17 +240,7 @@ async fn start(shared: &Shared, meshes: Meshes) -> Result<Core, String> {
     });
     let resolver = resolver(config, &log).map_err(|e| fail("DNS resolver", &e))?;
     let f = &config.fairness;
-    let executor = glommio::executor();
-    let ingress_queue = executor.create_task_queue(
-        Shares::Static(f.ingress_shares),
-        Latency::Matters(f.ingress_latency),
-        "ingress",
-    );
-    let delivery_queue = executor.create_task_queue(
-        Shares::Static(f.delivery_shares),
-        Latency::NotImportant,
-        "delivery",
-    );
+    let (ingress_queue, delivery_queue) = (queues.ingress, queues.delivery);
     spool.set_fairness(f.spool_quantum_bytes, handoff::weights(&shared.directory));
     let deliverer = Deliverer::new(config, core, spool.clone(), resolver, log.clone())
         .map_err(|e| fail("delivery", &e))?;
