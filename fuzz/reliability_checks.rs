@@ -320,6 +320,7 @@ pub fn http_request(data: &[u8]) {
         body_max_bytes: 4096,
         request_timeout: std::time::Duration::from_secs(1),
         requests_per_connection_max_count: 10,
+        connections_per_core_max_count: 10,
     };
     let buf = bytes::BytesMut::from(data);
     if let Parsed::Complete(req, used) = parse(&buf, &limits) {

@@ -13,6 +13,8 @@
 //! - `fuzz_replay`: issue 9: the fuzz corpora through the fuzz targets' checks, on stable.
 //! - `hostile`: issue 9: idle connections, slowloris, floods, huge headers, MIME bombs,
 //!   invalid UTF-8, trickled bodies.
+//! - `hostile_http`: issue 9: forged/expired/tampered tracking tokens never redirect; HTTP
+//!   request smuggling, oversized heads, trickled requests, too many connections.
 //! - `observe`: `/metrics`, `/healthz`, `/readyz` while traffic flows.
 //! - `relay`: issue 2's end-to-end path: client → relay → MX (via DNS) → sink.
 //! - `ingress`: issue 3's conformance suite, driven by lettre: TLS, AUTH, BDAT, SMTPUTF8,
@@ -30,6 +32,7 @@ mod fairness;
 mod faults;
 mod fuzz_replay;
 mod hostile;
+mod hostile_http;
 mod ingress;
 mod ingress_limits;
 mod lifecycle;

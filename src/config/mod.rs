@@ -540,6 +540,10 @@ impl Config {
                     "http.requests_per_connection_max_count",
                     h.requests_per_connection_max_count,
                 )?,
+                connections_per_core_max_count: positive_usize(
+                    "http.connections_per_core_max_count",
+                    h.connections_per_core_max_count,
+                )?,
             },
         };
         let tracking = tracking(raw.tracking)?;

@@ -216,6 +216,7 @@ pub struct RawHttp {
     pub body_max_bytes: usize,
     pub request_timeout_ms: u64,
     pub requests_per_connection_max_count: usize,
+    pub connections_per_core_max_count: usize,
 }
 
 impl Default for RawHttp {
@@ -226,6 +227,7 @@ impl Default for RawHttp {
             body_max_bytes: 4096,
             request_timeout_ms: 10_000,
             requests_per_connection_max_count: 1000,
+            connections_per_core_max_count: 1024,
         }
     }
 }

@@ -31,6 +31,7 @@ pub struct HttpLimits {
     pub body_max_bytes: usize,
     pub request_timeout: Duration,
     pub requests_per_connection_max_count: usize,
+    pub connections_per_core_max_count: usize,
 }
 
 /// What a core's HTTP listener serves.
@@ -40,6 +41,8 @@ pub struct App {
     pub prometheus: Option<PrometheusHandle>,
     pub health: std::sync::Arc<Health>,
     pub tracking: Option<tracking::Tracking>,
+    /// HTTP connections open on this core.
+    pub open_connections: std::cell::Cell<usize>,
 }
 
 /// A response: status, content type, extra headers, body.
@@ -95,16 +98,28 @@ impl Response {
     }
 }
 
-/// Accepts HTTP clients on this core for ever.
+/// Accepts HTTP clients on this core for ever, at most
+/// `http.connections_per_core_max_count` at once: one more is answered 503 and closed.
 pub async fn accept_loop(listener: TcpListener, app: Rc<App>) {
     loop {
         match listener.accept().await {
+            Ok(mut stream) if app.open_connections.get() >= app.limits.connections_per_core_max_count => {
+                let mut out = Vec::new();
+                Response::text(503, "too many connections\n").write_to(&mut out, false, true);
+                glommio::spawn_local(async move {
+                    let _ = stream.write_all(&out).await;
+                    let _ = stream.close().await;
+                })
+                .detach();
+            }
             Ok(stream) => {
                 let app = app.clone();
+                app.open_connections.set(app.open_connections.get() + 1);
                 glommio::spawn_local(async move {
                     let mut stream = stream;
                     let _ = serve(&mut stream, &app).await;
                     let _ = stream.close().await;
+                    app.open_connections.set(app.open_connections.get() - 1);
                 })
                 .detach();
             }
@@ -147,7 +162,9 @@ async fn read_request(
     buf: &mut BytesMut,
     limits: &HttpLimits,
 ) -> io::Result<Option<Result<Request, u16>>> {
-    stream.set_read_timeout(Some(limits.request_timeout))?;
+    // One deadline for the whole request, so a client trickling bytes cannot hold the
+    // connection longer than a client that sends nothing.
+    let deadline = std::time::Instant::now() + limits.request_timeout;
     loop {
         match parse(buf, limits) {
             Parsed::Complete(request, used) => {
@@ -158,6 +175,11 @@ async fn read_request(
             Parsed::Partial => {}
         }
         let start = buf.len();
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        if left.is_zero() {
+            return Ok(Some(Err(408)));
+        }
+        stream.set_read_timeout(Some(left))?;
         buf.resize(start + 4096, 0);
         let n = match stream.read(&mut buf[start..]).await {
             Ok(n) => n,

@@ -52,6 +52,15 @@ pub fn parse(buf: &BytesMut, limits: &HttpLimits) -> Parsed {
     if head_len > limits.header_max_bytes {
         return Parsed::Refuse(431);
     }
+    // httparse accepts a bare LF as a line end (RFC 9112 §2.2 allows it); a proxy in front
+    // may not, and two readings of one request are how smuggling starts: refuse it.
+    if buf[..head_len]
+        .iter()
+        .enumerate()
+        .any(|(i, &b)| b == b'\n' && (i == 0 || buf[i - 1] != b'\r'))
+    {
+        return Parsed::Refuse(400);
+    }
     let (Some(method), Some(target), Some(version)) = (req.method, req.path, req.version) else {
         return Parsed::Refuse(400);
     };
@@ -117,6 +126,7 @@ mod tests {
             body_max_bytes: 64,
             request_timeout: Duration::from_secs(1),
             requests_per_connection_max_count: 10,
+            connections_per_core_max_count: 10,
         }
     }
 
@@ -165,6 +175,12 @@ mod tests {
         assert_eq!(
             parsed("POST / HTTP/1.1\r\nContent-Length: -1\r\n\r\n").unwrap_err(),
             400
+        );
+        assert_eq!(parsed("GET / HTTP/1.1\nHost: t\n\n").unwrap_err(), 400, "bare LF");
+        assert_eq!(
+            parsed("GET / HTTP/1.1\r\nHost: t\n\r\n").unwrap_err(),
+            400,
+            "one bare LF"
         );
         assert_eq!(
             parsed("POST / HTTP/1.1\r\nContent-Length: 65\r\n\r\n").unwrap_err(),

@@ -302,6 +302,7 @@ async fn start(shared: &Shared, meshes: Meshes, queues: Queues) -> Result<Core, 
             keyring: std::cell::RefCell::new(shared.keyring.clone()),
             events: events.clone(),
         }),
+        open_connections: std::cell::Cell::new(0),
     });
     spawn_into(http::accept_loop(http_listener, app.clone()), ingress_queue).map_err(|e| fail("http", &e))?;
     shared.health.set_running(core);
