@@ -25,7 +25,7 @@
 //! core's throughput task queue, so every task it spawns (router, routing, connections,
 //! settling) yields to SMTP sessions under load.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::collections::{BTreeMap, HashMap};
 use std::rc::Rc;
 use std::sync::Arc;
@@ -35,16 +35,16 @@ use bytes::Bytes;
 use glommio::sync::{Semaphore, StaticPermit};
 
 use super::clock::{Clock, SystemClock};
-use super::connection::Timeouts;
 use super::outcome::{Outcome, Reason};
 use super::queue::{Attempt, Entry, Queue};
 use super::ready::{Job, OnPush, ReadyKey, ReadyQueue};
+use super::settings::Settings;
 use super::tls::{TlsClients, TlsMemory};
 use super::transform::Transform;
-use crate::config::{BounceConfig, Config, DeliveryConfig};
+use crate::config::Config;
 use crate::message::{Envelope, IdGenerator, Message, MessageId};
 use crate::observe::{Event, Log};
-use crate::route::egress::{Decision, Egress, Picker};
+use crate::route::egress::Decision;
 use crate::route::plan::{self, Hop, Route};
 use crate::route::resolver::{DnsError, Resolver};
 use crate::smtp::reply::Enhanced;
@@ -61,12 +61,12 @@ const LOCAL_ID_CORE_FLAG: u16 = 0x8000;
 
 /// A core's delivery engine.
 pub struct Deliverer {
-    pub(super) config: DeliveryConfig,
-    pub(super) bounce: BounceConfig,
+    /// Routing, limits, timeouts, retries and bounces; replaced whole by a reload.
+    settings: RefCell<Rc<Settings>>,
+    /// The generation whose stale ready queues were last retired.
+    retired: Cell<u64>,
     pub(super) hostname: String,
-    pub(super) egress: Egress,
     memory_max_bytes: usize,
-    pub(super) timeouts: Timeouts,
     pub(super) clock: Rc<dyn Clock>,
     pub(super) queue: RefCell<Queue>,
     /// Counts the messages in the due line; the router waits on it.
@@ -78,7 +78,6 @@ pub struct Deliverer {
     pub(super) ready: RefCell<HashMap<ReadyKey, Rc<RefCell<ReadyQueue>>>>,
     /// Each account's DRR weight; accounts not listed weigh 1.
     weights: RefCell<HashMap<String, u32>>,
-    picker: RefCell<Picker>,
     pub(super) tls: TlsClients,
     pub(super) tls_memory: RefCell<TlsMemory>,
     pub(super) ids: RefCell<IdGenerator>,
@@ -110,19 +109,16 @@ impl Deliverer {
         log: Log,
         clock: Rc<dyn Clock>,
     ) -> Result<Rc<Deliverer>, String> {
-        let egress = Egress::new(config);
         let tls_memory = TlsMemory::new(
-            egress.config().tls_failure_memory,
-            egress.config().tls_failure_hosts_max_count,
+            config.egress.tls_failure_memory,
+            config.egress.tls_failure_hosts_max_count,
         );
         let tls = TlsClients::new().map_err(|e| format!("outbound TLS: {e}"))?;
         Ok(Rc::new(Deliverer {
-            config: config.delivery.clone(),
-            bounce: config.bounce.clone(),
+            settings: RefCell::new(Rc::new(Settings::new(config, 0))),
+            retired: Cell::new(0),
             hostname: config.server.hostname.clone(),
-            egress,
             memory_max_bytes: config.spool.memory_max_bytes,
-            timeouts: Timeouts::from(&config.delivery),
             clock,
             queue: RefCell::new(Queue::default()),
             due: Semaphore::new(0),
@@ -132,7 +128,6 @@ impl Deliverer {
             )),
             ready: RefCell::new(HashMap::new()),
             weights: RefCell::new(weights(config)),
-            picker: RefCell::new(Picker::default()),
             tls,
             tls_memory: RefCell::new(tls_memory),
             ids: RefCell::new(IdGenerator::new((core as u16) | LOCAL_ID_CORE_FLAG)),
@@ -146,6 +141,25 @@ impl Deliverer {
     /// Sets the accounts' tracking and signing (at start, and on reload).
     pub fn set_transform(&self, transform: Arc<Transform>) {
         *self.transform.borrow_mut() = transform;
+    }
+
+    /// The current delivery settings (one generation; keep the `Rc` for a whole decision).
+    pub fn settings(&self) -> Rc<Settings> {
+        self.settings.borrow().clone()
+    }
+
+    /// Applies a reloaded configuration's routing and delivery settings, when they changed:
+    /// the next routing decision uses them. Jobs already waiting in ready queues are routed
+    /// again by the scheduler (within [`SCHEDULER_TICK`]); transactions in flight finish
+    /// under the settings they started with. Returns whether anything changed.
+    pub fn reload(&self, config: &Config) -> bool {
+        let current = self.settings();
+        if current.same_as(config) {
+            return false;
+        }
+        let next = Settings::new(config, current.generation + 1);
+        *self.settings.borrow_mut() = Rc::new(next);
+        true
     }
 
     /// Starts the scheduler and the router on this core.
@@ -236,7 +250,7 @@ impl Deliverer {
         self.queue.borrow().get(&id).map(|e| e.attempts)
     }
 
-    async fn scheduler(self: Rc<Self>) {
+    async fn scheduler(self: &Rc<Self>) {
         loop {
             let now = self.clock.now_ms();
             let (moved, next) = {
@@ -246,6 +260,7 @@ impl Deliverer {
             if moved > 0 {
                 self.due.signal(moved as u64);
             }
+            self.retire_stale_queues();
             let wait = next
                 .map(|at| Duration::from_millis(at.saturating_sub(now)))
                 .unwrap_or(SCHEDULER_TICK)
@@ -275,32 +290,62 @@ impl Deliverer {
     /// One attempt at every pending recipient of a message: route them, and hand the jobs
     /// to the ready queues. Recipients whose route fails in DNS are decided right here.
     async fn route_message(self: Rc<Self>, id: MessageId, permit: StaticPermit) {
-        let Some((envelope, pending)) = self.snapshot(&id) else {
+        let Some((envelope, pending, due_ms)) = self.snapshot(&id) else {
             return;
         };
+        let settings = self.settings();
         let Some(chunks) = self.message_bytes(id).await else {
-            let delay = super::retry::delay_after(&self.config.retry_schedule, 1);
+            let delay = super::retry::delay_after(&settings.delivery.retry_schedule, 1);
             let at = self.clock.now_ms() + delay.as_millis() as u64;
             self.queue.borrow_mut().reschedule(id, at);
             return;
         };
+        let message = Routed {
+            id,
+            envelope,
+            chunks: chunks.clone(),
+            due_ms,
+        };
+        let planned = self.plan(&settings, &message, pending).await;
+        let jobs_left = planned.jobs.len();
+        if let Some(entry) = self.queue.borrow_mut().get_mut(&id) {
+            entry.attempt = Some(Attempt {
+                jobs_left,
+                deferred: Vec::new(),
+                failed: Vec::new(),
+                chunks,
+                permit: Some(permit),
+            });
+        }
+        self.record(id, planned.decided);
+        if jobs_left == 0 {
+            return self.finish_attempt(id, Vec::new()).await;
+        }
+        for (key, job) in planned.jobs {
+            self.dispatch(key, job);
+        }
+    }
+
+    /// Routes recipients `rcpts` of a message under one generation of settings: the jobs
+    /// for the ready queues, one per (source, site, route) (or per recipient when tokens
+    /// name recipients), and the outcomes decided without a connection (DNS).
+    async fn plan(&self, settings: &Settings, message: &Routed, rcpts: Vec<usize>) -> Planned {
+        let egress = &settings.egress;
         let mut groups: BTreeMap<(Decision, Route), Vec<usize>> = BTreeMap::new();
-        for &i in &pending {
-            let domain = envelope.rcpts[i].domain();
-            let decision = self.egress.decide(&envelope.account, domain);
-            let target = self.egress.target(decision, domain);
+        for i in rcpts {
+            let domain = message.envelope.rcpts[i].domain();
+            let decision = egress.decide(&message.envelope.account, domain);
+            let target = egress.target(decision, domain);
             groups.entry((decision, target)).or_default().push(i);
         }
         let mut sources: HashMap<usize, usize> = HashMap::new();
         // Tokens that name the recipient make every recipient's copy different: one job each.
-        let per_recipient = self.transform.borrow().per_recipient(&envelope.account);
+        let per_recipient = self.transform.borrow().per_recipient(&message.envelope.account);
         let mut jobs: BTreeMap<(usize, String, Option<usize>, Option<usize>), Job> = BTreeMap::new();
         let mut decided: Vec<(usize, Outcome)> = Vec::new();
         for ((decision, target), idxs) in groups {
-            let hops = match self
-                .timed_dns(plan::hops(&self.resolver, &target, self.config.mx_port))
-                .await
-            {
+            let mx_port = settings.delivery.mx_port;
+            let hops = match self.timed_dns(plan::hops(&self.resolver, &target, mx_port)).await {
                 Ok(h) if !h.is_empty() => h,
                 Ok(_) => {
                     let reason = Reason::deferred(format!("no hosts for {}", target.describe()));
@@ -315,7 +360,7 @@ impl Deliverer {
             };
             let source = *sources
                 .entry(decision.pool)
-                .or_insert_with(|| self.picker.borrow_mut().pick(&self.egress, decision.pool));
+                .or_insert_with(|| settings.pick(decision.pool));
             let site = plan::site(&hops);
             let hops: Rc<[Hop]> = Rc::from(hops);
             let splits: Vec<(Option<usize>, Vec<usize>)> = match per_recipient {
@@ -326,35 +371,86 @@ impl Deliverer {
                 let job = jobs
                     .entry((source, site.clone(), decision.route, split))
                     .or_insert_with(|| Job {
-                        id,
-                        envelope: envelope.clone(),
-                        chunks: chunks.clone(),
+                        id: message.id,
+                        envelope: message.envelope.clone(),
+                        chunks: message.chunks.clone(),
                         rcpts: Vec::new(),
                         hops: hops.clone(),
+                        pool: decision.pool,
+                        due_ms: message.due_ms,
                     });
                 job.rcpts.extend(rcpts);
             }
         }
-        let jobs_left = jobs.len();
-        if let Some(entry) = self.queue.borrow_mut().get_mut(&id) {
-            entry.attempt = Some(Attempt {
-                jobs_left,
-                deferred: Vec::new(),
-                failed: Vec::new(),
-                chunks,
-                permit: Some(permit),
-            });
+        let jobs = jobs
+            .into_iter()
+            .map(|((source, site, route, _), job)| {
+                let key = ReadyKey {
+                    generation: settings.generation,
+                    source,
+                    site: Rc::from(site),
+                    route,
+                };
+                (key, job)
+            })
+            .collect();
+        Planned { jobs, decided }
+    }
+
+    /// Takes the jobs out of every ready queue of an older generation than the current
+    /// settings and routes them again (at most once per reload). Their connection tasks
+    /// finish what they are sending and close.
+    fn retire_stale_queues(self: &Rc<Self>) {
+        let generation = self.settings.borrow().generation;
+        if self.retired.replace(generation) == generation {
+            return;
         }
-        self.record(id, decided);
-        if jobs_left == 0 {
-            return self.finish_attempt(id, Vec::new()).await;
+        let stale: Vec<Rc<RefCell<ReadyQueue>>> = {
+            let mut ready = self.ready.borrow_mut();
+            let keys: Vec<ReadyKey> = ready
+                .keys()
+                .filter(|k| k.generation != generation)
+                .cloned()
+                .collect();
+            keys.iter().filter_map(|k| ready.remove(k)).collect()
+        };
+        for cell in stale {
+            let jobs = cell.borrow_mut().retire();
+            for job in jobs {
+                let me = self.clone();
+                glommio::spawn_local(async move { me.reroute(job).await }).detach();
+            }
         }
-        for ((source, site, route, _), job) in jobs {
-            let key = ReadyKey {
-                source,
-                site: Rc::from(site),
-                route,
-            };
+    }
+
+    /// Routes a job of an older generation under the current settings. It stays part of
+    /// its message's attempt: it becomes the jobs it now splits into (or the outcomes DNS
+    /// decided), so the attempt ends when they do.
+    async fn reroute(self: Rc<Self>, job: Job) {
+        let settings = self.settings();
+        let message = Routed {
+            id: job.id,
+            envelope: job.envelope,
+            chunks: job.chunks,
+            due_ms: job.due_ms,
+        };
+        let planned = self.plan(&settings, &message, job.rcpts).await;
+        let id = message.id;
+        if planned.jobs.is_empty() {
+            // Settled like a job that ran: it counts itself done in the attempt.
+            return self.settle_job(id, String::new(), planned.decided);
+        }
+        let more = planned.jobs.len() - 1;
+        if let Some(a) = self
+            .queue
+            .borrow_mut()
+            .get_mut(&id)
+            .and_then(|e| e.attempt.as_mut())
+        {
+            a.jobs_left += more;
+        }
+        self.record(id, planned.decided);
+        for (key, job) in planned.jobs {
             self.dispatch(key, job);
         }
     }
@@ -375,11 +471,11 @@ impl Deliverer {
         result
     }
 
-    /// The envelope and pending recipients of a queued message.
-    fn snapshot(&self, id: &MessageId) -> Option<(Rc<Envelope>, Vec<usize>)> {
+    /// The envelope, pending recipients and due time of a queued message.
+    fn snapshot(&self, id: &MessageId) -> Option<(Rc<Envelope>, Vec<usize>, u64)> {
         let q = self.queue.borrow();
         let e = q.get(id)?;
-        Some((e.envelope.clone(), e.pending()))
+        Some((e.envelope.clone(), e.pending(), e.due_ms))
     }
 
     /// The message's bytes (trace, then body), from memory or read back from the spool.
@@ -406,21 +502,42 @@ impl Deliverer {
     }
 
     /// Hands a job to its ready queue, starting a connection task when the queue wants one.
+    /// A job routed under settings that a reload replaced meanwhile is routed again.
     pub(super) fn dispatch(self: &Rc<Self>, key: ReadyKey, job: Job) {
+        let settings = self.settings();
+        if key.generation != settings.generation {
+            let me = self.clone();
+            glommio::spawn_local(async move { me.reroute(job).await }).detach();
+            return;
+        }
         let cell = {
             let mut ready = self.ready.borrow_mut();
             ready
                 .entry(key.clone())
-                .or_insert_with(|| Rc::new(RefCell::new(ReadyQueue::new(self.egress.shaping(key.route)))))
+                .or_insert_with(|| Rc::new(RefCell::new(ReadyQueue::new(settings.egress.shaping(key.route)))))
                 .clone()
         };
         let weight = self.weight_of(&job.envelope.account);
         let action = cell.borrow_mut().push(job, weight);
         if action == OnPush::Spawn {
             let me = self.clone();
-            glommio::spawn_local(async move { me.connection_task(key, cell).await }).detach();
+            glommio::spawn_local(async move { me.connection_task(key, cell, settings).await }).detach();
         }
     }
+}
+
+/// A message being routed: what every job made of it carries.
+struct Routed {
+    id: MessageId,
+    envelope: Rc<Envelope>,
+    chunks: Rc<[Bytes]>,
+    due_ms: u64,
+}
+
+/// What routing some recipients gave.
+struct Planned {
+    jobs: Vec<(ReadyKey, Job)>,
+    decided: Vec<(usize, Outcome)>,
 }
 
 /// The DRR weight of every configured account.

@@ -15,6 +15,8 @@
 //! - [`outcome`]: the one place that decides, per recipient, whether an attempt
 //!   delivered, deferred (retry later) or failed (bounce).
 //! - [`retry`]: the retry schedule as a pure function.
+//! - [`settings`]: the routing and delivery settings as one snapshot, swapped whole by a
+//!   reload.
 //! - [`dsn`]: RFC 3464 delivery status notifications as a pure function.
 //! - [`clock`]: the injected clock.
 
@@ -27,6 +29,7 @@ pub mod outcome;
 pub mod queue;
 pub mod ready;
 pub mod retry;
+pub mod settings;
 mod settle;
 pub mod stream;
 pub mod tls;

@@ -129,6 +129,8 @@ pub enum Event {
     Reloaded {
         generation: u64,
         accounts: usize,
+        /// Routing or delivery settings changed: new routing decisions use them.
+        egress_changed: bool,
         needs_restart: String,
     },
     /// A new configuration was refused; the running one stays.

@@ -158,6 +158,7 @@ impl Watcher {
         self.ingress.set_limits(Limits::from_config(&reload.config));
         self.ingress.tls.replace(reload.tls.clone());
         self.deliverer.set_transform(reload.transform.clone());
+        let egress_changed = self.deliverer.reload(&reload.config);
         if let Some(tracking) = &self.app.tracking {
             *tracking.keyring.borrow_mut() = reload.keyring.clone();
         }
@@ -169,6 +170,7 @@ impl Watcher {
         self.log.emit(Event::Reloaded {
             generation,
             accounts: reload.directory.accounts().len(),
+            egress_changed,
             needs_restart: reload.needs_restart.join(", "),
         });
     }
