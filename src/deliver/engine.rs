@@ -1,6 +1,7 @@
 //! The per-core delivery engine: the scheduler that makes messages due, the router that
 //! turns a due message into jobs on the ready queues, and the state they share. The
-//! connection tasks that work the ready queues are in `dispatch.rs`; what happens to the
+//! connection tasks that work the ready queues are in `dispatch.rs`; routing itself (and
+//! re-routing after a reload) is in `routing.rs`; what happens to the
 //! outcomes (spool, retries, bounces) is in `settle.rs`.
 //!
 //! ```text
@@ -26,7 +27,7 @@
 //! settling) yields to SMTP sessions under load.
 
 use std::cell::{Cell, RefCell};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
@@ -35,19 +36,16 @@ use bytes::Bytes;
 use glommio::sync::{Semaphore, StaticPermit};
 
 use super::clock::{Clock, SystemClock};
-use super::outcome::{Outcome, Reason};
 use super::queue::{Attempt, Entry, Queue};
-use super::ready::{Job, OnPush, ReadyKey, ReadyQueue};
+use super::ready::{ReadyKey, ReadyQueue};
+use super::routing::Routed;
 use super::settings::Settings;
 use super::tls::{TlsClients, TlsMemory};
 use super::transform::Transform;
 use crate::config::Config;
 use crate::message::{Envelope, IdGenerator, Message, MessageId};
 use crate::observe::{Event, Log};
-use crate::route::egress::Decision;
-use crate::route::plan::{self, Hop, Route};
 use crate::route::resolver::{DnsError, Resolver};
-use crate::smtp::reply::Enhanced;
 use crate::spool::{RecoveredMessage, Spool};
 
 /// How often the scheduler looks at the clock when nothing is due sooner.
@@ -62,9 +60,9 @@ const LOCAL_ID_CORE_FLAG: u16 = 0x8000;
 /// A core's delivery engine.
 pub struct Deliverer {
     /// Routing, limits, timeouts, retries and bounces; replaced whole by a reload.
-    settings: RefCell<Rc<Settings>>,
+    pub(super) settings: RefCell<Rc<Settings>>,
     /// The generation whose stale ready queues were last retired.
-    retired: Cell<u64>,
+    pub(super) retired: Cell<u64>,
     pub(super) hostname: String,
     memory_max_bytes: usize,
     pub(super) clock: Rc<dyn Clock>,
@@ -176,7 +174,7 @@ impl Deliverer {
         *self.weights.borrow_mut() = weights(config);
     }
 
-    fn weight_of(&self, account: &str) -> u32 {
+    pub(super) fn weight_of(&self, account: &str) -> u32 {
         self.weights.borrow().get(account).copied().unwrap_or(1)
     }
 
@@ -326,135 +324,6 @@ impl Deliverer {
         }
     }
 
-    /// Routes recipients `rcpts` of a message under one generation of settings: the jobs
-    /// for the ready queues, one per (source, site, route) (or per recipient when tokens
-    /// name recipients), and the outcomes decided without a connection (DNS).
-    async fn plan(&self, settings: &Settings, message: &Routed, rcpts: Vec<usize>) -> Planned {
-        let egress = &settings.egress;
-        let mut groups: BTreeMap<(Decision, Route), Vec<usize>> = BTreeMap::new();
-        for i in rcpts {
-            let domain = message.envelope.rcpts[i].domain();
-            let decision = egress.decide(&message.envelope.account, domain);
-            let target = egress.target(decision, domain);
-            groups.entry((decision, target)).or_default().push(i);
-        }
-        let mut sources: HashMap<usize, usize> = HashMap::new();
-        // Tokens that name the recipient make every recipient's copy different: one job each.
-        let per_recipient = self.transform.borrow().per_recipient(&message.envelope.account);
-        let mut jobs: BTreeMap<(usize, String, Option<usize>, Option<usize>), Job> = BTreeMap::new();
-        let mut decided: Vec<(usize, Outcome)> = Vec::new();
-        for ((decision, target), idxs) in groups {
-            let mx_port = settings.delivery.mx_port;
-            let hops = match self.timed_dns(plan::hops(&self.resolver, &target, mx_port)).await {
-                Ok(h) if !h.is_empty() => h,
-                Ok(_) => {
-                    let reason = Reason::deferred(format!("no hosts for {}", target.describe()));
-                    decided.extend(idxs.into_iter().map(|i| (i, reason.clone())));
-                    continue;
-                }
-                Err(e) => {
-                    let outcome = dns_outcome(&target, &e);
-                    decided.extend(idxs.into_iter().map(|i| (i, outcome.clone())));
-                    continue;
-                }
-            };
-            let source = *sources
-                .entry(decision.pool)
-                .or_insert_with(|| settings.pick(decision.pool));
-            let site = plan::site(&hops);
-            let hops: Rc<[Hop]> = Rc::from(hops);
-            let splits: Vec<(Option<usize>, Vec<usize>)> = match per_recipient {
-                true => idxs.into_iter().map(|i| (Some(i), vec![i])).collect(),
-                false => vec![(None, idxs)],
-            };
-            for (split, rcpts) in splits {
-                let job = jobs
-                    .entry((source, site.clone(), decision.route, split))
-                    .or_insert_with(|| Job {
-                        id: message.id,
-                        envelope: message.envelope.clone(),
-                        chunks: message.chunks.clone(),
-                        rcpts: Vec::new(),
-                        hops: hops.clone(),
-                        pool: decision.pool,
-                        due_ms: message.due_ms,
-                    });
-                job.rcpts.extend(rcpts);
-            }
-        }
-        let jobs = jobs
-            .into_iter()
-            .map(|((source, site, route, _), job)| {
-                let key = ReadyKey {
-                    generation: settings.generation,
-                    source,
-                    site: Rc::from(site),
-                    route,
-                };
-                (key, job)
-            })
-            .collect();
-        Planned { jobs, decided }
-    }
-
-    /// Takes the jobs out of every ready queue of an older generation than the current
-    /// settings and routes them again (at most once per reload). Their connection tasks
-    /// finish what they are sending and close.
-    fn retire_stale_queues(self: &Rc<Self>) {
-        let generation = self.settings.borrow().generation;
-        if self.retired.replace(generation) == generation {
-            return;
-        }
-        let stale: Vec<Rc<RefCell<ReadyQueue>>> = {
-            let mut ready = self.ready.borrow_mut();
-            let keys: Vec<ReadyKey> = ready
-                .keys()
-                .filter(|k| k.generation != generation)
-                .cloned()
-                .collect();
-            keys.iter().filter_map(|k| ready.remove(k)).collect()
-        };
-        for cell in stale {
-            let jobs = cell.borrow_mut().retire();
-            for job in jobs {
-                let me = self.clone();
-                glommio::spawn_local(async move { me.reroute(job).await }).detach();
-            }
-        }
-    }
-
-    /// Routes a job of an older generation under the current settings. It stays part of
-    /// its message's attempt: it becomes the jobs it now splits into (or the outcomes DNS
-    /// decided), so the attempt ends when they do.
-    async fn reroute(self: Rc<Self>, job: Job) {
-        let settings = self.settings();
-        let message = Routed {
-            id: job.id,
-            envelope: job.envelope,
-            chunks: job.chunks,
-            due_ms: job.due_ms,
-        };
-        let planned = self.plan(&settings, &message, job.rcpts).await;
-        let id = message.id;
-        if planned.jobs.is_empty() {
-            // Settled like a job that ran: it counts itself done in the attempt.
-            return self.settle_job(id, String::new(), planned.decided);
-        }
-        let more = planned.jobs.len() - 1;
-        if let Some(a) = self
-            .queue
-            .borrow_mut()
-            .get_mut(&id)
-            .and_then(|e| e.attempt.as_mut())
-        {
-            a.jobs_left += more;
-        }
-        self.record(id, planned.decided);
-        for (key, job) in planned.jobs {
-            self.dispatch(key, job);
-        }
-    }
-
     /// Runs a DNS lookup, counting it and its time (cache hits land in the lowest buckets).
     pub(super) async fn timed_dns<T>(
         &self,
@@ -500,71 +369,11 @@ impl Deliverer {
         };
         Some(std::iter::once(trace).chain(body).collect())
     }
-
-    /// Hands a job to its ready queue, starting a connection task when the queue wants one.
-    /// A job routed under settings that a reload replaced meanwhile is routed again.
-    pub(super) fn dispatch(self: &Rc<Self>, key: ReadyKey, job: Job) {
-        let settings = self.settings();
-        if key.generation != settings.generation {
-            let me = self.clone();
-            glommio::spawn_local(async move { me.reroute(job).await }).detach();
-            return;
-        }
-        let cell = {
-            let mut ready = self.ready.borrow_mut();
-            ready
-                .entry(key.clone())
-                .or_insert_with(|| Rc::new(RefCell::new(ReadyQueue::new(settings.egress.shaping(key.route)))))
-                .clone()
-        };
-        let weight = self.weight_of(&job.envelope.account);
-        let action = cell.borrow_mut().push(job, weight);
-        if action == OnPush::Spawn {
-            let me = self.clone();
-            glommio::spawn_local(async move { me.connection_task(key, cell, settings).await }).detach();
-        }
-    }
-}
-
-/// A message being routed: what every job made of it carries.
-struct Routed {
-    id: MessageId,
-    envelope: Rc<Envelope>,
-    chunks: Rc<[Bytes]>,
-    due_ms: u64,
-}
-
-/// What routing some recipients gave.
-struct Planned {
-    jobs: Vec<(ReadyKey, Job)>,
-    decided: Vec<(usize, Outcome)>,
 }
 
 /// The DRR weight of every configured account.
 fn weights(config: &Config) -> HashMap<String, u32> {
     config.accounts.iter().map(|a| (a.id.clone(), a.weight)).collect()
-}
-
-/// What a DNS failure means for the recipients of a route.
-fn dns_outcome(route: &Route, e: &DnsError) -> Outcome {
-    let domain = match route {
-        Route::Mx { domain } => domain.as_str(),
-        Route::Smarthost { host, .. } => host.as_str(),
-    };
-    match e {
-        DnsError::NullMx(_) => Outcome::Failed(Reason::local(
-            Enhanced::new(5, 1, 10),
-            format!("{domain} does not accept mail (null MX, RFC 7505)"),
-        )),
-        DnsError::NotFound(why) => Outcome::Failed(Reason::local(
-            Enhanced::new(5, 1, 2),
-            format!("{domain}: domain not found ({why})"),
-        )),
-        DnsError::Temporary(why) => Outcome::Deferred(Reason::local(
-            Enhanced::new(4, 4, 3),
-            format!("DNS lookup for {domain} failed: {why}"),
-        )),
-    }
 }
 
 #[cfg(test)]

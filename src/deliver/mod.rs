@@ -5,6 +5,8 @@
 //! - [`ready`]: the ready tier as plain data: one queue per (source, site, route) with its
 //!   connection, per-connection and rate limits.
 //! - [`engine`]: the scheduler and the router that turns due messages into jobs.
+//! - `routing`: due message → egress decision → hops → jobs on the ready queues; the
+//!   re-routing of waiting jobs after a reload.
 //! - `dispatch`: the connection tasks that work the ready queues.
 //! - `settle`: outcomes to the spool, retries, expiry, bounces.
 //! - [`connection`]: one outbound SMTP session over a glommio socket (from a chosen
@@ -29,6 +31,7 @@ pub mod outcome;
 pub mod queue;
 pub mod ready;
 pub mod retry;
+mod routing;
 pub mod settings;
 mod settle;
 pub mod stream;
