@@ -74,16 +74,20 @@ impl Deliverer {
             let Some(job) = self.next_job(&cell, settings.delivery.idle_connection).await else {
                 break;
             };
+            let waited_ms = self.clock.now_ms().saturating_sub(job.due_ms);
+            let seconds = waited_ms as f64 / 1000.0;
+            self.log.metrics().scheduler_wait(&job.envelope.account, seconds);
             if open.is_none() {
                 match self.connect(on, &job).await {
                     Ok(o) => open = Some(o),
                     Err(reason) => {
-                        self.site_unreachable(&cell, job, reason);
+                        self.site_unreachable(&cell, &settings, job, reason);
                         break;
                     }
                 }
             }
             let (host, outcomes) = self.run_job(on, &mut open, &job).await;
+            settings.count_outcomes(job.pool, &outcomes);
             self.settle_job(job.id, host, outcomes);
         }
         cell.borrow_mut().connection_ended();
@@ -201,9 +205,13 @@ impl Deliverer {
                 .conn
                 .send(&job.envelope.mail_from, &rcpts, chunks, job.envelope.body_type)
                 .await;
-            let core = &self.log.metrics().core;
-            core.delivery_transaction_seconds
-                .record(started.elapsed().as_secs_f64());
+            let seconds = started.elapsed().as_secs_f64();
+            self.log
+                .metrics()
+                .core
+                .delivery_transaction_seconds
+                .record(seconds);
+            on.settings.record_attempt(job.pool, seconds);
             self.log.emit(Event::Attempt {
                 msg: job.id,
                 account: job.envelope.account.clone(),
@@ -345,7 +353,13 @@ impl Deliverer {
 
     /// The site did not answer: this job is deferred, and when no other connection of the
     /// queue is at work, so is every job waiting in it.
-    fn site_unreachable(self: &Rc<Self>, cell: &Rc<RefCell<ReadyQueue>>, job: Job, reason: Reason) {
+    fn site_unreachable(
+        self: &Rc<Self>,
+        cell: &Rc<RefCell<ReadyQueue>>,
+        settings: &Settings,
+        job: Job,
+        reason: Reason,
+    ) {
         let others = {
             let mut q = cell.borrow_mut();
             match q.connections() <= 1 {
@@ -354,11 +368,12 @@ impl Deliverer {
             }
         };
         for job in std::iter::once(job).chain(others) {
-            let outcomes = job
+            let outcomes: Vec<(usize, Outcome)> = job
                 .rcpts
                 .iter()
                 .map(|&i| (i, Outcome::Deferred(reason.clone())))
                 .collect();
+            settings.count_outcomes(job.pool, &outcomes);
             self.settle_job(job.id, String::new(), outcomes);
         }
     }

@@ -36,7 +36,7 @@ use bytes::Bytes;
 use glommio::sync::{Semaphore, StaticPermit};
 
 use super::clock::{Clock, SystemClock};
-use super::queue::{Attempt, Entry, Queue};
+use super::queue::{Attempt, Entry, Queue, Queued};
 use super::ready::{ReadyKey, ReadyQueue};
 use super::routing::Routed;
 use super::settings::Settings;
@@ -113,7 +113,7 @@ impl Deliverer {
         );
         let tls = TlsClients::new().map_err(|e| format!("outbound TLS: {e}"))?;
         Ok(Rc::new(Deliverer {
-            settings: RefCell::new(Rc::new(Settings::new(config, 0))),
+            settings: RefCell::new(Rc::new(Settings::new(config, 0, log.metrics()))),
             retired: Cell::new(0),
             hostname: config.server.hostname.clone(),
             memory_max_bytes: config.spool.memory_max_bytes,
@@ -155,7 +155,7 @@ impl Deliverer {
         if current.same_as(config) {
             return false;
         }
-        let next = Settings::new(config, current.generation + 1);
+        let next = Settings::new(config, current.generation + 1, self.log.metrics());
         *self.settings.borrow_mut() = Rc::new(next);
         true
     }
@@ -183,12 +183,10 @@ impl Deliverer {
         self.queue.borrow().queued_bytes(account)
     }
 
-    /// Every account with messages queued on this core, and their bytes.
-    pub fn queued_bytes_by_account(&self) -> Vec<(String, u64)> {
+    /// Every account with messages queued on this core: its messages and bytes.
+    pub fn queued_by_account(&self) -> Vec<(String, Queued)> {
         let q = self.queue.borrow();
-        q.queued_bytes_by_account()
-            .map(|(a, b)| (a.to_string(), b))
-            .collect()
+        q.queued_by_account().map(|(a, n)| (a.to_string(), n)).collect()
     }
 
     /// Queues a message that was just spooled: its first attempt is due now.

@@ -44,12 +44,16 @@ impl Deliverer {
                 Ok(h) if !h.is_empty() => h,
                 Ok(_) => {
                     let reason = Reason::deferred(format!("no hosts for {}", target.describe()));
-                    decided.extend(idxs.into_iter().map(|i| (i, reason.clone())));
+                    let outcomes: Vec<_> = idxs.into_iter().map(|i| (i, reason.clone())).collect();
+                    settings.count_outcomes(decision.pool, &outcomes);
+                    decided.extend(outcomes);
                     continue;
                 }
                 Err(e) => {
                     let outcome = dns_outcome(&target, &e);
-                    decided.extend(idxs.into_iter().map(|i| (i, outcome.clone())));
+                    let outcomes: Vec<_> = idxs.into_iter().map(|i| (i, outcome.clone())).collect();
+                    settings.count_outcomes(decision.pool, &outcomes);
+                    decided.extend(outcomes);
                     continue;
                 }
             };

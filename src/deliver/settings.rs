@@ -18,7 +18,9 @@
 use std::cell::RefCell;
 
 use super::connection::Timeouts;
+use super::outcome::Outcome;
 use crate::config::{BounceConfig, Config, DeliveryConfig};
+use crate::observe::metrics::{ClassMetrics, CoreMetrics};
 use crate::route::egress::{Egress, Picker};
 
 /// One generation of delivery settings.
@@ -34,17 +36,49 @@ pub struct Settings {
     /// Whose turn it is in each pool; a new generation starts the turns over, since pools
     /// may have changed members.
     pub picker: RefCell<Picker>,
+    /// Per pool (the site class of the metrics), its delivery counters; resolved here,
+    /// once per generation, so delivery only indexes them.
+    pub classes: Vec<ClassMetrics>,
 }
 
 impl Settings {
-    pub fn new(config: &Config, generation: u64) -> Settings {
+    pub fn new(config: &Config, generation: u64, metrics: &CoreMetrics) -> Settings {
+        let egress = Egress::new(config);
+        let classes = egress
+            .config()
+            .pools
+            .iter()
+            .map(|p| metrics.class(&p.name))
+            .collect();
         Settings {
             generation,
             delivery: config.delivery.clone(),
             bounce: config.bounce.clone(),
-            egress: Egress::new(config),
+            egress,
             timeouts: Timeouts::from(&config.delivery),
             picker: RefCell::new(Picker::default()),
+            classes,
+        }
+    }
+
+    /// Counts what an attempt gave each recipient routed by `pool`.
+    pub fn count_outcomes(&self, pool: usize, outcomes: &[(usize, Outcome)]) {
+        let Some(class) = self.classes.get(pool) else {
+            return;
+        };
+        for (_, outcome) in outcomes {
+            match outcome {
+                Outcome::Delivered(_) => class.delivered.increment(1),
+                Outcome::Deferred(_) => class.deferred.increment(1),
+                Outcome::Failed(_) => class.failed.increment(1),
+            }
+        }
+    }
+
+    /// Records the time of one transaction of mail routed by `pool`.
+    pub fn record_attempt(&self, pool: usize, seconds: f64) {
+        if let Some(class) = self.classes.get(pool) {
+            class.attempt_seconds.record(seconds);
         }
     }
 
@@ -128,7 +162,7 @@ smarthost = "127.0.0.1:2525"
 "#;
 
     fn settings(toml: &str) -> Settings {
-        Settings::new(&Config::from_toml(toml).unwrap(), 1)
+        Settings::new(&Config::from_toml(toml).unwrap(), 1, &CoreMetrics::new(0, []))
     }
 
     #[test]

@@ -205,7 +205,9 @@ async fn start(shared: &Shared, meshes: Meshes) -> Result<Core, String> {
         messages: report.messages,
         corrupt_records: report.corrupt_records,
     });
-    let resolver = resolver(config, &log).map_err(|e| fail("DNS resolver", &e))?;
+    let resolver = resolver(config, &log)
+        .map_err(|e| fail("DNS resolver", &e))?
+        .with_cache_hit_counter(log.metrics().core.dns_cache_hits_total.clone());
     let f = &config.fairness;
     let executor = glommio::executor();
     let ingress_queue = executor.create_task_queue(
@@ -219,6 +221,10 @@ async fn start(shared: &Shared, meshes: Meshes) -> Result<Core, String> {
         "delivery",
     );
     spool.set_fairness(f.spool_quantum_bytes, handoff::weights(&shared.directory));
+    spool.set_metrics(
+        log.metrics().core.spool_fsync_seconds.clone(),
+        log.metrics().core.spool_commit_records.clone(),
+    );
     let deliverer = Deliverer::new(config, core, spool.clone(), resolver, log.clone())
         .map_err(|e| fail("delivery", &e))?;
     for message in recovered {
@@ -264,7 +270,7 @@ async fn start(shared: &Shared, meshes: Meshes) -> Result<Core, String> {
     let listen: Vec<String> = shared.listen.iter().map(|a| a.to_string()).collect();
     let http_listener = listener::bind(shared.http_listen, config.smtp.backlog_count)
         .map_err(|e| fail(&format!("cannot listen on {}", shared.http_listen), &e))?;
-    let (events, events_drain) = Log::with_metrics(core, config.log.ring_max_count, log.metrics_rc());
+    let (events, events_drain) = Log::events_with_metrics(core, config.log.ring_max_count, log.metrics_rc());
     glommio::spawn_local(log::run_drain(
         events_drain,
         log::events_path(&config.log.dir, core),
@@ -344,7 +350,12 @@ async fn gauges(deliverer: Rc<Deliverer>, ingress: Rc<Ingress>, spool: Spool, lo
         let (messages, bytes) = ingress.handoff.in_flight();
         core.handoff_inflight_messages.set(messages as f64);
         core.handoff_inflight_bytes.set(bytes as f64);
-        log.metrics().set_queued(&deliverer.queued_bytes_by_account());
+        let queued: Vec<(String, usize, u64)> = deliverer
+            .queued_by_account()
+            .into_iter()
+            .map(|(account, q)| (account, q.messages, q.bytes))
+            .collect();
+        log.metrics().set_queued(&queued);
         glommio::timer::sleep(std::time::Duration::from_secs(1)).await;
     }
 }
