@@ -167,11 +167,17 @@ fn nxdomain_is_permanent_and_negative_answers_are_cached() {
         }
         // MX, then A and AAAA: NXDOMAIN each, cached through the SOA's negative TTL.
         assert_eq!(dns.queries(), 3);
+        assert_eq!(
+            resolver.cache_hits(),
+            6,
+            "the second and third rounds come from the cache"
+        );
         for _ in 0..3 {
             assert_eq!(resolver.mx("bare.test").await, Ok(implicit("bare.test")));
         }
         // MX (no data), A, AAAA (no data): the two empty answers are cached too.
         assert_eq!(dns.queries(), 6);
+        assert_eq!(resolver.cache_hits(), 12);
     });
 }
 
@@ -193,6 +199,7 @@ fn servfail_is_temporary_and_not_cached() {
             dns.queries() > asked + 2,
             "SERVFAIL must not be served from the cache"
         );
+        assert_eq!(resolver.cache_hits(), 0);
     });
 }
 

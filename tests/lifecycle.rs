@@ -1,6 +1,7 @@
 //! Issue 7's lifecycle through the real binary: live reload on SIGHUP (a changed account
 //! applies to the next MAIL on every core while sessions stay open; an invalid file is
-//! refused and the old configuration stays), graceful stop on SIGTERM (idle sessions get
+//! refused and the old configuration stays; a changed route sends the next message to its
+//! new host), graceful stop on SIGTERM (idle sessions get
 //! 421, the process exits 0, and nothing acknowledged is lost).
 
 use std::path::Path;
@@ -99,6 +100,121 @@ fn a_reload_applies_to_the_next_mail_of_open_sessions_on_every_core() {
     wait_for("a second reload", || {
         (events(&log, "reloaded").len() == 4).then_some(())
     });
+}
+
+/// A relay whose route sends `dest.example` to `smarthost`; everything else has no route.
+fn routed_config(dir: &Path, smarthost: std::net::SocketAddr) -> String {
+    format!(
+        r#"
+[server]
+cores = 2
+pin = false
+io_memory_bytes = 524288
+
+[smtp]
+listen = "127.0.0.1:0"
+
+[spool]
+dir = "{spool}"
+
+[log]
+dir = "{log}"
+
+[delivery]
+retry_schedule_ms = [200]
+
+[[egress.sources]]
+name = "out"
+bind = "127.0.0.1"
+ehlo = "out.relay.test"
+
+[[egress.pools]]
+name = "main"
+sources = {{ out = 1 }}
+
+[[egress.routes]]
+domains = ["dest.example"]
+pool = "main"
+smarthost = "{smarthost}"
+tls = "disabled"
+"#,
+        spool = dir.join("spool").display(),
+        log = dir.join("log").display(),
+    ) + r#"
+[[accounts]]
+id = "shop"
+networks = ["127.0.0.0/8"]
+sender_domains = ["*"]
+"#
+}
+
+/// Issue 7 with issue 5's routing: a reload that sends a domain to another host applies
+/// to the next message of a session that stays open; an invalid route is refused and the
+/// route in force keeps working.
+#[test]
+fn a_reload_reroutes_a_domain_and_an_invalid_route_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let (maildir_a, maildir_b) = (dir.path().join("a"), dir.path().join("b"));
+    let sink_a = process::sink(&maildir_a, &[]);
+    let sink_b = process::sink(&maildir_b, &[]);
+    let relay = process::relay(dir.path(), &routed_config(dir.path(), sink_a.addr));
+    let log = dir.path().join("log");
+    let (mut c, _) = Client::connect(relay.addr);
+    assert!(c.cmd("EHLO client.test").starts_with("250"));
+    let mut send = |subject: &str| {
+        let body = format!("From: <a@shop.example>\r\nSubject: {subject}\r\n\r\nbody\r\n");
+        let r = c.send_mail("a@shop.example", &["r@dest.example"], &body);
+        assert!(r.starts_with("250"), "{r}");
+    };
+    let has = |maildir: &Path, subject: &str| {
+        maildir_messages(maildir)
+            .iter()
+            .any(|m| String::from_utf8_lossy(m).contains(&format!("Subject: {subject}")))
+    };
+
+    send("first");
+    wait_for("the first message at A", || {
+        has(&maildir_a, "first").then_some(())
+    });
+
+    // The route now names B.
+    let path = dir.path().join("corerelay.toml");
+    let to_a = std::fs::read_to_string(&path).unwrap();
+    let to_b = to_a.replace(&sink_a.addr.to_string(), &sink_b.addr.to_string());
+    std::fs::write(&path, &to_b).unwrap();
+    relay.signal(libc::SIGHUP);
+    let reloaded = wait_for("a reload on both cores", || {
+        let r = events(&log, "reloaded");
+        (r.len() == 2).then_some(r)
+    });
+    assert!(
+        reloaded.iter().all(|r| r["egress_changed"] == true),
+        "{reloaded:?}"
+    );
+    send("second");
+    wait_for("the second message at B", || {
+        has(&maildir_b, "second").then_some(())
+    });
+    assert!(
+        !has(&maildir_a, "second"),
+        "the old route was used after the reload"
+    );
+
+    // A route naming a pool that does not exist is refused; B stays the route.
+    std::fs::write(&path, to_b.replace(r#"pool = "main""#, r#"pool = "nowhere""#)).unwrap();
+    relay.signal(libc::SIGHUP);
+    let refused = wait_for("a refused reload on both cores", || {
+        let r = events(&log, "reload_refused");
+        (r.len() == 2).then_some(r)
+    });
+    let reason = refused[0]["reason"].as_str().unwrap();
+    assert!(reason.contains("nowhere"), "{reason}");
+    send("third");
+    wait_for("the third message at B", || {
+        has(&maildir_b, "third").then_some(())
+    });
+    assert_eq!(maildir_messages(&maildir_a).len(), 1);
+    assert!(c.cmd("QUIT").starts_with("221"));
 }
 
 #[test]

@@ -120,6 +120,70 @@ sender_domains = ["shop.example"]
     });
     assert!(spooled_commits >= 1.0);
     assert!(sum(&after, "corerelay_spool_append_seconds_count", "") >= 1.0);
+
+    // Issue 7's remaining families move with the one message.
+    for (verb, count) in [
+        ("ehlo", 1.0),
+        ("mail", 2.0),
+        ("rcpt", 1.0),
+        ("data", 1.0),
+        ("quit", 1.0),
+    ] {
+        let seen = sum(
+            &after,
+            "corerelay_smtp_commands_total",
+            &format!("verb=\"{verb}\""),
+        );
+        assert_eq!(seen, count, "{verb} commands: {after}");
+    }
+    assert_eq!(
+        sum(&after, "corerelay_smtp_commands_total", "verb=\"other\""),
+        0.0
+    );
+    // The message's record went in one group commit: at least one commit size observed,
+    // and its fdatasync timed.
+    assert!(
+        sum(&after, "corerelay_spool_commit_records_count", "") >= 1.0,
+        "{after}"
+    );
+    assert!(
+        sum(&after, "corerelay_spool_commit_records_sum", "") >= 1.0,
+        "{after}"
+    );
+    assert!(
+        sum(&after, "corerelay_spool_fsync_seconds_count", "") >= 1.0,
+        "{after}"
+    );
+    // Routed by the implicit default pool: one recipient delivered in that site class, and
+    // one transaction timed; the account's wait from due to delivery observed once.
+    let class = "class=\"default\"";
+    let delivered = format!("{class},outcome=\"delivered\"");
+    assert_eq!(sum(&after, "corerelay_delivery_outcomes_total", &delivered), 1.0);
+    let deferred = format!("{class},outcome=\"deferred\"");
+    assert_eq!(sum(&after, "corerelay_delivery_outcomes_total", &deferred), 0.0);
+    assert_eq!(
+        sum(&after, "corerelay_delivery_attempt_seconds_count", class),
+        1.0
+    );
+    assert_eq!(
+        sum(
+            &after,
+            "corerelay_account_scheduler_wait_seconds_count",
+            "account=\"shop\""
+        ),
+        1.0
+    );
+    // Delivered and done: nothing of the account is queued any more.
+    let drained = wait_for("the queue gauges", || {
+        let m = get(http, "/metrics").1;
+        let queued = sum(&m, "corerelay_account_queued_messages", "account=\"shop\"");
+        (m.contains("corerelay_account_queued_messages{") && queued == 0.0).then_some(m)
+    });
+    assert!(
+        drained.contains("# HELP corerelay_dns_cache_hits_total"),
+        "{drained}"
+    );
+    assert_eq!(sum(&drained, "corerelay_events_dropped_total", ""), 0.0);
     assert_eq!(get(http, "/nope").0, 404);
 }
 

@@ -213,7 +213,7 @@ pub struct LogConfig {
 }
 
 /// Outbound: where mail goes and how patiently.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct DeliveryConfig {
     pub mx_port: u16,
     /// `host:port` to send everything to instead of the recipient domains' MX hosts.

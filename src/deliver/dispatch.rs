@@ -28,6 +28,7 @@ use super::connection::{AttemptError, Connection, Dial, Phase, Timeouts, TlsMode
 use super::engine::{Deliverer, SCHEDULER_TICK};
 use super::outcome::{Outcome, Reason, Remote, classify, too_many_recipients};
 use super::ready::{Job, ReadyKey, ReadyQueue, Take};
+use super::settings::Settings;
 use crate::config::egress::{Credentials, SourceConfig, TlsPolicy, TlsSettings};
 use crate::observe::Event;
 use crate::smtp::client::TransactionResult;
@@ -40,6 +41,13 @@ pub const ADDRS_PER_HOST_MAX_COUNT: usize = 2;
 /// What one transaction gave, and the host and address it was with.
 type Sent = (Result<TransactionResult, AttemptError>, String, SocketAddr);
 
+/// A ready queue and the settings it was made with: what a connection task works under.
+#[derive(Clone, Copy)]
+struct Route<'a> {
+    key: &'a ReadyKey,
+    settings: &'a Settings,
+}
+
 /// An open connection and the name of the host it goes to.
 struct Open {
     conn: Connection,
@@ -47,24 +55,39 @@ struct Open {
 }
 
 impl Deliverer {
-    /// Works one ready queue until it has been empty for `delivery.idle_connection_ms`.
-    pub(super) async fn connection_task(self: Rc<Self>, key: ReadyKey, cell: Rc<RefCell<ReadyQueue>>) {
+    /// Works one ready queue until it has been empty for `delivery.idle_connection_ms`, or
+    /// until a reload retires the queue. `settings` is the generation that made the queue:
+    /// the connection's source, TLS, limits and timeouts stay those for its whole life.
+    pub(super) async fn connection_task(
+        self: Rc<Self>,
+        key: ReadyKey,
+        cell: Rc<RefCell<ReadyQueue>>,
+        settings: Rc<Settings>,
+    ) {
         let slot = self.connections.acquire_static_permit(1).await;
         let mut open: Option<Open> = None;
+        let on = Route {
+            key: &key,
+            settings: &settings,
+        };
         while slot.is_ok() {
-            let Some(job) = self.next_job(&cell).await else {
+            let Some(job) = self.next_job(&cell, settings.delivery.idle_connection).await else {
                 break;
             };
+            let waited_ms = self.clock.now_ms().saturating_sub(job.due_ms);
+            let seconds = waited_ms as f64 / 1000.0;
+            self.log.metrics().scheduler_wait(&job.envelope.account, seconds);
             if open.is_none() {
-                match self.connect(&key, &job).await {
+                match self.connect(on, &job).await {
                     Ok(o) => open = Some(o),
                     Err(reason) => {
-                        self.site_unreachable(&cell, job, reason);
+                        self.site_unreachable(&cell, &settings, job, reason);
                         break;
                     }
                 }
             }
-            let (host, outcomes) = self.run_job(&key, &mut open, &job).await;
+            let (host, outcomes) = self.run_job(on, &mut open, &job).await;
+            settings.count_outcomes(job.pool, &outcomes);
             self.settle_job(job.id, host, outcomes);
         }
         cell.borrow_mut().connection_ended();
@@ -83,14 +106,14 @@ impl Deliverer {
 
     /// The next job of the queue, waiting out the rate limit, or for a new job at most the
     /// idle time. `None`: nothing came; the task ends.
-    async fn next_job(&self, cell: &Rc<RefCell<ReadyQueue>>) -> Option<Job> {
-        let idle = self.config.idle_connection;
+    async fn next_job(&self, cell: &Rc<RefCell<ReadyQueue>>, idle: Duration) -> Option<Job> {
         let mut waited = false;
         loop {
             let now = self.clock.now_ms();
             let next = cell.borrow_mut().take(now);
             match next {
                 Take::Job(job) => return Some(job),
+                Take::Empty if cell.borrow().is_retired() => return None,
                 Take::NotBefore(at) => {
                     let pause = Duration::from_millis(at.saturating_sub(now).max(1));
                     glommio::timer::sleep(pause.min(SCHEDULER_TICK)).await;
@@ -115,11 +138,11 @@ impl Deliverer {
     /// outcome of each recipient.
     async fn run_job(
         &self,
-        key: &ReadyKey,
+        on: Route<'_>,
         open: &mut Option<Open>,
         job: &Job,
     ) -> (String, Vec<(usize, Outcome)>) {
-        let shaping = self.egress.shaping(key.route);
+        let shaping = on.settings.egress.shaping(on.key.route);
         let limit = shaping.recipients_per_transaction_max_count.max(1);
         let chunks = self.outgoing(job);
         let mut waiting: VecDeque<usize> = job.rcpts.iter().copied().collect();
@@ -127,7 +150,7 @@ impl Deliverer {
         let mut host = String::new();
         while !waiting.is_empty() {
             let batch: Vec<usize> = waiting.drain(..limit.min(waiting.len())).collect();
-            let (result, remote_host, peer) = match self.transact(key, open, job, &chunks, &batch).await {
+            let (result, remote_host, peer) = match self.transact(on, open, job, &chunks, &batch).await {
                 Ok(done) => done,
                 Err(reason) => {
                     let rest = batch.into_iter().chain(waiting.drain(..));
@@ -161,7 +184,7 @@ impl Deliverer {
     /// once: that failure says nothing about the message.
     async fn transact(
         &self,
-        key: &ReadyKey,
+        on: Route<'_>,
         open: &mut Option<Open>,
         job: &Job,
         chunks: &[Bytes],
@@ -173,7 +196,7 @@ impl Deliverer {
             .collect();
         for _ in 0..2 {
             if open.is_none() {
-                *open = Some(self.connect(key, job).await?);
+                *open = Some(self.connect(on, job).await?);
             }
             let Some(o) = open.as_mut() else { break };
             let warm = o.conn.messages_sent() > 0;
@@ -182,9 +205,13 @@ impl Deliverer {
                 .conn
                 .send(&job.envelope.mail_from, &rcpts, chunks, job.envelope.body_type)
                 .await;
-            let core = &self.log.metrics().core;
-            core.delivery_transaction_seconds
-                .record(started.elapsed().as_secs_f64());
+            let seconds = started.elapsed().as_secs_f64();
+            self.log
+                .metrics()
+                .core
+                .delivery_transaction_seconds
+                .record(seconds);
+            on.settings.record_attempt(job.pool, seconds);
             self.log.emit(Event::Attempt {
                 msg: job.id,
                 account: job.envelope.account.clone(),
@@ -226,11 +253,12 @@ impl Deliverer {
     }
 
     /// A connection from the queue's source to the first host of the site that answers.
-    async fn connect(&self, key: &ReadyKey, job: &Job) -> Result<Open, Reason> {
-        let source = self.egress.source(key.source);
-        let tls = self.egress.tls(key.route);
-        let auth = self.egress.auth(key.route);
-        let timeouts = self.timeouts.with(self.egress.timeouts(key.route));
+    async fn connect(&self, on: Route<'_>, job: &Job) -> Result<Open, Reason> {
+        let (egress, key) = (&on.settings.egress, on.key);
+        let source = egress.source(key.source);
+        let tls = egress.tls(key.route);
+        let auth = egress.auth(key.route);
+        let timeouts = on.settings.timeouts.with(egress.timeouts(key.route));
         let mut last = Reason::local(
             Enhanced::new(4, 4, 4),
             format!("no host of {} could be reached", key.site),
@@ -325,7 +353,13 @@ impl Deliverer {
 
     /// The site did not answer: this job is deferred, and when no other connection of the
     /// queue is at work, so is every job waiting in it.
-    fn site_unreachable(self: &Rc<Self>, cell: &Rc<RefCell<ReadyQueue>>, job: Job, reason: Reason) {
+    fn site_unreachable(
+        self: &Rc<Self>,
+        cell: &Rc<RefCell<ReadyQueue>>,
+        settings: &Settings,
+        job: Job,
+        reason: Reason,
+    ) {
         let others = {
             let mut q = cell.borrow_mut();
             match q.connections() <= 1 {
@@ -334,11 +368,12 @@ impl Deliverer {
             }
         };
         for job in std::iter::once(job).chain(others) {
-            let outcomes = job
+            let outcomes: Vec<(usize, Outcome)> = job
                 .rcpts
                 .iter()
                 .map(|&i| (i, Outcome::Deferred(reason.clone())))
                 .collect();
+            settings.count_outcomes(job.pool, &outcomes);
             self.settle_job(job.id, String::new(), outcomes);
         }
     }

@@ -1,6 +1,7 @@
 //! The per-core delivery engine: the scheduler that makes messages due, the router that
 //! turns a due message into jobs on the ready queues, and the state they share. The
-//! connection tasks that work the ready queues are in `dispatch.rs`; what happens to the
+//! connection tasks that work the ready queues are in `dispatch.rs`; routing itself (and
+//! re-routing after a reload) is in `routing.rs`; what happens to the
 //! outcomes (spool, retries, bounces) is in `settle.rs`.
 //!
 //! ```text
@@ -25,8 +26,8 @@
 //! core's throughput task queue, so every task it spawns (router, routing, connections,
 //! settling) yields to SMTP sessions under load.
 
-use std::cell::RefCell;
-use std::collections::{BTreeMap, HashMap};
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
@@ -35,19 +36,16 @@ use bytes::Bytes;
 use glommio::sync::{Semaphore, StaticPermit};
 
 use super::clock::{Clock, SystemClock};
-use super::connection::Timeouts;
-use super::outcome::{Outcome, Reason};
-use super::queue::{Attempt, Entry, Queue};
-use super::ready::{Job, OnPush, ReadyKey, ReadyQueue};
+use super::queue::{Attempt, Entry, Queue, Queued};
+use super::ready::{ReadyKey, ReadyQueue};
+use super::routing::Routed;
+use super::settings::Settings;
 use super::tls::{TlsClients, TlsMemory};
 use super::transform::Transform;
-use crate::config::{BounceConfig, Config, DeliveryConfig};
+use crate::config::Config;
 use crate::message::{Envelope, IdGenerator, Message, MessageId};
 use crate::observe::{Event, Log};
-use crate::route::egress::{Decision, Egress, Picker};
-use crate::route::plan::{self, Hop, Route};
 use crate::route::resolver::{DnsError, Resolver};
-use crate::smtp::reply::Enhanced;
 use crate::spool::{RecoveredMessage, Spool};
 
 /// How often the scheduler looks at the clock when nothing is due sooner.
@@ -61,12 +59,12 @@ const LOCAL_ID_CORE_FLAG: u16 = 0x8000;
 
 /// A core's delivery engine.
 pub struct Deliverer {
-    pub(super) config: DeliveryConfig,
-    pub(super) bounce: BounceConfig,
+    /// Routing, limits, timeouts, retries and bounces; replaced whole by a reload.
+    pub(super) settings: RefCell<Rc<Settings>>,
+    /// The generation whose stale ready queues were last retired.
+    pub(super) retired: Cell<u64>,
     pub(super) hostname: String,
-    pub(super) egress: Egress,
     memory_max_bytes: usize,
-    pub(super) timeouts: Timeouts,
     pub(super) clock: Rc<dyn Clock>,
     pub(super) queue: RefCell<Queue>,
     /// Counts the messages in the due line; the router waits on it.
@@ -78,7 +76,6 @@ pub struct Deliverer {
     pub(super) ready: RefCell<HashMap<ReadyKey, Rc<RefCell<ReadyQueue>>>>,
     /// Each account's DRR weight; accounts not listed weigh 1.
     weights: RefCell<HashMap<String, u32>>,
-    picker: RefCell<Picker>,
     pub(super) tls: TlsClients,
     pub(super) tls_memory: RefCell<TlsMemory>,
     pub(super) ids: RefCell<IdGenerator>,
@@ -110,19 +107,16 @@ impl Deliverer {
         log: Log,
         clock: Rc<dyn Clock>,
     ) -> Result<Rc<Deliverer>, String> {
-        let egress = Egress::new(config);
         let tls_memory = TlsMemory::new(
-            egress.config().tls_failure_memory,
-            egress.config().tls_failure_hosts_max_count,
+            config.egress.tls_failure_memory,
+            config.egress.tls_failure_hosts_max_count,
         );
         let tls = TlsClients::new().map_err(|e| format!("outbound TLS: {e}"))?;
         Ok(Rc::new(Deliverer {
-            config: config.delivery.clone(),
-            bounce: config.bounce.clone(),
+            settings: RefCell::new(Rc::new(Settings::new(config, 0, log.metrics()))),
+            retired: Cell::new(0),
             hostname: config.server.hostname.clone(),
-            egress,
             memory_max_bytes: config.spool.memory_max_bytes,
-            timeouts: Timeouts::from(&config.delivery),
             clock,
             queue: RefCell::new(Queue::default()),
             due: Semaphore::new(0),
@@ -132,7 +126,6 @@ impl Deliverer {
             )),
             ready: RefCell::new(HashMap::new()),
             weights: RefCell::new(weights(config)),
-            picker: RefCell::new(Picker::default()),
             tls,
             tls_memory: RefCell::new(tls_memory),
             ids: RefCell::new(IdGenerator::new((core as u16) | LOCAL_ID_CORE_FLAG)),
@@ -146,6 +139,25 @@ impl Deliverer {
     /// Sets the accounts' tracking and signing (at start, and on reload).
     pub fn set_transform(&self, transform: Arc<Transform>) {
         *self.transform.borrow_mut() = transform;
+    }
+
+    /// The current delivery settings (one generation; keep the `Rc` for a whole decision).
+    pub fn settings(&self) -> Rc<Settings> {
+        self.settings.borrow().clone()
+    }
+
+    /// Applies a reloaded configuration's routing and delivery settings, when they changed:
+    /// the next routing decision uses them. Jobs already waiting in ready queues are routed
+    /// again by the scheduler (within [`SCHEDULER_TICK`]); transactions in flight finish
+    /// under the settings they started with. Returns whether anything changed.
+    pub fn reload(&self, config: &Config) -> bool {
+        let current = self.settings();
+        if current.same_as(config) {
+            return false;
+        }
+        let next = Settings::new(config, current.generation + 1, self.log.metrics());
+        *self.settings.borrow_mut() = Rc::new(next);
+        true
     }
 
     /// Starts the scheduler and the router on this core.
@@ -162,7 +174,7 @@ impl Deliverer {
         *self.weights.borrow_mut() = weights(config);
     }
 
-    fn weight_of(&self, account: &str) -> u32 {
+    pub(super) fn weight_of(&self, account: &str) -> u32 {
         self.weights.borrow().get(account).copied().unwrap_or(1)
     }
 
@@ -171,12 +183,10 @@ impl Deliverer {
         self.queue.borrow().queued_bytes(account)
     }
 
-    /// Every account with messages queued on this core, and their bytes.
-    pub fn queued_bytes_by_account(&self) -> Vec<(String, u64)> {
+    /// Every account with messages queued on this core: its messages and bytes.
+    pub fn queued_by_account(&self) -> Vec<(String, Queued)> {
         let q = self.queue.borrow();
-        q.queued_bytes_by_account()
-            .map(|(a, b)| (a.to_string(), b))
-            .collect()
+        q.queued_by_account().map(|(a, n)| (a.to_string(), n)).collect()
     }
 
     /// Queues a message that was just spooled: its first attempt is due now.
@@ -236,7 +246,7 @@ impl Deliverer {
         self.queue.borrow().get(&id).map(|e| e.attempts)
     }
 
-    async fn scheduler(self: Rc<Self>) {
+    async fn scheduler(self: &Rc<Self>) {
         loop {
             let now = self.clock.now_ms();
             let (moved, next) = {
@@ -246,6 +256,7 @@ impl Deliverer {
             if moved > 0 {
                 self.due.signal(moved as u64);
             }
+            self.retire_stale_queues();
             let wait = next
                 .map(|at| Duration::from_millis(at.saturating_sub(now)))
                 .unwrap_or(SCHEDULER_TICK)
@@ -275,67 +286,24 @@ impl Deliverer {
     /// One attempt at every pending recipient of a message: route them, and hand the jobs
     /// to the ready queues. Recipients whose route fails in DNS are decided right here.
     async fn route_message(self: Rc<Self>, id: MessageId, permit: StaticPermit) {
-        let Some((envelope, pending)) = self.snapshot(&id) else {
+        let Some((envelope, pending, due_ms)) = self.snapshot(&id) else {
             return;
         };
+        let settings = self.settings();
         let Some(chunks) = self.message_bytes(id).await else {
-            let delay = super::retry::delay_after(&self.config.retry_schedule, 1);
+            let delay = super::retry::delay_after(&settings.delivery.retry_schedule, 1);
             let at = self.clock.now_ms() + delay.as_millis() as u64;
             self.queue.borrow_mut().reschedule(id, at);
             return;
         };
-        let mut groups: BTreeMap<(Decision, Route), Vec<usize>> = BTreeMap::new();
-        for &i in &pending {
-            let domain = envelope.rcpts[i].domain();
-            let decision = self.egress.decide(&envelope.account, domain);
-            let target = self.egress.target(decision, domain);
-            groups.entry((decision, target)).or_default().push(i);
-        }
-        let mut sources: HashMap<usize, usize> = HashMap::new();
-        // Tokens that name the recipient make every recipient's copy different: one job each.
-        let per_recipient = self.transform.borrow().per_recipient(&envelope.account);
-        let mut jobs: BTreeMap<(usize, String, Option<usize>, Option<usize>), Job> = BTreeMap::new();
-        let mut decided: Vec<(usize, Outcome)> = Vec::new();
-        for ((decision, target), idxs) in groups {
-            let hops = match self
-                .timed_dns(plan::hops(&self.resolver, &target, self.config.mx_port))
-                .await
-            {
-                Ok(h) if !h.is_empty() => h,
-                Ok(_) => {
-                    let reason = Reason::deferred(format!("no hosts for {}", target.describe()));
-                    decided.extend(idxs.into_iter().map(|i| (i, reason.clone())));
-                    continue;
-                }
-                Err(e) => {
-                    let outcome = dns_outcome(&target, &e);
-                    decided.extend(idxs.into_iter().map(|i| (i, outcome.clone())));
-                    continue;
-                }
-            };
-            let source = *sources
-                .entry(decision.pool)
-                .or_insert_with(|| self.picker.borrow_mut().pick(&self.egress, decision.pool));
-            let site = plan::site(&hops);
-            let hops: Rc<[Hop]> = Rc::from(hops);
-            let splits: Vec<(Option<usize>, Vec<usize>)> = match per_recipient {
-                true => idxs.into_iter().map(|i| (Some(i), vec![i])).collect(),
-                false => vec![(None, idxs)],
-            };
-            for (split, rcpts) in splits {
-                let job = jobs
-                    .entry((source, site.clone(), decision.route, split))
-                    .or_insert_with(|| Job {
-                        id,
-                        envelope: envelope.clone(),
-                        chunks: chunks.clone(),
-                        rcpts: Vec::new(),
-                        hops: hops.clone(),
-                    });
-                job.rcpts.extend(rcpts);
-            }
-        }
-        let jobs_left = jobs.len();
+        let message = Routed {
+            id,
+            envelope,
+            chunks: chunks.clone(),
+            due_ms,
+        };
+        let planned = self.plan(&settings, &message, pending).await;
+        let jobs_left = planned.jobs.len();
         if let Some(entry) = self.queue.borrow_mut().get_mut(&id) {
             entry.attempt = Some(Attempt {
                 jobs_left,
@@ -345,16 +313,11 @@ impl Deliverer {
                 permit: Some(permit),
             });
         }
-        self.record(id, decided);
+        self.record(id, planned.decided);
         if jobs_left == 0 {
             return self.finish_attempt(id, Vec::new()).await;
         }
-        for ((source, site, route, _), job) in jobs {
-            let key = ReadyKey {
-                source,
-                site: Rc::from(site),
-                route,
-            };
+        for (key, job) in planned.jobs {
             self.dispatch(key, job);
         }
     }
@@ -375,11 +338,11 @@ impl Deliverer {
         result
     }
 
-    /// The envelope and pending recipients of a queued message.
-    fn snapshot(&self, id: &MessageId) -> Option<(Rc<Envelope>, Vec<usize>)> {
+    /// The envelope, pending recipients and due time of a queued message.
+    fn snapshot(&self, id: &MessageId) -> Option<(Rc<Envelope>, Vec<usize>, u64)> {
         let q = self.queue.borrow();
         let e = q.get(id)?;
-        Some((e.envelope.clone(), e.pending()))
+        Some((e.envelope.clone(), e.pending(), e.due_ms))
     }
 
     /// The message's bytes (trace, then body), from memory or read back from the spool.
@@ -404,50 +367,11 @@ impl Deliverer {
         };
         Some(std::iter::once(trace).chain(body).collect())
     }
-
-    /// Hands a job to its ready queue, starting a connection task when the queue wants one.
-    pub(super) fn dispatch(self: &Rc<Self>, key: ReadyKey, job: Job) {
-        let cell = {
-            let mut ready = self.ready.borrow_mut();
-            ready
-                .entry(key.clone())
-                .or_insert_with(|| Rc::new(RefCell::new(ReadyQueue::new(self.egress.shaping(key.route)))))
-                .clone()
-        };
-        let weight = self.weight_of(&job.envelope.account);
-        let action = cell.borrow_mut().push(job, weight);
-        if action == OnPush::Spawn {
-            let me = self.clone();
-            glommio::spawn_local(async move { me.connection_task(key, cell).await }).detach();
-        }
-    }
 }
 
 /// The DRR weight of every configured account.
 fn weights(config: &Config) -> HashMap<String, u32> {
     config.accounts.iter().map(|a| (a.id.clone(), a.weight)).collect()
-}
-
-/// What a DNS failure means for the recipients of a route.
-fn dns_outcome(route: &Route, e: &DnsError) -> Outcome {
-    let domain = match route {
-        Route::Mx { domain } => domain.as_str(),
-        Route::Smarthost { host, .. } => host.as_str(),
-    };
-    match e {
-        DnsError::NullMx(_) => Outcome::Failed(Reason::local(
-            Enhanced::new(5, 1, 10),
-            format!("{domain} does not accept mail (null MX, RFC 7505)"),
-        )),
-        DnsError::NotFound(why) => Outcome::Failed(Reason::local(
-            Enhanced::new(5, 1, 2),
-            format!("{domain}: domain not found ({why})"),
-        )),
-        DnsError::Temporary(why) => Outcome::Deferred(Reason::local(
-            Enhanced::new(4, 4, 3),
-            format!("DNS lookup for {domain} failed: {why}"),
-        )),
-    }
 }
 
 #[cfg(test)]

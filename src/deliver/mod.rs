@@ -5,6 +5,8 @@
 //! - [`ready`]: the ready tier as plain data: one queue per (source, site, route) with its
 //!   connection, per-connection and rate limits.
 //! - [`engine`]: the scheduler and the router that turns due messages into jobs.
+//! - `routing`: due message → egress decision → hops → jobs on the ready queues; the
+//!   re-routing of waiting jobs after a reload.
 //! - `dispatch`: the connection tasks that work the ready queues.
 //! - `settle`: outcomes to the spool, retries, expiry, bounces.
 //! - [`connection`]: one outbound SMTP session over a glommio socket (from a chosen
@@ -15,6 +17,8 @@
 //! - [`outcome`]: the one place that decides, per recipient, whether an attempt
 //!   delivered, deferred (retry later) or failed (bounce).
 //! - [`retry`]: the retry schedule as a pure function.
+//! - [`settings`]: the routing and delivery settings as one snapshot, swapped whole by a
+//!   reload.
 //! - [`dsn`]: RFC 3464 delivery status notifications as a pure function.
 //! - [`clock`]: the injected clock.
 
@@ -27,6 +31,8 @@ pub mod outcome;
 pub mod queue;
 pub mod ready;
 pub mod retry;
+mod routing;
+pub mod settings;
 mod settle;
 pub mod stream;
 pub mod tls;

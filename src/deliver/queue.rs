@@ -98,6 +98,13 @@ impl Entry {
     }
 }
 
+/// What one account has queued (due, scheduled or in flight).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Queued {
+    pub messages: usize,
+    pub bytes: u64,
+}
+
 /// The queue: entries by id, the retry heap and the due line.
 #[derive(Debug)]
 pub struct Queue {
@@ -108,7 +115,7 @@ pub struct Queue {
     /// Bytes of message data held in memory across all entries.
     memory_bytes: usize,
     /// Bytes queued per account (entries' `size_bytes`); accounts with none are absent.
-    queued_bytes: HashMap<Rc<str>, u64>,
+    queued: HashMap<Rc<str>, Queued>,
 }
 
 impl Default for Queue {
@@ -118,7 +125,7 @@ impl Default for Queue {
             scheduled: BinaryHeap::new(),
             due: Drr::new(1),
             memory_bytes: 0,
-            queued_bytes: HashMap::new(),
+            queued: HashMap::new(),
         }
     }
 }
@@ -146,12 +153,12 @@ impl Queue {
 
     /// Bytes of `account`'s messages queued here (due, scheduled or in flight).
     pub fn queued_bytes(&self, account: &str) -> u64 {
-        self.queued_bytes.get(account).copied().unwrap_or(0)
+        self.queued.get(account).map_or(0, |q| q.bytes)
     }
 
-    /// Every account with queued messages and its queued bytes.
-    pub fn queued_bytes_by_account(&self) -> impl Iterator<Item = (&str, u64)> {
-        self.queued_bytes.iter().map(|(a, b)| (&**a, *b))
+    /// Every account with queued messages, its queued messages and bytes.
+    pub fn queued_by_account(&self) -> impl Iterator<Item = (&str, Queued)> {
+        self.queued.iter().map(|(a, q)| (&**a, *q))
     }
 
     /// Adds an entry; it is due now when `due_ms` is `None`, or scheduled for `due_ms`.
@@ -163,7 +170,9 @@ impl Queue {
         if entry.data.is_some() {
             self.memory_bytes += entry.data_bytes;
         }
-        *self.queued_bytes.entry(entry.account.clone()).or_insert(0) += entry.size_bytes;
+        let queued = self.queued.entry(entry.account.clone()).or_default();
+        queued.bytes += entry.size_bytes;
+        queued.messages += 1;
         match due_ms {
             None => self.due.push(entry.account.clone(), id, 1, entry.weight),
             Some(at) => {
@@ -251,10 +260,11 @@ impl Queue {
         if e.data.is_some() {
             self.memory_bytes -= e.data_bytes;
         }
-        if let Some(bytes) = self.queued_bytes.get_mut(&e.account) {
-            *bytes = bytes.saturating_sub(e.size_bytes);
-            if *bytes == 0 {
-                self.queued_bytes.remove(&e.account);
+        if let Some(queued) = self.queued.get_mut(&e.account) {
+            queued.bytes = queued.bytes.saturating_sub(e.size_bytes);
+            queued.messages = queued.messages.saturating_sub(1);
+            if queued.messages == 0 {
+                self.queued.remove(&e.account);
             }
         }
         Some(e)
@@ -357,6 +367,14 @@ mod tests {
         q.insert(retry, Entry::new(m), Some(100));
         assert_eq!(q.queued_bytes("big"), 1000 * 19);
         assert_eq!(q.queued_bytes("small"), 2 * 19);
+        let queued = q.queued_by_account().find(|(a, _)| *a == "small").map(|(_, n)| n);
+        assert_eq!(
+            queued,
+            Some(Queued {
+                messages: 2,
+                bytes: 2 * 19
+            })
+        );
         let first: Vec<MessageId> = (0..2).filter_map(|_| q.pop_due()).collect();
         assert!(first.contains(&small), "taken within one round: {first:?}");
         assert_eq!(q.promote_due(100), 1);
@@ -365,7 +383,7 @@ mod tests {
         q.remove(&small);
         q.remove(&retry);
         assert_eq!(q.queued_bytes("small"), 0);
-        assert_eq!(q.queued_bytes_by_account().count(), 1);
+        assert_eq!(q.queued_by_account().count(), 1);
 
         let mut weighted = Queue::default();
         for seq in 0..100 {

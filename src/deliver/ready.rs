@@ -38,6 +38,9 @@ use crate::schedule::Drr;
 /// A ready queue's identity.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct ReadyKey {
+    /// The generation of delivery settings that routed the queue's jobs (a reload makes a
+    /// new one; indexes below mean what that generation's tables say).
+    pub generation: u64,
     /// Index into the egress sources.
     pub source: usize,
     /// The site: the sorted MX set (or smarthost) as [`crate::route::plan::site`] names it.
@@ -57,6 +60,10 @@ pub struct Job {
     pub rcpts: Vec<usize>,
     /// The hosts of the site, in the order to try them.
     pub hops: Rc<[Hop]>,
+    /// The pool that routed these recipients (the site class of the metrics).
+    pub pool: usize,
+    /// When the message's attempt was due, ms since the Unix epoch.
+    pub due_ms: u64,
 }
 
 /// What the engine does after a job was queued.
@@ -90,6 +97,8 @@ pub struct ReadyQueue {
     connections: usize,
     /// Idle connection tasks waiting for a job; a dropped receiver is a task that gave up.
     idle: VecDeque<oneshot::Sender<()>>,
+    /// A reload replaced the settings this queue was made with: no more jobs come.
+    retired: bool,
 }
 
 impl ReadyQueue {
@@ -100,6 +109,7 @@ impl ReadyQueue {
             shaping,
             connections: 0,
             idle: VecDeque::new(),
+            retired: false,
         }
     }
 
@@ -168,6 +178,18 @@ impl ReadyQueue {
     /// Every queued job, taken out (to be deferred when the site cannot be reached).
     pub fn drain(&mut self) -> Vec<Job> {
         std::iter::from_fn(|| self.jobs.pop().map(|(_, job)| job)).collect()
+    }
+
+    /// Takes every queued job out for routing under new settings, and lets the idle
+    /// connection tasks go (their wait ends at once, and they close).
+    pub fn retire(&mut self) -> Vec<Job> {
+        self.retired = true;
+        self.idle.clear();
+        self.drain()
+    }
+
+    pub fn is_retired(&self) -> bool {
+        self.retired
     }
 
     /// A connection task ended.
@@ -251,6 +273,8 @@ mod tests {
             chunks: Rc::from(vec![Bytes::from_static(b"x\r\n")]),
             rcpts: vec![0],
             hops: Rc::from(Vec::new()),
+            pool: 0,
+            due_ms: 0,
         }
     }
 
@@ -327,6 +351,25 @@ mod tests {
         drop(q.wait());
         assert_eq!(q.push_one(job(3)), OnPush::Spawn);
         assert_eq!(q.connections(), 2);
+    }
+
+    /// A reload retires a queue: its waiting jobs come out for routing again, its idle
+    /// connections are let go, and a connection asking for work finds none.
+    #[test]
+    fn a_retired_queue_gives_its_jobs_back_and_wakes_its_idle_connections() {
+        let mut q = ReadyQueue::new(shaping(1, 0));
+        assert_eq!(q.push_one(job(1)), OnPush::Spawn);
+        assert_eq!(seq(q.take(0)), 1);
+        let mut idle = q.wait();
+        q.jobs.push(Rc::from("a"), job(2), 1, 1);
+        q.jobs.push(Rc::from("a"), job(3), 1, 1);
+        let back: Vec<u64> = q.retire().into_iter().map(|j| j.id.0 as u64 & 0xffff).collect();
+        assert_eq!(back, [2, 3]);
+        assert!(q.is_retired());
+        assert!(idle.try_recv().is_err(), "the idle connection's wait is over");
+        assert!(matches!(q.take(0), Take::Empty));
+        q.connection_ended();
+        assert!(q.is_unused());
     }
 
     #[test]

@@ -199,6 +199,8 @@ impl Deliverer {
 
     /// Takes the attempt out of the entry and decides, without I/O, what follows it.
     fn close_attempt(&self, id: MessageId, now: u64) -> Option<Closing> {
+        let settings = self.settings();
+        let (delivery, bounce) = (&settings.delivery, &settings.bounce);
         let mut q = self.queue.borrow_mut();
         let entry = q.get_mut(&id)?;
         let attempt = entry.attempt.take()?;
@@ -207,20 +209,20 @@ impl Deliverer {
             0 => 0,
             n => entry
                 .due_ms
-                .saturating_sub(retry::delay_after(&self.config.retry_schedule, n).as_millis() as u64),
+                .saturating_sub(retry::delay_after(&delivery.retry_schedule, n).as_millis() as u64),
         };
         entry.attempts += 1;
         let envelope = entry.envelope.clone();
         let expires_ms = envelope
             .received_at_ms
-            .saturating_add(self.config.message_max_age.as_millis() as u64);
+            .saturating_add(delivery.message_max_age.as_millis() as u64);
         let mut failed = attempt.failed;
         let mut deferred = attempt.deferred;
         let mut next_ms = None;
         if !deferred.is_empty() {
             let plan = retry::plan(
-                &self.config.retry_schedule,
-                self.config.message_max_age,
+                &delivery.retry_schedule,
+                delivery.message_max_age,
                 envelope.received_at_ms,
                 entry.attempts,
                 now,
@@ -240,7 +242,7 @@ impl Deliverer {
             next_ms = None;
         }
         let delay_notice = next_ms.is_some()
-            && self.bounce.delay_notification_after.is_some_and(|after| {
+            && bounce.delay_notification_after.is_some_and(|after| {
                 let threshold = envelope.received_at_ms + after.as_millis() as u64;
                 // The first attempt to end past the threshold: once per message, and
                 // the same one again after a restart.
@@ -284,7 +286,9 @@ impl Deliverer {
     /// spooled as a new message of the same account from the null sender.
     async fn notify(&self, c: &Closing, rcpts: &[(usize, Reason)], action: Action, now: u64) {
         let original = &c.envelope;
-        if !self.bounce.enabled || original.mail_from.is_empty() {
+        let settings = self.settings();
+        let bounce = &settings.bounce;
+        if !bounce.enabled || original.mail_from.is_empty() {
             return;
         }
         let reports: Vec<RcptReport<'_>> = rcpts
@@ -322,7 +326,7 @@ impl Deliverer {
             retry_until_ms: Some(c.expires_ms),
             recipients: reports,
             original: &c.chunks,
-            return_max_bytes: self.bounce.return_message_max_bytes,
+            return_max_bytes: bounce.return_message_max_bytes,
         });
         let message = self.dsn_message(dsn_id, original, bytes, now);
         match self.spool.append(&message).await {

@@ -248,4 +248,8 @@ impl Policy for DirectoryPolicy {
                 .identify_authenticated(account, mail_from),
         )
     }
+
+    fn command(&self, kind: crate::smtp::command::CommandKind) {
+        self.log.metrics().command(kind);
+    }
 }

@@ -129,6 +129,8 @@ pub enum Event {
     Reloaded {
         generation: u64,
         accounts: usize,
+        /// Routing or delivery settings changed: new routing decisions use them.
+        egress_changed: bool,
         needs_restart: String,
     },
     /// A new configuration was refused; the running one stays.
@@ -166,6 +168,8 @@ pub struct Log {
     tx: Rc<LocalSender<(u64, Event)>>,
     drops: Rc<LogDrops>,
     metrics: Rc<CoreMetrics>,
+    /// Counts what this ring drops: the log ring's or the event ring's counter.
+    dropped: metrics::Counter,
 }
 
 /// The receiving end, consumed by [`run_drain`].
@@ -184,6 +188,23 @@ impl Log {
 
     /// A ring of `capacity` records for `core` that also counts every event in `metrics`.
     pub fn with_metrics(core: usize, capacity: usize, metrics: Rc<CoreMetrics>) -> (Log, LogDrain) {
+        let dropped = metrics.core.log_dropped_total.clone();
+        Self::ring(core, capacity, metrics, dropped)
+    }
+
+    /// The core's tracking event ring: like [`Log::with_metrics`], but its drops are
+    /// counted apart (`corerelay_events_dropped_total`).
+    pub fn events_with_metrics(core: usize, capacity: usize, metrics: Rc<CoreMetrics>) -> (Log, LogDrain) {
+        let dropped = metrics.core.events_dropped_total.clone();
+        Self::ring(core, capacity, metrics, dropped)
+    }
+
+    fn ring(
+        core: usize,
+        capacity: usize,
+        metrics: Rc<CoreMetrics>,
+        dropped: metrics::Counter,
+    ) -> (Log, LogDrain) {
         let (tx, rx) = local_channel::new_bounded(capacity);
         let drops = Rc::new(LogDrops::default());
         let log = Log {
@@ -191,6 +212,7 @@ impl Log {
             tx: Rc::new(tx),
             drops: drops.clone(),
             metrics: metrics.clone(),
+            dropped,
         };
         (
             log,
@@ -209,7 +231,7 @@ impl Log {
         self.metrics.record(&event);
         if self.tx.try_send((now_ms(), event)).is_err() {
             self.drops.ring_full.set(self.drops.ring_full.get() + 1);
-            self.metrics.core.log_dropped_total.increment(1);
+            self.dropped.increment(1);
         }
     }
 
@@ -416,6 +438,37 @@ mod tests {
         assert_eq!(lines[0]["core"], 3);
         assert_eq!(lines[3]["what"], "e3");
         assert!(lines[0]["ts"].as_str().unwrap().ends_with('Z'));
+    }
+
+    /// Issue 7 names log ring and event ring drops apart: a full event ring counts in
+    /// `corerelay_events_dropped_total`, not in the log ring's counter.
+    #[test]
+    fn the_event_ring_counts_its_drops_apart_from_the_log_ring() {
+        let text = LocalExecutorBuilder::default()
+            .io_memory(256 << 10)
+            .spawn(|| async {
+                let recorder = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
+                let core_metrics = metrics::with_local_recorder(&recorder, || CoreMetrics::new(5, []));
+                let core_metrics = Rc::new(core_metrics);
+                let (events, _events_drain) = Log::events_with_metrics(5, 1, core_metrics.clone());
+                let (log, _log_drain) = Log::with_metrics(5, 1, core_metrics);
+                for _ in 0..3 {
+                    events.emit(Event::Error { what: "e".into() });
+                }
+                log.emit(Event::Error { what: "l".into() });
+                recorder.handle().render()
+            })
+            .unwrap()
+            .join()
+            .unwrap();
+        assert!(
+            text.contains("corerelay_events_dropped_total{core=\"5\"} 2"),
+            "{text}"
+        );
+        assert!(
+            !text.contains("corerelay_log_dropped_total{core=\"5\"} 1"),
+            "{text}"
+        );
     }
 
     #[test]

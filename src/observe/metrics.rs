@@ -12,6 +12,7 @@ use std::collections::HashMap;
 use metrics::{Counter, Gauge, Histogram, Unit};
 
 use super::log::Event;
+use crate::smtp::command::CommandKind;
 
 /// What kind of metric a table row declares.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -165,6 +166,14 @@ metrics_table! {
             "The bound of each (acceptor, owner) handoff window in messages (server.handoff_window_max_count).";
         handoff_window_max_bytes: Gauge, "corerelay_handoff_window_max_bytes", Bytes,
             "The bound of each (acceptor, owner) handoff window in bytes (server.handoff_window_max_bytes).";
+        spool_fsync_seconds: Histogram, "corerelay_spool_fsync_seconds", Seconds,
+            "Time of one group commit's fdatasync alone (corerelay_spool_append_seconds adds the wait for the batch and the write).";
+        spool_commit_records: Histogram, "corerelay_spool_commit_records", Count,
+            "Records made durable by one group commit (one fdatasync): the group-commit size.";
+        dns_cache_hits_total: Counter, "corerelay_dns_cache_hits_total", Count,
+            "DNS queries (MX, A, AAAA) answered from the core's cache, negative answers included, without asking a nameserver.";
+        events_dropped_total: Counter, "corerelay_events_dropped_total", Count,
+            "Tracking event records (opens, clicks, unsubscribes) dropped because the core's event ring was full.";
     }
     labelled {
         Counter, "corerelay_account_accepted_total", Count, ["account"],
@@ -197,6 +206,16 @@ metrics_table! {
             "The account's limit on queued bytes (queued_max_bytes; 0: none).";
         Gauge, "corerelay_account_accept_rate_max", CountPerSecond, ["account"],
             "The account's limit on accepted messages per second (messages_per_second_max_count; 0: none).";
+        Counter, "corerelay_smtp_commands_total", Count, ["verb"],
+            "SMTP command lines received, by verb: ehlo, helo, mail, rcpt, data, bdat, rset, noop, quit, vrfy, expn, help, starttls, auth, or other.";
+        Gauge, "corerelay_account_queued_messages", Count, ["account"],
+            "Messages of the account queued for delivery on its owner core (due, scheduled or in flight).";
+        Histogram, "corerelay_account_scheduler_wait_seconds", Seconds, ["account"],
+            "Time from when a message of the account was due (new, or its retry time) to the start of its delivery on a connection: the due line and ready queue wait.";
+        Counter, "corerelay_delivery_outcomes_total", Count, ["class", "outcome"],
+            "Recipients by what a delivery attempt gave them (outcome delivered, deferred or failed), per site class: the egress pool that routed them.";
+        Histogram, "corerelay_delivery_attempt_seconds", Seconds, ["class"],
+            "Time of one outbound SMTP transaction per site class (the egress pool that routed it).";
     }
 }
 
@@ -205,6 +224,12 @@ pub const LATENCY_BUCKETS_SECONDS: &[f64] = &[
     0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
     5.0,
 ];
+
+/// Bucket bounds for the histograms that count things per event (records per commit).
+pub const COUNT_BUCKETS: &[f64] = &[1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0];
+
+/// The histograms that use [`COUNT_BUCKETS`]; every other one uses the latency buckets.
+pub const COUNT_HISTOGRAMS: &[&str] = &["corerelay_spool_commit_records"];
 
 /// The per-account counters of one core.
 pub struct AccountCounters {
@@ -216,11 +241,24 @@ pub struct AccountCounters {
     pub opens: Counter,
     pub clicks: Counter,
     pub unsubscribes: Counter,
+    /// Due → delivery started, for the messages this core owns.
+    pub scheduler_wait: Histogram,
 }
 
 /// The gauges of an account this core owns: placement, weight, limits, queued bytes.
 struct OwnedGauges {
     queued_bytes: Gauge,
+    queued_messages: Gauge,
+}
+
+/// The delivery counters of one site class (an egress pool), resolved when routing
+/// settings are made (at start and on reload), so delivery indexes them by pool.
+#[derive(Clone, Debug)]
+pub struct ClassMetrics {
+    pub delivered: Counter,
+    pub deferred: Counter,
+    pub failed: Counter,
+    pub attempt_seconds: Histogram,
 }
 
 /// Everything one core counts: the plain handles and the per-account ones, resolved for
@@ -228,6 +266,8 @@ struct OwnedGauges {
 pub struct CoreMetrics {
     pub core: Core,
     core_label: String,
+    /// One counter per [`CommandKind`], indexed by it.
+    smtp_commands: Vec<Counter>,
     /// Grows when a reload adds accounts (counters of removed accounts stay, frozen).
     accounts: std::cell::RefCell<HashMap<String, AccountCounters>>,
     /// Only for the accounts this core owns, so no other core exports a placement of 0.
@@ -241,9 +281,14 @@ impl CoreMetrics {
     /// none installed, when every handle is a no-op).
     pub fn new<'a>(core: usize, accounts: impl IntoIterator<Item = &'a str>) -> CoreMetrics {
         let core_label = core.to_string();
+        let smtp_commands = CommandKind::ALL
+            .iter()
+            .map(|v| metrics::counter!("corerelay_smtp_commands_total", "core" => core_label.clone(), "verb" => v.label()))
+            .collect();
         let metrics = CoreMetrics {
             core: Core::new(&core_label),
             core_label,
+            smtp_commands,
             accounts: Default::default(),
             owned: Default::default(),
             throttled: Default::default(),
@@ -269,6 +314,7 @@ impl CoreMetrics {
                 opens: metrics::counter!("corerelay_account_opens_total", &labels),
                 clicks: metrics::counter!("corerelay_account_clicks_total", &labels),
                 unsubscribes: metrics::counter!("corerelay_account_unsubscribes_total", &labels),
+                scheduler_wait: metrics::histogram!("corerelay_account_scheduler_wait_seconds", &labels),
             };
             accounts.insert(id.to_string(), counters);
         }
@@ -289,15 +335,53 @@ impl CoreMetrics {
                 .set(a.share.messages_per_second_max_count as f64);
             owned.entry(a.id.clone()).or_insert_with(|| OwnedGauges {
                 queued_bytes: metrics::gauge!("corerelay_account_queued_bytes", &labels),
+                queued_messages: metrics::gauge!("corerelay_account_queued_messages", &labels),
             });
         }
     }
 
-    /// Sets the queued bytes of every account this core owns (`queued`: those with any).
-    pub fn set_queued(&self, queued: &[(String, u64)]) {
+    /// Sets the queued messages and bytes of every account this core owns (`queued`:
+    /// account, messages, bytes of those with any).
+    pub fn set_queued(&self, queued: &[(String, usize, u64)]) {
         for (id, gauges) in self.owned.borrow().iter() {
-            let bytes = queued.iter().find(|(a, _)| a == id).map_or(0, |(_, b)| *b);
+            let (messages, bytes) = queued
+                .iter()
+                .find(|(a, _, _)| a == id)
+                .map_or((0, 0), |(_, m, b)| (*m, *b));
             gauges.queued_bytes.set(bytes as f64);
+            gauges.queued_messages.set(messages as f64);
+        }
+    }
+
+    /// Counts one SMTP command line.
+    pub fn command(&self, kind: CommandKind) {
+        if let Some(c) = self.smtp_commands.get(kind as usize) {
+            c.increment(1);
+        }
+    }
+
+    /// Records how long a message of `account` waited between due and delivery.
+    pub fn scheduler_wait(&self, account: &str, seconds: f64) {
+        self.account(account, |a| a.scheduler_wait.record(seconds));
+    }
+
+    /// Resolves the delivery handles of the site class `class` (an egress pool's name).
+    pub fn class(&self, class: &str) -> ClassMetrics {
+        let core = self.core_label.clone();
+        let outcome = |outcome: &'static str| {
+            let labels = [
+                ("core", core.clone()),
+                ("class", class.to_string()),
+                ("outcome", outcome.to_string()),
+            ];
+            metrics::counter!("corerelay_delivery_outcomes_total", &labels)
+        };
+        let labels = [("core", core.clone()), ("class", class.to_string())];
+        ClassMetrics {
+            delivered: outcome("delivered"),
+            deferred: outcome("deferred"),
+            failed: outcome("failed"),
+            attempt_seconds: metrics::histogram!("corerelay_delivery_attempt_seconds", &labels),
         }
     }
 

@@ -32,8 +32,8 @@ pub struct Decision {
     pub route: Option<usize>,
 }
 
-/// The routing table, built once from the configuration; read-only.
-#[derive(Debug, Clone)]
+/// The routing table, built from the configuration at start and at each reload; read-only.
+#[derive(Debug, Clone, PartialEq)]
 pub struct Egress {
     config: EgressConfig,
     /// Exact domain → route.
@@ -165,7 +165,11 @@ impl Picker {
     /// The source (index into the sources) that sends next from `pool`.
     pub fn pick(&mut self, egress: &Egress, pool: usize) -> usize {
         let members = &egress.pool(pool).members;
-        let current = self.current.entry(pool).or_insert_with(|| vec![0; members.len()]);
+        let current = self.current.entry(pool).or_default();
+        if current.len() != members.len() {
+            // A pool that changed shape (a reload) starts its turns over.
+            *current = vec![0; members.len()];
+        }
         let total: i64 = members.iter().map(|&(_, w)| i64::from(w)).sum();
         let mut best = 0;
         for (i, &(_, weight)) in members.iter().enumerate() {

@@ -137,6 +137,8 @@ pub fn prepare(source: &Source, running: &Config, cores: usize) -> Result<Reload
     if !same(&config.log, &running.log) {
         needs_restart.push("[log]");
     }
+    crate::deliver::settings::check_new_sources(&config, running)?;
+    needs_restart.extend(crate::deliver::settings::needs_restart(&config, running));
     let tls =
         Arc::new(TlsSnapshot::load(&config.tls, &config.server.hostname).map_err(|e| format!("[tls]: {e}"))?);
     let keyring = Arc::new(crate::http::tracking::load_keyring(

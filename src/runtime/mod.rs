@@ -24,7 +24,7 @@ use crate::http::tracking::load_keyring;
 use crate::ingress::listener;
 use crate::ingress::tls::{self, TlsSnapshot};
 use crate::mesh::Meshes;
-use crate::observe::metrics::{LATENCY_BUCKETS_SECONDS, describe_all};
+use crate::observe::metrics::{COUNT_BUCKETS, COUNT_HISTOGRAMS, LATENCY_BUCKETS_SECONDS, describe_all};
 use crate::rewrite::Keyring;
 use control::{Control, Source, spawn_signal_thread};
 
@@ -158,8 +158,12 @@ pub fn serve(config: Config, source: Source) -> Result<(), String> {
 /// Installs the process's Prometheus recorder (no HTTP server of its own: corerelay serves
 /// `/metrics` from its own listener) and registers every metric's help text.
 fn install_metrics() -> Result<PrometheusHandle, String> {
-    let handle = PrometheusBuilder::new()
-        .set_buckets(LATENCY_BUCKETS_SECONDS)
+    let mut builder = PrometheusBuilder::new().set_buckets(LATENCY_BUCKETS_SECONDS);
+    for name in COUNT_HISTOGRAMS {
+        let matcher = metrics_exporter_prometheus::Matcher::Full(name.to_string());
+        builder = builder.and_then(|b| b.set_buckets_for_metric(matcher, COUNT_BUCKETS));
+    }
+    let handle = builder
         .and_then(|b| b.install_recorder())
         .map_err(|e| format!("cannot install the metrics recorder: {e}"))?;
     describe_all();

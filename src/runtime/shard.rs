@@ -185,6 +185,7 @@ impl Watcher {
         self.ingress.set_limits(Limits::from_config(&reload.config));
         self.ingress.tls.replace(reload.tls.clone());
         self.deliverer.set_transform(reload.transform.clone());
+        let egress_changed = self.deliverer.reload(&reload.config);
         if let Some(tracking) = &self.app.tracking {
             *tracking.keyring.borrow_mut() = reload.keyring.clone();
         }
@@ -196,6 +197,7 @@ impl Watcher {
         self.log.emit(Event::Reloaded {
             generation,
             accounts: reload.directory.accounts().len(),
+            egress_changed,
             needs_restart: reload.needs_restart.join(", "),
         });
     }
@@ -238,10 +240,16 @@ async fn start(shared: &Shared, meshes: Meshes, queues: Queues) -> Result<Core, 
         messages: report.messages,
         corrupt_records: report.corrupt_records,
     });
-    let resolver = resolver(config, &log).map_err(|e| fail("DNS resolver", &e))?;
+    let resolver = resolver(config, &log)
+        .map_err(|e| fail("DNS resolver", &e))?
+        .with_cache_hit_counter(log.metrics().core.dns_cache_hits_total.clone());
     let f = &config.fairness;
     let (ingress_queue, delivery_queue) = (queues.ingress, queues.delivery);
     spool.set_fairness(f.spool_quantum_bytes, handoff::weights(&shared.directory));
+    spool.set_metrics(
+        log.metrics().core.spool_fsync_seconds.clone(),
+        log.metrics().core.spool_commit_records.clone(),
+    );
     let deliverer = Deliverer::new(config, core, spool.clone(), resolver, log.clone())
         .map_err(|e| fail("delivery", &e))?;
     for message in recovered {
@@ -287,7 +295,7 @@ async fn start(shared: &Shared, meshes: Meshes, queues: Queues) -> Result<Core, 
     let listen: Vec<String> = shared.listen.iter().map(|a| a.to_string()).collect();
     let http_listener = listener::bind(shared.http_listen, config.smtp.backlog_count)
         .map_err(|e| fail(&format!("cannot listen on {}", shared.http_listen), &e))?;
-    let (events, events_drain) = Log::with_metrics(core, config.log.ring_max_count, log.metrics_rc());
+    let (events, events_drain) = Log::events_with_metrics(core, config.log.ring_max_count, log.metrics_rc());
     glommio::spawn_local(log::run_drain(
         events_drain,
         log::events_path(&config.log.dir, core),
@@ -368,7 +376,12 @@ async fn gauges(deliverer: Rc<Deliverer>, ingress: Rc<Ingress>, spool: Spool, lo
         let (messages, bytes) = ingress.handoff.in_flight();
         core.handoff_inflight_messages.set(messages as f64);
         core.handoff_inflight_bytes.set(bytes as f64);
-        log.metrics().set_queued(&deliverer.queued_bytes_by_account());
+        let queued: Vec<(String, usize, u64)> = deliverer
+            .queued_by_account()
+            .into_iter()
+            .map(|(account, q)| (account, q.messages, q.bytes))
+            .collect();
+        log.metrics().set_queued(&queued);
         glommio::timer::sleep(std::time::Duration::from_secs(1)).await;
     }
 }

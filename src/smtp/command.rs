@@ -515,6 +515,82 @@ fn parse_bdat(args: &str) -> Result<Command, Reply> {
     Ok(Command::Bdat { chunk_bytes, last })
 }
 
+/// The verb of a command line as the metrics count it: the verbs corerelay knows, and
+/// `Other` for anything else, so the label set stays bounded whatever clients send.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CommandKind {
+    Ehlo,
+    Helo,
+    Mail,
+    Rcpt,
+    Data,
+    Bdat,
+    Rset,
+    Noop,
+    Quit,
+    Vrfy,
+    Expn,
+    Help,
+    Starttls,
+    Auth,
+    Other,
+}
+
+impl CommandKind {
+    /// Every verb, in declaration order (`verb as usize` indexes it).
+    pub const ALL: [CommandKind; 15] = [
+        CommandKind::Ehlo,
+        CommandKind::Helo,
+        CommandKind::Mail,
+        CommandKind::Rcpt,
+        CommandKind::Data,
+        CommandKind::Bdat,
+        CommandKind::Rset,
+        CommandKind::Noop,
+        CommandKind::Quit,
+        CommandKind::Vrfy,
+        CommandKind::Expn,
+        CommandKind::Help,
+        CommandKind::Starttls,
+        CommandKind::Auth,
+        CommandKind::Other,
+    ];
+
+    /// The verb of a command line (with or without its CRLF), case-insensitive.
+    pub fn of(line: &[u8]) -> CommandKind {
+        let word = line
+            .split(|&b| b == b' ' || b == b'\r' || b == b'\n')
+            .next()
+            .unwrap_or_default();
+        CommandKind::ALL[..CommandKind::ALL.len() - 1]
+            .iter()
+            .copied()
+            .find(|v| word.eq_ignore_ascii_case(v.label().as_bytes()))
+            .unwrap_or(CommandKind::Other)
+    }
+
+    /// The metric label: the verb in lower case.
+    pub fn label(self) -> &'static str {
+        match self {
+            CommandKind::Ehlo => "ehlo",
+            CommandKind::Helo => "helo",
+            CommandKind::Mail => "mail",
+            CommandKind::Rcpt => "rcpt",
+            CommandKind::Data => "data",
+            CommandKind::Bdat => "bdat",
+            CommandKind::Rset => "rset",
+            CommandKind::Noop => "noop",
+            CommandKind::Quit => "quit",
+            CommandKind::Vrfy => "vrfy",
+            CommandKind::Expn => "expn",
+            CommandKind::Help => "help",
+            CommandKind::Starttls => "starttls",
+            CommandKind::Auth => "auth",
+            CommandKind::Other => "other",
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -729,6 +805,27 @@ mod tests {
                 "{:?}: got {reply}, expected {expected}",
                 String::from_utf8_lossy(line)
             );
+        }
+    }
+
+    #[test]
+    fn verbs_are_counted_by_name_and_everything_else_is_other() {
+        let cases: [(&[u8], CommandKind); 8] = [
+            (b"EHLO client.test\r\n", CommandKind::Ehlo),
+            (b"mail FROM:<a@b>", CommandKind::Mail),
+            (b"Rcpt TO:<c@d>\r\n", CommandKind::Rcpt),
+            (b"DATA\r\n", CommandKind::Data),
+            (b"STARTTLS", CommandKind::Starttls),
+            (b"ETRN example.com\r\n", CommandKind::Other),
+            (b"MAILX FROM:<a@b>", CommandKind::Other),
+            (b"", CommandKind::Other),
+        ];
+        for (line, verb) in cases {
+            assert_eq!(CommandKind::of(line), verb, "{}", String::from_utf8_lossy(line));
+        }
+        for (i, v) in CommandKind::ALL.iter().enumerate() {
+            assert_eq!(*v as usize, i);
+            assert_eq!(CommandKind::of(v.label().as_bytes()), *v);
         }
     }
 }

@@ -38,7 +38,7 @@ use std::rc::Rc;
 use bytes::{Buf, Bytes, BytesMut};
 
 use crate::smtp::bdat::ChunkReceiver;
-use crate::smtp::command::{self, MailParams, RcptParams};
+use crate::smtp::command::{self, CommandKind, MailParams, RcptParams};
 use crate::smtp::data::{DataProgress, DataReceiver};
 use crate::smtp::reply::{Enhanced, Reply, catalogue};
 
@@ -169,6 +169,11 @@ pub trait Policy {
     ) -> Result<Self::Account, Reply> {
         let _ = (peer, mail_from);
         Ok(account.clone())
+    }
+
+    /// Told of every command line the session reads (for counting), before it runs.
+    fn command(&self, kind: CommandKind) {
+        let _ = kind;
     }
 }
 
@@ -495,8 +500,12 @@ impl<P: Policy> Session<P> {
         let line = match self.take_line(buf, max_bytes) {
             Line::Complete(line) => line,
             Line::NeedMore => return Step::NeedMore,
-            Line::TooLong => return self.answer(catalogue::LINE_TOO_LONG),
+            Line::TooLong => {
+                self.policy.command(CommandKind::Other);
+                return self.answer(catalogue::LINE_TOO_LONG);
+            }
         };
+        self.policy.command(CommandKind::of(&line));
         let Some(text) = line.strip_suffix(b"\r\n") else {
             return self.answer(catalogue::BARE_LF_COMMAND);
         };

@@ -97,6 +97,24 @@ pub struct Shared {
     pub state: RefCell<State>,
     /// The DRR quantum and account weights of the commit batches.
     pub fairness: RefCell<Fairness>,
+    /// Where the committer records its fdatasync times and batch sizes.
+    pub metrics: RefCell<CommitMetrics>,
+}
+
+/// The committer's histograms (no-ops until the core sets its own).
+#[derive(Clone)]
+pub struct CommitMetrics {
+    pub fsync_seconds: metrics::Histogram,
+    pub commit_records: metrics::Histogram,
+}
+
+impl Default for CommitMetrics {
+    fn default() -> Self {
+        CommitMetrics {
+            fsync_seconds: metrics::Histogram::noop(),
+            commit_records: metrics::Histogram::noop(),
+        }
+    }
 }
 
 pub struct State {
@@ -265,6 +283,7 @@ impl Batch {
 async fn commit(shared: &Shared, batch: Vec<Submission>) {
     match write_batch(shared, &batch).await {
         Ok(locations) => {
+            shared.metrics.borrow().commit_records.record(batch.len() as f64);
             let mut st = shared.state.borrow_mut();
             st.commits += 1;
             st.records += batch.len() as u64;
@@ -337,7 +356,11 @@ async fn write_batch(shared: &Shared, batch: &[Submission]) -> io::Result<Vec<Lo
                 "short write to a spool segment",
             ));
         }
-        Ok(file.fdatasync().await?)
+        let started = std::time::Instant::now();
+        file.fdatasync().await?;
+        let synced = started.elapsed().as_secs_f64();
+        shared.metrics.borrow().fsync_seconds.record(synced);
+        Ok(())
     }
     .await;
     let mut st = shared.state.borrow_mut();

@@ -187,6 +187,7 @@ impl Spool {
             core,
             own_dir: segment::core_dir(&config.dir, core),
             fairness: RefCell::new(fair::Fairness::default()),
+            metrics: RefCell::new(commit::CommitMetrics::default()),
             state: RefCell::new(State {
                 index: rec.index,
                 segments,
@@ -282,6 +283,15 @@ impl Spool {
         *self.shared.fairness.borrow_mut() = fair::Fairness {
             quantum_bytes,
             weights,
+        };
+    }
+
+    /// Sets the histograms the committer records each fdatasync's time and each group
+    /// commit's record count in.
+    pub fn set_metrics(&self, fsync_seconds: metrics::Histogram, commit_records: metrics::Histogram) {
+        *self.shared.metrics.borrow_mut() = commit::CommitMetrics {
+            fsync_seconds,
+            commit_records,
         };
     }
 
