@@ -41,8 +41,9 @@
 //!
 //! - **No shared mutable state between cores.** Per-core state is owned (`Rc`/`RefCell`,
 //!   never held across an `.await`); cores exchange messages only through the glommio
-//!   channel meshes of [`mesh`]; what every core reads (config, account directory, keys) is
-//!   an immutable snapshot, swapped whole on reload ([`runtime::control`]).
+//!   channel meshes of [`mesh`]; what every core reads (config, account directory, keys,
+//!   delivery settings: routes, pools, limits) is an immutable snapshot, swapped whole on
+//!   reload ([`runtime::control`], [`deliver::settings`]).
 //! - **One owner per account.** An account's spool records and delivery queue live on one
 //!   core, so a large sender can saturate only that core.
 //! - **No lock and no shared file on the hot path.** Each core has its own spool segments,
