@@ -123,6 +123,7 @@ pub async fn drive<P: Policy, H: Handler<P::Account>>(
     handler: &mut H,
 ) -> io::Result<()> {
     let mut output = BytesMut::new();
+    let mut room = ReadRoom::default();
     answer(handler, &session.greeting(), &mut output);
     let mut greeted = false;
     let mut transfer_deadline: Option<Instant> = None;
@@ -173,7 +174,7 @@ pub async fn drive<P: Policy, H: Handler<P::Account>>(
                     _ if session.in_transfer() => READ_CHUNK_BYTES,
                     _ => COMMAND_READ_BYTES,
                 };
-                match read(stream, &mut input, chunk, timeout, stop.as_ref()).await {
+                match read(stream, &mut input, &mut room, chunk, timeout, stop.as_ref()).await {
                     Ok(0) => return Ok(()),
                     Ok(_) => {}
                     // Stopping: the check above answers the client.
@@ -249,12 +250,12 @@ pub async fn handshake(
     }
 }
 
-/// Reads more input after what `input` holds, waiting at most `timeout`.
-/// Reads more input, waiting at most `timeout`; when `stop` is raised first, gives up with
-/// `Interrupted`.
+/// Reads more input after what `input` holds, waiting at most `timeout`; when `stop` is
+/// raised first, gives up with `Interrupted`.
 async fn read(
     stream: &mut Stream,
     input: &mut BytesMut,
+    room: &mut ReadRoom,
     chunk: usize,
     timeout: Duration,
     stop: Option<&Stop>,
@@ -262,9 +263,8 @@ async fn read(
     if timeout.is_zero() {
         return Err(io::ErrorKind::TimedOut.into());
     }
-    let start = input.len();
-    input.resize(start + chunk, 0);
-    let buf = &mut input[start..];
+    let start = room.open(input, chunk);
+    let buf = &mut input[start..start + chunk];
     let result = glommio::timer::timeout(timeout, async {
         let read = async { stream.read(buf).await };
         Ok(match stop {
@@ -283,8 +283,52 @@ async fn read(
         Ok(r) => r,
         Err(_) => Err(io::Error::new(io::ErrorKind::TimedOut, "read timed out")),
     };
-    input.truncate(start + *result.as_ref().unwrap_or(&0));
+    room.close(input, start + *result.as_ref().unwrap_or(&0));
     result
+}
+
+/// The initialised bytes after the input that the last read did not fill. A read needs
+/// initialised room (`&mut [u8]`), and zeroing a whole read's worth before every read was a
+/// measurable share of a message's CPU (`memset`, 16 KiB per body read, 1 KiB per command
+/// read, however few bytes arrived). The unfilled rest of the room is kept here, split off
+/// the input so the session never sees it, and joined back before the next read, so only
+/// room that was never read into is zeroed.
+#[derive(Debug, Default)]
+struct ReadRoom {
+    /// Starts right after the input's last byte while the input's front is only ever split
+    /// off; anything else (the input cleared, replaced or reallocated) just drops it.
+    spare: BytesMut,
+}
+
+impl ReadRoom {
+    /// Makes `input` end with at least `chunk` initialised bytes of room after its
+    /// current length, which it returns: the room is `input[start..start + chunk]`.
+    fn open(&mut self, input: &mut BytesMut, chunk: usize) -> usize {
+        let start = input.len();
+        let spare = std::mem::take(&mut self.spare);
+        if spare.capacity() > 0 {
+            if input.is_empty() {
+                *input = spare;
+            } else {
+                // When it is not adjacent (the input was moved), the old room is of no use.
+                let _ = input.try_unsplit(spare);
+            }
+        }
+        // When the allocation cannot hold the room, `reserve` moves the input: the spare
+        // bytes would be copied for nothing, so they are dropped first.
+        if input.capacity() < start + chunk {
+            input.truncate(start);
+        }
+        if input.len() < start + chunk {
+            input.resize(start + chunk, 0);
+        }
+        start
+    }
+
+    /// Ends a read: `input` keeps its first `end` bytes, the rest of the room is kept.
+    fn close(&mut self, input: &mut BytesMut, end: usize) {
+        self.spare = input.split_off(end);
+    }
 }
 
 async fn flush(stream: &mut Stream, output: &mut BytesMut, timeout: Duration) -> io::Result<()> {
@@ -628,6 +672,45 @@ fn now_us() -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A read of `data` into the room, as `read` does it; returns where the room began.
+    fn read_into(room: &mut ReadRoom, input: &mut BytesMut, chunk: usize, data: &[u8]) -> *const u8 {
+        let start = room.open(input, chunk);
+        assert!(input.len() >= start + chunk, "the room holds a whole chunk");
+        let at = input[start..].as_ptr();
+        input[start..start + data.len()].copy_from_slice(data);
+        room.close(input, start + data.len());
+        at
+    }
+
+    #[test]
+    fn read_room_is_reused_after_short_reads_and_the_session_sees_only_what_was_read() {
+        let mut room = ReadRoom::default();
+        let mut input = BytesMut::new();
+        let first = read_into(&mut room, &mut input, 1024, b"EHLO a\r\nMAIL");
+        assert_eq!(&input[..], b"EHLO a\r\nMAIL");
+        // The session takes the complete line; the next read lands right after the rest.
+        let line = input.split_to(8);
+        let second = read_into(&mut room, &mut input, 512, b" FROM:<>\r\n");
+        assert_eq!(second, first.wrapping_add(12), "the old room, not a new one");
+        assert_eq!(&input[..], b"MAIL FROM:<>\r\n");
+        assert_eq!(&line[..], b"EHLO a\r\n", "slices taken earlier are untouched");
+        // All input taken (or cleared): the room is still the same memory.
+        input.clear();
+        let third = read_into(&mut room, &mut input, 512, b"RCPT");
+        assert_eq!(third, first.wrapping_add(22));
+        assert_eq!(&input[..], b"RCPT");
+        // A chunk larger than the allocation's rest: a new buffer, the input carried over.
+        read_into(&mut room, &mut input, 16 << 10, b" TO:<b@c>\r\n");
+        assert_eq!(&input[..], b"RCPT TO:<b@c>\r\n");
+        // A read of nothing leaves the input as it was.
+        read_into(&mut room, &mut input, 16 << 10, b"");
+        assert_eq!(&input[..], b"RCPT TO:<b@c>\r\n");
+        // A replaced input does not take the old room.
+        let mut other = BytesMut::from(&b"DATA"[..]);
+        read_into(&mut room, &mut other, 64, b"\r\n");
+        assert_eq!(&other[..], b"DATA\r\n");
+    }
 
     #[test]
     fn received_header_is_folded_and_names_a_single_recipient() {

@@ -25,6 +25,7 @@
 //! so the client stays in sync and the reply is sent where the client expects it.
 
 use bytes::{Buf, Bytes, BytesMut};
+use memchr::memchr3;
 
 use crate::smtp::reply::{Enhanced, Reply, catalogue};
 
@@ -205,27 +206,53 @@ impl DataReceiver {
         }
     }
 
-    /// Scans text up to and including the next CR, LF or NUL; returns the bytes used.
-    /// Errors are recorded in byte order (the plain run is counted before the byte that
+    /// Scans text from inside a line: runs of ordinary bytes are found with `memchr3` and
+    /// counted at once, and a CRLF followed by a line that does not begin with a dot is
+    /// passed over without leaving the loop, so the state machine in `feed` only sees line
+    /// starts with a dot, line ends at the end of the input, and bad bytes. Stops after a
+    /// CR whose LF is not in `rest` (state `Cr`), after a CRLF before a dot or at the end of
+    /// `rest` (state `Start`), after a LF or NUL, or at the end of `rest`; returns the bytes
+    /// used. Errors are recorded in byte order (a plain run is counted before the byte that
     /// ends it), so how the input was split never changes which error is reported.
     fn scan_text(&mut self, rest: &[u8]) -> usize {
-        let plain = rest
-            .iter()
-            .position(|&b| matches!(b, b'\r' | b'\n' | 0))
-            .unwrap_or(rest.len());
-        self.count(plain);
-        match rest.get(plain) {
-            None => return plain,
-            Some(b'\r') => self.state = LineState::Cr,
-            Some(b'\n') if self.normalize_bare_lf => {
-                self.state = LineState::BareLf;
-                return plain + 1;
+        let mut at = 0;
+        loop {
+            let plain = memchr3(b'\r', b'\n', 0, &rest[at..]).unwrap_or(rest.len() - at);
+            self.count(plain);
+            at += plain;
+            match rest.get(at) {
+                None => return at,
+                Some(b'\r') => {
+                    self.count(1);
+                    if rest.get(at + 1) != Some(&b'\n') {
+                        self.state = LineState::Cr;
+                        return at + 1;
+                    }
+                    self.count(1);
+                    at += 2;
+                    if matches!(rest.get(at), None | Some(b'.')) {
+                        self.state = LineState::Start;
+                        return at;
+                    }
+                    // The next line starts here and is plain text.
+                    self.line_bytes = 0;
+                }
+                Some(b'\n') if self.normalize_bare_lf => {
+                    self.state = LineState::BareLf;
+                    return at + 1;
+                }
+                Some(b'\n') => {
+                    self.fail_quietly(DataError::BareLineEnding);
+                    self.count(1);
+                    return at + 1;
+                }
+                Some(_) => {
+                    self.fail_quietly(DataError::Nul);
+                    self.count(1);
+                    return at + 1;
+                }
             }
-            Some(b'\n') => self.fail_quietly(DataError::BareLineEnding),
-            Some(_) => self.fail_quietly(DataError::Nul),
         }
-        self.count(1);
-        plain + 1
     }
 
     /// Ends a line at a bare LF by writing CRLF into the body (normalize mode).
@@ -631,6 +658,80 @@ mod tests {
                 seen.iter().any(|s| s.contains(outcome)),
                 "{outcome} never seen: {seen:?}"
             );
+        }
+    }
+
+    /// The scan passes over line ends inside one read; lines exactly at the limit (CRLF
+    /// counted), a stuffed dot right after such a line end, and a terminator right after
+    /// one, whole, byte by byte and in random splits.
+    #[test]
+    fn lines_passed_over_in_one_read_keep_every_rule() {
+        let line = |n: usize| [b"x".repeat(n), b"\r\n".to_vec()].concat();
+        let at_limit = line(998).repeat(3);
+        let input = [at_limit.clone(), b".\r\n".to_vec()].concat();
+        assert_eq!(
+            check_splits(&input, MAX_BYTES, LINE_MAX_BYTES),
+            ok(&at_limit, b"")
+        );
+        let input = [line(998), line(999), line(1), b".\r\n".to_vec()].concat();
+        assert_eq!(
+            check_splits(&input, MAX_BYTES, LINE_MAX_BYTES),
+            err(DataError::LineTooLong, b"")
+        );
+        assert_eq!(
+            check_splits(b"ab\r\ncd\r\n.\r\n", MAX_BYTES, 4),
+            ok(b"ab\r\ncd\r\n", b"")
+        );
+        assert_eq!(
+            check_splits(b"ab\r\ncde\r\n.\r\n", MAX_BYTES, 4),
+            err(DataError::LineTooLong, b"")
+        );
+        assert_eq!(
+            check_splits(b"ab\r\n..c\r\nd\r\n.\r\nNEXT", MAX_BYTES, 4),
+            ok(b"ab\r\n.c\r\nd\r\n", b"NEXT")
+        );
+        // The message limit crossed in the middle of a long run, then a tie with the line limit.
+        let input = [line(70), b".\r\n".to_vec()].concat();
+        assert_eq!(
+            check_splits(&input, 50, LINE_MAX_BYTES),
+            err(DataError::TooLarge, b"")
+        );
+        assert_eq!(check_splits(&input, 50, 50), err(DataError::TooLarge, b""));
+        assert_eq!(check_splits(&input, 50, 49), err(DataError::LineTooLong, b""));
+        // A bare CR or LF after several good lines in one read.
+        for bad in [&b"\r"[..], b"\n", b"\r."] {
+            let input = [line(30).repeat(3), bad.to_vec(), line(30), b".\r\n".to_vec()].concat();
+            assert_eq!(
+                check_splits(&input, MAX_BYTES, LINE_MAX_BYTES),
+                err(DataError::BareLineEnding, b"")
+            );
+        }
+    }
+
+    /// As `random_inputs_split_anywhere_give_the_same_result`, with runs long enough for
+    /// the vectorised search and many lines per read.
+    #[test]
+    fn random_long_lines_match_the_model() {
+        let long = b"z".repeat(45);
+        let tokens: [&[u8]; 8] = [b"\r\n", b"\r\n", b".", &long, b"abcdefgh", b"\n", b"\r", b"\0"];
+        let mut rng = StdRng::seed_from_u64(3031);
+        for _ in 0..300 {
+            let mut input = Vec::new();
+            for _ in 0..rng.random_range(0..40) {
+                let bad = rng.random_bool(0.03);
+                let pick = if bad {
+                    rng.random_range(5..8)
+                } else {
+                    rng.random_range(0..5)
+                };
+                input.extend_from_slice(tokens[pick]);
+            }
+            if rng.random_bool(0.7) {
+                input.extend_from_slice(b"\r\n.\r\n");
+            }
+            let (max, line_max) = (rng.random_range(100..1000), rng.random_range(40..120));
+            let result = check_splits(&input, max, line_max);
+            assert_eq!(result, reference(&input, max, line_max), "{input:?}");
         }
     }
 

@@ -7,6 +7,7 @@
 //! how much it took, so a 25 MB message goes out through a 64 KiB buffer.
 
 use bytes::{BufMut, Bytes, BytesMut};
+use memchr::memmem;
 
 /// Incremental dot-stuffer for one message body.
 #[derive(Debug)]
@@ -59,11 +60,10 @@ impl DataWriter {
             if room == 0 {
                 break;
             }
-            let line_end = rest
-                .iter()
-                .position(|&b| b == b'\n')
-                .map_or(rest.len(), |p| p + 1);
-            let piece = &rest[..line_end.min(room)];
+            // Everything up to the LF before the next line-leading dot needs no stuffing and
+            // goes out in one copy.
+            let span = memmem::find(rest, b"\n.").map_or(rest.len(), |p| p + 1);
+            let piece = &rest[..span.min(room)];
             self.put(out, piece);
             self.line_start = piece.last() == Some(&b'\n');
             used += piece.len();
@@ -189,6 +189,51 @@ mod tests {
         writer.finish(&mut out);
         wire.extend_from_slice(&out);
         wire
+    }
+
+    /// Bodies with long lines (so the search for `\n.` runs vectorised), dots at the start,
+    /// at chunk starts and right after a LF at a chunk's end, cut into random chunks and
+    /// written through random buffer bounds: always what stuffing byte by byte gives.
+    #[test]
+    fn random_bodies_match_byte_by_byte_stuffing() {
+        use rand::rngs::StdRng;
+        use rand::{Rng, SeedableRng};
+        let long = b"w".repeat(70);
+        let tokens: [&[u8]; 6] = [b"\r\n", b".", b"..", &long, b"ab.", b"\n"];
+        let mut rng = StdRng::seed_from_u64(4552);
+        for _ in 0..500 {
+            let mut body = Vec::new();
+            for _ in 0..rng.random_range(0..30) {
+                body.extend_from_slice(tokens[rng.random_range(0..tokens.len())]);
+            }
+            let mut expected = Vec::new();
+            let mut line_start = true;
+            for &b in &body {
+                if line_start && b == b'.' {
+                    expected.push(b'.');
+                }
+                expected.push(b);
+                line_start = b == b'\n';
+            }
+            if !body.is_empty() && !body.ends_with(b"\r\n") {
+                expected.extend_from_slice(b"\r\n");
+            }
+            expected.extend_from_slice(b".\r\n");
+            let mut chunks = Vec::new();
+            let mut rest = &body[..];
+            while !rest.is_empty() {
+                let n = rng.random_range(1..=rest.len());
+                chunks.push(&rest[..n]);
+                rest = &rest[n..];
+            }
+            for out_max_bytes in [2, rng.random_range(1..100), usize::MAX] {
+                assert_eq!(
+                    incremental(&chunks, out_max_bytes),
+                    expected,
+                    "{chunks:?} {out_max_bytes}"
+                );
+            }
+        }
     }
 
     #[test]
