@@ -85,7 +85,8 @@ start() {
     local name=$1; shift
     # In a subshell, so the server is not a job of this shell (no "Killed" notices).
     ( "$@" > "$work/$name.out" 2>&1 & echo $! > "$work/$name.pid" )
-    for _ in $(seq 100); do
+    # Up to 60 s: a relay restarted after kill -9 first recovers its spool.
+    for _ in $(seq 600); do
         grep -q "listening on" "$work/$name.out" 2>/dev/null && return 0
         sleep 0.1
     done

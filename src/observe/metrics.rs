@@ -137,7 +137,7 @@ metrics_table! {
         executor_stalls_total: Counter, "corerelay_executor_stalls_total", Count,
             "Times the core's watchdog timer woke 20 ms or more late: some task held the core that long.";
         executor_lateness_seconds: Histogram, "corerelay_executor_lateness_seconds", Seconds,
-            "How late the core's 50 ms watchdog timer woke (scheduling delay of the executor).";
+            "How late the core's 5 ms watchdog timer woke (scheduling delay of the executor).";
         dns_lookups_total: Counter, "corerelay_dns_lookups_total", Count,
             "DNS lookups (MX and addresses) asked of the core's resolver, cache hits included.";
         dns_failures_total: Counter, "corerelay_dns_failures_total", Count,

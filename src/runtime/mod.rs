@@ -90,8 +90,16 @@ pub fn serve(config: Config, source: Source) -> Result<(), String> {
     let (ready_tx, ready_rx) = mpsc::channel();
     let control = Control::new(cores);
     let running_config = config.clone();
-    // The meshes are Send but not Sync: each executor gets its own clone.
+    // glommio's MeshBuilder keeps its peer list behind an `Rc` (and declares itself Send):
+    // cloning or dropping it on several threads at once races on the reference count, which
+    // freed the peer list under a joining executor and hung start-up now and then. So every
+    // clone is made here, on this thread, one per executor, and the original is leaked (once
+    // per process): racing drops can then only leak the count, never free the list early.
     let meshes = Meshes::new(cores, config.server.handoff_window_max_count);
+    let per_core = Arc::new(std::sync::Mutex::new(
+        (0..cores).map(|_| meshes.clone()).collect::<Vec<_>>(),
+    ));
+    std::mem::forget(meshes);
     let shared = Arc::new(Shared {
         config,
         directory,
@@ -111,8 +119,16 @@ pub fn serve(config: Config, source: Source) -> Result<(), String> {
         .io_memory(io_memory)
         .preempt_timer(io_poll_max)
         .on_all_shards(move || {
-            let (shared, meshes) = (shared.clone(), meshes.clone());
-            async move { shard::run(shared, meshes).await }
+            let shared = shared.clone();
+            let mine = per_core.lock().ok().and_then(|mut m| m.pop());
+            async move {
+                match mine {
+                    Some(meshes) => shard::run(shared, meshes).await,
+                    None => {
+                        let _ = shared.ready.send(Err("more executors than meshes".into()));
+                    }
+                }
+            }
         })
         .map_err(|e| format!("cannot start executors: {e}"))?;
     for _ in 0..cores {
