@@ -23,7 +23,7 @@
 # usage: benches/e2e.sh [--messages N] [--mode-messages N] [--postfix-messages N]
 #                       [--sizes "2048 20480 102400"] [--conns "1 10 50"] [--cores "all 1"]
 #                       [--modes "plain tracking ed25519 rsa"] [--systems "corerelay postfix"]
-#                       [--repeat R] [--dkim] [--body html|text]
+#                       [--repeat R] [--mode-repeat R] [--dkim] [--body html|text]
 #                       [--rates "1000 2000"] [--postfix-rates "300"] [--rate-sizes "2048 20480"]
 #                       [--rate-conns 50] [--rate-seconds S] [--rate-modes "plain"]
 #                       [--no-smtp-source] [--spread-accounts N] [--out DIR]
@@ -31,6 +31,8 @@
 #   --mode-messages N the same in the tracking, ed25519 and rsa modes (default 3000: they
 #                     are slower, and the full matrix must fit in about half an hour).
 #   --postfix-messages N  messages per Postfix run, plain and + OpenDKIM (default 3000).
+#   --repeat R        runs of each row (default 3); --mode-repeat R the same for the tracking,
+#                     ed25519 and rsa rows and Postfix + OpenDKIM (default 2, for time).
 #   --modes           corerelay's modes: plain (relay only), tracking ([accounts.tracking]:
 #                     links rewritten, open pixel), ed25519 and rsa (tracking + one
 #                     [[accounts.dkim]] key of that algorithm, made by corerelay dkim keygen).
@@ -61,6 +63,7 @@ cores_list="all 1"
 modes="plain tracking ed25519 rsa"
 systems="corerelay postfix"
 repeat=3
+mode_repeat=2
 dkim=0
 body=html
 rates="1000 2000"
@@ -90,6 +93,7 @@ while [ $# -gt 0 ]; do
     --rate-seconds) rate_seconds=$2; shift 2 ;;
     --rate-modes) rate_modes=$2; shift 2 ;;
     --repeat) repeat=$2; shift 2 ;;
+    --mode-repeat) mode_repeat=$2; shift 2 ;;
     --dkim) dkim=1; shift ;;
     --no-smtp-source) smtp_source=0; shift ;;
     --spread-accounts) spread_accounts=$2; shift 2 ;;
@@ -181,7 +185,7 @@ trap 'exit 130' INT TERM
   [ "$dkim" = 1 ] && opendkim -V 2>&1 | head -1
   echo "memlock: $(ulimit -l)  nofile: $(ulimit -n)  somaxconn: $(cat /proc/sys/net/core/somaxconn)"
   echo "load average at start: $(cut -d' ' -f1-3 /proc/loadavg)"
-  echo "messages per run: corerelay $messages (tracking, ed25519, rsa: $mode_messages), postfix $postfix_messages; repeats: $repeat"
+  echo "messages per run: corerelay $messages (tracking, ed25519, rsa: $mode_messages), postfix $postfix_messages; repeats: $repeat (tracking, ed25519, rsa and postfix+opendkim: $mode_repeat)"
   echo "corerelay modes: $modes"
   echo "body: $body$([ "$body" = html ] && echo " (corerelay load --body html: a multipart/alternative newsletter, quoted-printable HTML with a link every ~400 bytes; the same in every mode and through Postfix)")"
   [ -n "$rates$postfix_rates" ] && echo "fixed-rate rows: corerelay ${rates:-none}/s, postfix ${postfix_rates:-none}/s; sizes $rate_sizes; $rate_conns connections; $rate_seconds s each; modes $rate_modes"
@@ -627,11 +631,12 @@ for size in $sizes; do
     for r in $(seq 1 "$repeat"); do
       if has corerelay; then
         for mode in $modes; do
+          [ "$mode" != plain ] && [ "$r" -gt "$mode_repeat" ] && continue
           for cores in $cores_list; do run_corerelay "$mode" "$cores" "$size" "$c"; done
         done
       fi
       has postfix && run_postfix postfix "$size" "$c"
-      has postfix+opendkim && run_postfix postfix+opendkim "$size" "$c"
+      has postfix+opendkim && [ "$r" -le "$mode_repeat" ] && run_postfix postfix+opendkim "$size" "$c"
     done
   done
 done
@@ -641,6 +646,7 @@ for size in $rate_sizes; do
   for r in $(seq 1 "$repeat"); do
     if has corerelay; then
       for mode in $rate_modes; do
+        [ "$mode" != plain ] && [ "$r" -gt "$mode_repeat" ] && continue
         for rate in $rates; do run_corerelay "$mode" all "$size" "$rate_conns" "$rate"; done
       done
     fi
