@@ -424,7 +424,8 @@ check_mode() {
     [ -n "$file" ] && break
     sleep 0.1
   done
-  kill -9 "$relay_pid" 2>/dev/null; kill -INT "$sink_pid" 2>/dev/null
+  kill -9 "$relay_pid" 2>/dev/null || true
+  kill -INT "$sink_pid" 2>/dev/null || true
   wait "$relay_pid" "$sink_pid" 2>/dev/null || true
   if [ -z "$file" ]; then
     echo "mode $mode: the check message did not arrive; the relay's output ends:" >&2
@@ -622,6 +623,7 @@ fi
 
 # ---------------------------------------------------------------- the matrix
 if has corerelay; then
+  # shellcheck disable=SC2086 # the mode lists are split on purpose
   for mode in $(printf '%s\n' $modes $rate_modes | awk '!seen[$0]++'); do check_mode "$mode"; done
 fi
 started=$SECONDS
