@@ -214,6 +214,10 @@ struct LoadArgs {
     /// BENCHMARKS.md "Fairness".
     #[arg(long)]
     scenario: Option<PathBuf>,
+    /// The body: `text` (plain-text filler) or `html` (a multipart/alternative newsletter
+    /// with a quoted-printable HTML part holding a link every ~400 bytes), of about --size.
+    #[arg(long, default_value = "text")]
+    body: load::BodyKind,
     /// Print the report as JSON.
     #[arg(long)]
     json: bool,
@@ -354,6 +358,7 @@ fn run_load(a: LoadArgs) -> Result<(), String> {
         ack_log: a.ack_log,
         retry_for: std::time::Duration::from_millis(a.retry_ms),
         accounts,
+        body: a.body,
     })?;
     if json {
         println!("{}", serde_json::to_string(&report).map_err(|e| e.to_string())?);

@@ -16,6 +16,12 @@
 //! with the same id, until it is answered or `retry_for` has passed since its first try.
 //! That is how the crash tests drive the relay through `kill -9`s, and why a message the
 //! relay spooled but could not acknowledge before it died may arrive twice (at-least-once).
+//!
+//! The body is plain text by default. With [`BodyKind::Html`] it is what a sending service
+//! sends: a `multipart/alternative` newsletter with a short text part and a quoted-printable
+//! HTML part holding a link every few hundred bytes and a `</body>`, so a relay that tracks
+//! opens and clicks has links to rewrite and a place for its pixel. Either body is built once
+//! per account, not per message.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -25,6 +31,8 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use glommio::{LocalExecutorPoolBuilder, PoolPlacement};
+
+mod newsletter;
 
 use super::latency::percentile_ms;
 use super::scenario::AccountLoad;
@@ -43,6 +51,48 @@ pub struct LoadOptions {
     pub retry_for: Duration,
     /// The accounts sending at once (at least one).
     pub accounts: Vec<AccountLoad>,
+    /// What every message's body looks like.
+    pub body: BodyKind,
+}
+
+/// The kind of body the messages carry.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum BodyKind {
+    /// `text/plain` lines of filler.
+    #[default]
+    Text,
+    /// A `multipart/alternative` newsletter: a short text part and an HTML part with links.
+    Html,
+}
+
+impl std::str::FromStr for BodyKind {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<BodyKind, String> {
+        match s {
+            "text" => Ok(BodyKind::Text),
+            "html" => Ok(BodyKind::Html),
+            _ => Err(format!("unknown body kind `{s}` (text or html)")),
+        }
+    }
+}
+
+impl BodyKind {
+    /// The body of about `size_bytes`, built once per account.
+    fn build(self, size_bytes: usize) -> Bytes {
+        match self {
+            BodyKind::Text => Bytes::from(filler(size_bytes)),
+            BodyKind::Html => Bytes::from(newsletter::message_body(size_bytes)),
+        }
+    }
+
+    /// The Content-Type header's value for this body.
+    fn content_type(self) -> &'static str {
+        match self {
+            BodyKind::Text => "text/plain; charset=us-ascii",
+            BodyKind::Html => newsletter::CONTENT_TYPE,
+        }
+    }
 }
 
 /// What the connection tasks of one account measured.
@@ -188,7 +238,7 @@ pub fn run(options: LoadOptions) -> Result<LoadReport, String> {
         .map(|a| Flow {
             spec: a.clone(),
             next: AtomicU64::new(0),
-            body: Bytes::from(filler(a.size_bytes)),
+            body: options.body.build(a.size_bytes),
             last_us: AtomicU64::new(0),
         })
         .collect();
@@ -371,7 +421,10 @@ async fn send_one(
     }
     let Some(c) = conn.as_mut() else { return false };
     let spec = &flow.spec;
-    let chunks = [headers(spec, from, &run.options.to, id), flow.body.clone()];
+    let chunks = [
+        headers(spec, run.options.body, from, &run.options.to, id),
+        flow.body.clone(),
+    ];
     let t0 = Instant::now();
     let Ok(r) = c
         .send(from, &[run.options.to.as_str()], &chunks, BodyType::SevenBit)
@@ -399,11 +452,12 @@ fn sender(from: &str, seq: u64) -> &str {
 }
 
 /// The header block, stamped with the account and the send time.
-fn headers(spec: &AccountLoad, from: &str, to: &str, id: &str) -> Bytes {
+fn headers(spec: &AccountLoad, body: BodyKind, from: &str, to: &str, id: &str) -> Bytes {
     let sent_us = super::latency::now_us();
     Bytes::from(format!(
-        "From: <{from}>\r\nTo: <{to}>\r\nSubject: corerelay load {id}\r\nMessage-ID: <{id}@load.corerelay.localhost>\r\nX-Load-Id: {id}\r\nX-Load-Account: {account}\r\n{group}X-Load-Sent-Us: {sent_us}\r\nMIME-Version: 1.0\r\nContent-Type: text/plain; charset=us-ascii\r\n\r\n",
+        "From: <{from}>\r\nTo: <{to}>\r\nSubject: corerelay load {id}\r\nMessage-ID: <{id}@load.corerelay.localhost>\r\nX-Load-Id: {id}\r\nX-Load-Account: {account}\r\n{group}X-Load-Sent-Us: {sent_us}\r\nMIME-Version: 1.0\r\nContent-Type: {content_type}\r\n\r\n",
         account = spec.name,
+        content_type = body.content_type(),
         group = spec
             .group
             .as_ref()
@@ -428,7 +482,9 @@ fn filler(size: usize) -> Vec<u8> {
 
 #[cfg(test)]
 mod tests {
-    use super::{filler, sender};
+    use super::{BodyKind, filler, headers, sender};
+    use crate::tools::scenario::AccountLoad;
+    use mail_parser::{HeaderValue, MessageParser, MimeHeaders};
 
     #[test]
     fn messages_take_the_senders_in_turn() {
@@ -450,5 +506,46 @@ mod tests {
             );
             assert!(f.split(|&b| b == b'\n').all(|l| l.len() <= 79));
         }
+    }
+
+    #[test]
+    fn html_messages_keep_the_load_headers_and_parse_as_multipart() {
+        let spec = AccountLoad {
+            name: "shop".into(),
+            from: "load@load.example".into(),
+            source: None,
+            messages: 1,
+            size_bytes: 20_480,
+            rate_per_second: 0.0,
+            concurrency: 1,
+            duration: None,
+            start: std::time::Duration::ZERO,
+            group: None,
+        };
+        let mut raw = headers(
+            &spec,
+            BodyKind::Html,
+            "load@load.example",
+            "sink@sink.example",
+            "r.7",
+        )
+        .to_vec();
+        raw.extend_from_slice(&BodyKind::Html.build(spec.size_bytes));
+        let m = MessageParser::default().parse(&raw).expect("parses");
+        assert_eq!(m.header("X-Load-Id"), Some(&HeaderValue::Text("r.7".into())));
+        assert_eq!(
+            m.header("X-Load-Account"),
+            Some(&HeaderValue::Text("shop".into()))
+        );
+        assert!(m.header("X-Load-Sent-Us").is_some());
+        assert_eq!(m.content_type().and_then(|c| c.subtype()), Some("alternative"));
+        assert!(m.body_html(0).is_some_and(|h| h.contains("</body>")));
+
+        // The default stays a plain-text body.
+        assert_eq!("text".parse::<BodyKind>(), Ok(BodyKind::Text));
+        assert_eq!(BodyKind::default(), BodyKind::Text);
+        assert!("pdf".parse::<BodyKind>().is_err());
+        let text = headers(&spec, BodyKind::Text, "a@x.example", "b@y.example", "r.8");
+        assert!(String::from_utf8_lossy(&text).contains("Content-Type: text/plain"));
     }
 }
