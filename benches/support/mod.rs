@@ -3,9 +3,13 @@
 
 #![allow(dead_code)] // Each bench uses part of this.
 
+pub mod cpu_time;
+
 use bytes::Bytes;
 use corerelay::message::MessageId;
 use corerelay::rewrite::{Keyring, RewriteContext, TrackingOptions, transfer};
+use criterion::Criterion;
+use mail_parser::{MessageParser, MimeHeaders, PartType};
 
 pub const FIXTURES: &[&str] = &[
     "alternative-qp.eml",
@@ -22,6 +26,30 @@ pub const FIXTURES: &[&str] = &[
 pub fn fixture(name: &str) -> Bytes {
     let path = format!("{}/tests/fixtures/mime/{name}", env!("CARGO_MANIFEST_DIR"));
     Bytes::from(std::fs::read(&path).unwrap_or_else(|e| panic!("{path}: {e}")))
+}
+
+/// The criterion configuration of the rewrite and DKIM benches: thread CPU time (see
+/// [`cpu_time`]), so the numbers hold on the shared machine.
+pub fn criterion() -> Criterion<cpu_time::CpuTime> {
+    Criterion::default().with_measurement(cpu_time::CpuTime)
+}
+
+/// Decoded bytes of the message's inline `text/html` parts (the unit of the rewrite target:
+/// MB/s of HTML), as mail-parser decodes them.
+pub fn html_bytes(message: &[u8]) -> usize {
+    fn walk(parts: &[mail_parser::MessagePart<'_>]) -> usize {
+        parts
+            .iter()
+            .map(|p| match &p.body {
+                PartType::Html(t) if !p.content_disposition().is_some_and(|d| d.is_attachment()) => t.len(),
+                PartType::Message(m) => walk(&m.parts),
+                _ => 0,
+            })
+            .sum()
+    }
+    MessageParser::default()
+        .parse(message)
+        .map_or(0, |m| walk(&m.parts))
 }
 
 pub fn keyring() -> Keyring {

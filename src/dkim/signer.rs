@@ -104,8 +104,24 @@ impl Signer {
     /// signature covers the message without the other's field, which is what verifiers hash.
     pub fn sign(&self, chunks: &[Bytes]) -> Result<Bytes, DkimError> {
         let mut stream = self.inner.sign_streaming();
+        let mut in_header = true;
         for chunk in chunks {
-            stream.write(chunk);
+            // mail-auth buffers whatever it is given until it has seen the blank line that
+            // ends the header section; the chunk holding that line is fed in two pieces, so
+            // the body after it goes straight to the hasher instead of being copied first.
+            // Where the pieces are cut does not change the signature.
+            let header_end = match in_header {
+                true => memchr::memmem::find(chunk, b"\r\n\r\n"),
+                false => None,
+            };
+            match header_end {
+                Some(at) => {
+                    stream.write(&chunk[..at + 4]);
+                    stream.write(&chunk[at + 4..]);
+                    in_header = false;
+                }
+                None => stream.write(chunk),
+            }
         }
         let signature = stream.finish().map_err(|e| match e {
             mail_auth::Error::NoHeadersFound => DkimError::NoSignedHeaders,

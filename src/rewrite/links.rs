@@ -123,8 +123,10 @@ pub(crate) fn list_unsubscribe_targets(value: &str, out: &mut Vec<String>) {
 /// Strips what browsers strip from a URL: surrounding spaces and C0 controls, and ASCII tab
 /// and newline anywhere (WHATWG URL parsing).
 pub(crate) fn clean_url(url: &str) -> Cow<'_, str> {
+    // Byte tests, not `char` patterns: this runs for every link, and the bytes tested are
+    // ASCII, which never occur inside a multi-byte UTF-8 sequence.
     let trimmed = url.trim_matches(|c: char| c <= ' ');
-    if trimmed.contains(['\t', '\n', '\r']) {
+    if trimmed.bytes().any(|b| matches!(b, b'\t' | b'\n' | b'\r')) {
         Cow::Owned(
             trimmed
                 .chars()

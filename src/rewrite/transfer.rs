@@ -37,7 +37,8 @@ const HEX_UPPER: &[u8; 16] = b"0123456789ABCDEF";
 /// mail-builder has an encoder too, but it emits NUL and bare CR unescaped, which is not
 /// valid on the wire and does not survive decoding.
 pub fn encode_quoted_printable(data: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(data.len() + data.len() / 16 + 16);
+    // Escapes (`=` in every attribute, non-ASCII text) and soft breaks add several percent.
+    let mut out = Vec::with_capacity(data.len() + data.len() / 8 + 16);
     let mut start = 0;
     for newline in memchr::memchr_iter(b'\n', data) {
         let line = &data[start..newline];
