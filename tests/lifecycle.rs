@@ -287,3 +287,26 @@ fn sigterm_during_load_loses_nothing_acknowledged() {
     });
     assert_eq!(tally.acked, acked.len());
 }
+
+/// A start-up that does not finish within `server.startup_timeout_ms` (here: impossible,
+/// 1 ms) makes the process start itself again, at most twice, then exit with a reason.
+#[test]
+fn a_stuck_start_restarts_the_process_then_gives_up() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = config(dir.path(), "127.0.0.1:9".parse().unwrap(), "\"shop.example\"").replace(
+        "shutdown_grace_ms = 5000",
+        "shutdown_grace_ms = 5000\nstartup_timeout_ms = 1",
+    ) + "\n[http]\nlisten = \"127.0.0.1:0\"\n";
+    let path = dir.path().join("corerelay.toml");
+    std::fs::write(&path, text).unwrap();
+    let out = std::process::Command::new(process::BIN)
+        .args(["serve", "--config", path.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(stderr.contains("starting again (attempt 2)"), "{stderr}");
+    assert!(stderr.contains("starting again (attempt 3)"), "{stderr}");
+    assert!(stderr.contains("3 times in a row; giving up"), "{stderr}");
+    assert!(!String::from_utf8_lossy(&out.stdout).contains("listening on"));
+}

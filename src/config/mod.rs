@@ -112,6 +112,7 @@ pub struct ServerConfig {
     pub handoff_wait: Duration,
     /// On SIGTERM, how long transactions in flight may take to finish.
     pub shutdown_grace: Duration,
+    pub startup_timeout: Duration,
 }
 
 /// Inbound SMTP: the listeners and every limit a client meets.
@@ -395,6 +396,7 @@ impl Config {
                 raw.server.handoff_window_max_count,
             )?,
             shutdown_grace: millis("server.shutdown_grace_ms", raw.server.shutdown_grace_ms)?,
+            startup_timeout: millis("server.startup_timeout_ms", raw.server.startup_timeout_ms)?,
             handoff_window_max_bytes: at_least(
                 "server.handoff_window_max_bytes",
                 raw.server.handoff_window_max_bytes,

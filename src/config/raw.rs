@@ -60,6 +60,7 @@ pub struct RawServer {
     pub io_memory_bytes: usize,
     pub handoff_window_max_count: usize,
     pub shutdown_grace_ms: u64,
+    pub startup_timeout_ms: u64,
     pub handoff_window_max_bytes: usize,
     pub handoff_wait_ms: u64,
 }
@@ -73,6 +74,7 @@ impl Default for RawServer {
             io_memory_bytes: 1 << 20,
             handoff_window_max_count: 256,
             shutdown_grace_ms: 30_000,
+            startup_timeout_ms: 15_000,
             handoff_window_max_bytes: 64 << 20,
             handoff_wait_ms: 10_000,
         }

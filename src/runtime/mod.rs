@@ -11,6 +11,7 @@ mod shard;
 use std::fs::File;
 use std::net::SocketAddr;
 use std::sync::{Arc, mpsc};
+use std::time::Instant;
 
 use glommio::{CpuSet, LocalExecutorPoolBuilder, PoolPlacement};
 
@@ -87,6 +88,7 @@ pub fn serve(config: Config, source: Source) -> Result<(), String> {
     let placement = placement(&config.server.cores, config.server.pin, cores)?;
     let io_memory = config.server.io_memory_bytes;
     let io_poll_max = config.fairness.io_poll_max;
+    let startup_timeout = config.server.startup_timeout;
     let (ready_tx, ready_rx) = mpsc::channel();
     let control = Control::new(cores);
     let running_config = config.clone();
@@ -131,10 +133,12 @@ pub fn serve(config: Config, source: Source) -> Result<(), String> {
             }
         })
         .map_err(|e| format!("cannot start executors: {e}"))?;
+    let started_by = Instant::now() + startup_timeout;
     for _ in 0..cores {
-        match ready_rx.recv() {
+        match ready_rx.recv_timeout(started_by.saturating_duration_since(Instant::now())) {
             Ok(Ok(_core)) => {}
             Ok(Err(e)) => return Err(e),
+            Err(mpsc::RecvTimeoutError::Timeout) => return restart_after_stuck_start(startup_timeout),
             // Every core is gone without a word: an executor failed to start (io_uring
             // unavailable, or not enough locked memory for `server.io_memory_bytes`).
             Err(_) => {
@@ -268,4 +272,31 @@ fn placement(cores: &Cores, pin: bool, count: usize) -> Result<PoolPlacement, St
             Ok(PoolPlacement::Custom(sets))
         }
     }
+}
+
+/// A core that has not started within `server.startup_timeout_ms` is stuck, not slow: glommio
+/// can lose an I/O completion while an executor starts (about one start-up in a hundred on a
+/// busy machine), and nothing would ever wake that core. Nothing is acknowledged until the
+/// cores are up, except by cores that are (and their messages are in their spools), so the
+/// process replaces itself: the same binary and arguments, at most twice in a row.
+fn restart_after_stuck_start(timeout: std::time::Duration) -> Result<(), String> {
+    use std::os::unix::process::CommandExt;
+    const ATTEMPT: &str = "CORERELAY_START_ATTEMPT";
+    let attempt: u32 = std::env::var(ATTEMPT)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1);
+    let why = format!(
+        "a core did not finish starting within {} ms (server.startup_timeout_ms)",
+        timeout.as_millis()
+    );
+    if attempt >= 3 {
+        return Err(format!("{why}, {attempt} times in a row; giving up"));
+    }
+    eprintln!("corerelay: {why}; starting again (attempt {})", attempt + 1);
+    let error = std::process::Command::new("/proc/self/exe")
+        .args(std::env::args_os().skip(1))
+        .env(ATTEMPT, (attempt + 1).to_string())
+        .exec();
+    Err(format!("{why}, and starting again failed: {error}"))
 }
