@@ -310,3 +310,44 @@ fn a_stuck_start_restarts_the_process_then_gives_up() {
     assert!(stderr.contains("3 times in a row; giving up"), "{stderr}");
     assert!(!String::from_utf8_lossy(&out.stdout).contains("listening on"));
 }
+
+/// The quick start's embedded default keeps its spool and log under `./corerelay-data`: a
+/// relative path, which the relay resolves against the directory it was started in.
+#[test]
+fn relative_spool_and_log_directories_work() {
+    use std::io::{BufRead, BufReader};
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = std::process::Command::new(process::BIN)
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--http-listen",
+            "127.0.0.1:0",
+            "--cores",
+            "2",
+        ])
+        .current_dir(dir.path())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let listening = rx
+        .iter()
+        .find(|l| l.contains("listening on") || l.contains("error"));
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(
+        listening.as_deref().is_some_and(|l| l.contains("listening on")),
+        "{listening:?}"
+    );
+    assert!(dir.path().join("corerelay-data/spool/core-0").is_dir());
+    assert!(dir.path().join("corerelay-data/spool/core-1").is_dir());
+}

@@ -49,7 +49,13 @@ pub struct Shared {
 
 /// Runs the relay until the process is stopped. Returns an error message when start-up
 /// fails.
-pub fn serve(config: Config, source: Source) -> Result<(), String> {
+pub fn serve(mut config: Config, source: Source) -> Result<(), String> {
+    // glommio opens directories relative to no directory at all (EBADF for "spool/core-0"),
+    // and a relative path would change meaning if the process ever changed directory: make
+    // the spool and log directories absolute once, against the directory we started in.
+    for dir in [&mut config.spool.dir, &mut config.log.dir] {
+        *dir = std::path::absolute(&*dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    }
     let online = CpuSet::online().map(|s| s.len()).unwrap_or(1);
     let cores = config.core_count(online);
     config.check_pinned_against(cores).map_err(|e| e.to_string())?;

@@ -4,12 +4,14 @@
 //! on every listener.
 //!
 //! Two glommio task queues split the core's time (`[fairness]`): "ingress", latency
-//! sensitive, runs everything on the path of a `250` — the SMTP and HTTP accept loops and
-//! so every session (a task inherits its parent's queue), the handoff and ack receivers and
-//! the spool's committer: the core starts up inside this queue so that what it spawns lands
-//! there; "delivery", throughput work with fewer shares, runs the delivery engine's router,
-//! routing and connection tasks. The executor's preempt timer (`fairness.io_poll_max_ms`)
-//! bounds how long a busy core goes without polling I/O and the messages of other cores.
+//! sensitive, runs the SMTP and HTTP accept loops and so every session (a task inherits
+//! its parent's queue); "delivery", throughput work with fewer shares, runs the delivery
+//! engine's router, routing and connection tasks. The spool's committer and the handoff
+//! tasks stay in the default queue (1000 shares): they are short and on the path of `250`.
+//! (Start-up itself must run in the default queue: file I/O issued from a latency-sensitive
+//! queue goes to glommio's latency ring, where opening a relative path fails with EBADF.)
+//! The executor's preempt timer (`fairness.io_poll_max_ms`) bounds how long a busy core goes
+//! without polling I/O and the messages of other cores.
 
 use std::path::Path;
 use std::rc::Rc;
@@ -60,17 +62,7 @@ pub async fn run(shared: Arc<Shared>, meshes: Meshes) {
         })
         .detach();
     }
-    let started = {
-        let shared = shared.clone();
-        glommio::spawn_local_into(
-            async move { start(&shared, meshes, queues).await },
-            queues.ingress,
-        )
-    };
-    let started = match started {
-        Ok(task) => task.await,
-        Err(e) => Err(format!("cannot spawn into a task queue: {e}")),
-    };
+    let started = start(&shared, meshes, queues).await;
     starting.set(false);
     match started {
         Ok(core) => {
