@@ -6,8 +6,9 @@
 //! Two glommio task queues split the core's time (`[fairness]`): "ingress", latency
 //! sensitive, runs the SMTP and HTTP accept loops and so every session (a task inherits
 //! its parent's queue); "delivery", throughput work with fewer shares, runs the delivery
-//! engine's router, routing and connection tasks. The spool's committer and the handoff
-//! tasks stay in the default queue (1000 shares): they are short and on the path of `250`.
+//! engine's router, routing and connection tasks. The handoff and ack receivers run in the
+//! ingress queue too (they are on the path of a `250`); the spool's committer stays in the
+//! default queue (1000 shares), short and also on that path.
 //! (Start-up itself must run in the default queue: file I/O issued from a latency-sensitive
 //! queue goes to glommio's latency ring, where opening a relative path fails with EBADF.)
 //! The executor's preempt timer (`fairness.io_poll_max_ms`) bounds how long a busy core goes
@@ -284,7 +285,15 @@ async fn start(shared: &Shared, meshes: Meshes, queues: Queues) -> Result<Core, 
         shared.health.clone(),
         shared.directory.clone(),
     ));
-    let handoff = Handoff::start(owner, senders, receivers, ack_senders, ack_receivers, windows);
+    // The handoff and ack receivers are on the path of a `250`: started from a task in the
+    // ingress queue, they and the per-message tasks they spawn run there (they do no file
+    // I/O, which stays on the default queue's ring).
+    let handoff = glommio::spawn_local_into(
+        async move { Handoff::start(owner, senders, receivers, ack_senders, ack_receivers, windows) },
+        ingress_queue,
+    )
+    .map_err(|e| fail("handoff", &e))?
+    .await;
     let ingress = Ingress::new(
         config,
         shared.directory.clone(),
