@@ -217,7 +217,7 @@ struct Queues {
     delivery: TaskQueueHandle,
 }
 
-/// Runs inside the ingress queue (see the module doc).
+/// Runs in the default queue (see the module doc for why, and what goes where).
 async fn start(shared: &Shared, meshes: Meshes, queues: Queues) -> Result<Core, String> {
     let config = &shared.config;
     let (senders, receivers) = meshes
