@@ -54,11 +54,7 @@ pub fn parse(buf: &BytesMut, limits: &HttpLimits) -> Parsed {
     }
     // httparse accepts a bare LF as a line end (RFC 9112 §2.2 allows it); a proxy in front
     // may not, and two readings of one request are how smuggling starts: refuse it.
-    if buf[..head_len]
-        .iter()
-        .enumerate()
-        .any(|(i, &b)| b == b'\n' && (i == 0 || buf[i - 1] != b'\r'))
-    {
+    if memchr::memchr_iter(b'\n', &buf[..head_len]).any(|i| i == 0 || buf[i - 1] != b'\r') {
         return Parsed::Refuse(400);
     }
     let (Some(method), Some(target), Some(version)) = (req.method, req.path, req.version) else {
