@@ -41,7 +41,7 @@ struct Case {
 
 /// Runs one case on two fresh executors and returns the sending core's elapsed time.
 fn run(case: Case) -> Duration {
-    let meshes = Meshes::new(2, case.window.max(1));
+    let meshes = Meshes::new(2, case.window.max(1), 1);
     let cpus = CpuSet::online().map(|s| s.len()).unwrap_or(1);
     let placement = if cpus >= 2 {
         PoolPlacement::MaxSpread(2, None)

@@ -124,8 +124,19 @@ Content-Transfer-Encoding: quoted-printable\r\n\
 </body></html>\r\n\
 --b1--\r\n";
 
-#[test]
-fn tracked_and_signed_mail_round_trips_through_the_endpoint() {
+/// The relay under test: 2 cores, account `shop` with tracking (and one-click unsubscribe)
+/// and two DKIM keys, delivering to a sink; `extra` is appended to the config.
+struct Setup {
+    dir: tempfile::TempDir,
+    maildir: std::path::PathBuf,
+    _sink: process::Running,
+    relay: process::Running,
+    http: SocketAddr,
+    base: String,
+    records: [(&'static str, String); 2],
+}
+
+fn setup(extra: &str) -> Setup {
     let dir = tempfile::tempdir().unwrap();
     let maildir = dir.path().join("maildir");
     let sink = process::sink(&maildir, &[]);
@@ -150,6 +161,7 @@ dir = "{dir}/spool"
 dir = "{dir}/log"
 [delivery]
 smarthost = "{sink}"
+{extra}
 [[accounts]]
 id = "shop"
 networks = ["127.0.0.0/8"]
@@ -169,33 +181,31 @@ key_file = "{ed_key}"
         sink = sink.addr,
     );
     let relay = process::relay(dir.path(), &config);
-    let (mut c, _) = Client::connect(relay.addr);
-    c.cmd("EHLO client.test");
-    let reply = c.send_mail(
-        "news@shop.example",
-        &["a@dest.example", "b@dest.example"],
-        HTML_MESSAGE,
-    );
-    assert!(reply.starts_with("250"), "{reply}");
-    c.cmd("QUIT");
+    Setup {
+        maildir,
+        _sink: sink,
+        relay,
+        http: format!("127.0.0.1:{http_port}").parse().unwrap(),
+        base: format!("http://127.0.0.1:{http_port}"),
+        records: [("rsa", rsa_record), ("ed", ed_record)],
+        dir,
+    }
+}
 
-    let copies = wait_for("one copy per recipient", || {
-        let m = maildir_messages(&maildir);
-        (m.len() == 2).then_some(m)
-    });
-    let http: SocketAddr = format!("127.0.0.1:{http_port}").parse().unwrap();
-    let base = format!("http://127.0.0.1:{http_port}");
-    for copy in &copies {
-        let text = String::from_utf8(copy.clone()).unwrap();
+impl Setup {
+    /// Checks one delivered copy: both signatures verify over the bytes the sink received,
+    /// the unsubscribe headers are there, untracked parts and links are untouched, the
+    /// tracked link redirects to the original URL and the pixel answers a GIF. Returns the
+    /// click token.
+    fn check_copy(&self, copy: &[u8]) -> String {
+        let (http, base) = (self.http, &self.base);
+        let text = String::from_utf8(copy.to_vec()).unwrap();
         // Signed twice, and both signatures verify over the bytes the sink received
         // (minus the sink's own Return-Path/Delivered-To lines).
         let start = text.find("DKIM-Signature:").expect("signed");
         let delivered = &copy[start..];
-        assert_eq!(
-            dkim_results(delivered, &[("rsa", &rsa_record), ("ed", &ed_record)]),
-            vec![true, true],
-            "{text}"
-        );
+        let records: Vec<(&str, &str)> = self.records.iter().map(|(s, r)| (*s, r.as_str())).collect();
+        assert_eq!(dkim_results(delivered, &records), vec![true, true], "{text}");
         assert!(text.contains(&format!("List-Unsubscribe: <{base}/u/")), "{text}");
         assert!(text.contains("List-Unsubscribe-Post: List-Unsubscribe=One-Click"));
         // The plain-text part and the mailto/fragment links are untouched.
@@ -223,6 +233,40 @@ key_file = "{ed_key}"
         let (status, response) = get(http, &format!("/o/{pixel}"));
         assert_eq!(status, 200);
         assert!(response.contains("Content-Type: image/gif"));
+        click.to_string()
+    }
+
+    /// The sum over cores of a per-core counter on `/metrics`.
+    fn counter(&self, name: &str) -> f64 {
+        let metrics = get(self.http, "/metrics").1;
+        metrics
+            .lines()
+            .filter(|l| l.starts_with(&format!("{name}{{")))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    }
+}
+
+#[test]
+fn tracked_and_signed_mail_round_trips_through_the_endpoint() {
+    let s = setup("");
+    let (dir, http) = (&s.dir, s.http);
+    let (mut c, _) = Client::connect(s.relay.addr);
+    c.cmd("EHLO client.test");
+    let reply = c.send_mail(
+        "news@shop.example",
+        &["a@dest.example", "b@dest.example"],
+        HTML_MESSAGE,
+    );
+    assert!(reply.starts_with("250"), "{reply}");
+    c.cmd("QUIT");
+
+    let copies = wait_for("one copy per recipient", || {
+        let m = maildir_messages(&s.maildir);
+        (m.len() == 2).then_some(m)
+    });
+    for copy in &copies {
+        let click = s.check_copy(copy);
         // A forged token never redirects.
         let forged = format!("{}x", click);
         assert_eq!(get(http, &format!("/c/{forged}")).0, 404);
@@ -255,4 +299,36 @@ key_file = "{ed_key}"
     assert_eq!(click["account"], "shop");
     assert_eq!(click["url"], "https://shop.example/reset?user=1&token=abc");
     assert_eq!(click["user_agent"], "TestMail/1.0");
+}
+
+/// Lending: with `backlog_min_count = 0` the owner lends every transform it can to the
+/// other core; what that core makes is exactly what the owner would have made (signatures
+/// verify, links and pixels resolve), and the metrics show the work crossed cores.
+#[test]
+fn transforms_done_by_another_core_are_the_owners_transforms() {
+    let s = setup("[lending]\nbacklog_min_count = 0\nwindow_count = 2\n");
+    let (mut c, _) = Client::connect(s.relay.addr);
+    c.cmd("EHLO client.test");
+    let rcpts: Vec<String> = (0..6).map(|i| format!("r{i}@dest.example")).collect();
+    let rcpts: Vec<&str> = rcpts.iter().map(String::as_str).collect();
+    let reply = c.send_mail("news@shop.example", &rcpts, HTML_MESSAGE);
+    assert!(reply.starts_with("250"), "{reply}");
+    c.cmd("QUIT");
+    let copies = wait_for("one copy per recipient", || {
+        let m = maildir_messages(&s.maildir);
+        (m.len() == 6).then_some(m)
+    });
+    for copy in &copies {
+        s.check_copy(copy);
+    }
+    let (lent, borrowed) = wait_for("the lending counters", || {
+        let counts = (
+            s.counter("corerelay_transforms_lent_total"),
+            s.counter("corerelay_transforms_borrowed_total"),
+        );
+        (counts.0 > 0.0 && counts.0 == counts.1).then_some(counts)
+    });
+    assert!(lent <= 6.0, "at most one transform per copy: {lent}");
+    assert_eq!(lent, borrowed);
+    assert_eq!(s.counter("corerelay_transform_lend_timeouts_total"), 0.0);
 }

@@ -8,6 +8,7 @@
 
 pub mod egress;
 pub mod fairness;
+pub mod lending;
 pub mod raw;
 
 use std::fmt;
@@ -19,6 +20,7 @@ use ipnet::IpNet;
 
 pub use egress::{BounceConfig, EgressConfig, TlsPolicy};
 pub use fairness::FairnessConfig;
+pub use lending::LendingConfig;
 use raw::{RawConfig, RawCores};
 
 /// The largest `smtp.message_max_bytes` allowed: a spool record holds the whole message
@@ -328,6 +330,7 @@ pub struct Config {
     pub egress: EgressConfig,
     pub bounce: BounceConfig,
     pub fairness: FairnessConfig,
+    pub lending: LendingConfig,
     pub accounts: Vec<AccountConfig>,
     pub tls: TlsSettings,
     pub auth: AuthConfig,
@@ -556,6 +559,7 @@ impl Config {
         )?;
         let bounce = BounceConfig::from_raw(raw.bounce);
         let (fairness, account_limits) = fairness::validate(&raw.fairness)?;
+        let lending = lending::validate(&raw.lending)?;
         let accounts = raw
             .accounts
             .into_iter()
@@ -583,6 +587,7 @@ impl Config {
             egress,
             bounce,
             fairness,
+            lending,
             accounts,
             tls: tls(raw.tls)?,
             auth: AuthConfig {
@@ -1109,6 +1114,7 @@ mod tests {
         assert_eq!(file.egress, empty.egress);
         assert_eq!(file.bounce, empty.bounce);
         assert_eq!(file.fairness, empty.fairness);
+        assert_eq!(file.lending, empty.lending);
     }
 
     #[test]

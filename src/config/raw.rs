@@ -27,6 +27,8 @@ pub struct RawConfig {
     #[serde(default)]
     pub fairness: super::fairness::RawFairness,
     #[serde(default)]
+    pub lending: super::lending::RawLending,
+    #[serde(default)]
     pub accounts: Vec<RawAccount>,
     #[serde(default)]
     pub listeners: Vec<RawListener>,

@@ -144,7 +144,7 @@ impl Deliverer {
     ) -> (String, Vec<(usize, Outcome)>) {
         let shaping = on.settings.egress.shaping(on.key.route);
         let limit = shaping.recipients_per_transaction_max_count.max(1);
-        let chunks = self.outgoing(job);
+        let chunks = self.outgoing(job).await;
         let mut waiting: VecDeque<usize> = job.rcpts.iter().copied().collect();
         let mut out = Vec::with_capacity(job.rcpts.len());
         let mut host = String::new();
@@ -233,12 +233,23 @@ impl Deliverer {
 
     /// The bytes this job sends: the account's tracking rewrite and DKIM signatures applied
     /// to the spooled message (for the job's one recipient when tokens name recipients).
-    fn outgoing(&self, job: &Job) -> Vec<Bytes> {
+    /// While this core is busy, another core with room does the transform (see
+    /// [`super::lend`]); otherwise, or when none answers in time, this core does it.
+    async fn outgoing(&self, job: &Job) -> Vec<Bytes> {
         let transform = self.transform.borrow().clone();
         let recipient = match job.rcpts.as_slice() {
             [one] => job.envelope.rcpts[*one].addr.as_str(),
             _ => "",
         };
+        let lender = self.lender.borrow().clone();
+        let lend = lender.filter(|l| transform.changes(&job.envelope.account) && l.busy(self.in_delivery()));
+        if let Some(lender) = lend
+            && let Some(chunks) = lender
+                .lend(&transform, &job.envelope, &job.chunks, recipient)
+                .await
+        {
+            return chunks;
+        }
         transform.apply(&job.envelope, &job.chunks, recipient, self.log.metrics())
     }
 

@@ -36,6 +36,7 @@ use bytes::Bytes;
 use glommio::sync::{Semaphore, StaticPermit};
 
 use super::clock::{Clock, SystemClock};
+use super::lend::Lender;
 use super::queue::{Attempt, Entry, Queue, Queued};
 use super::ready::{ReadyKey, ReadyQueue};
 use super::routing::Routed;
@@ -84,6 +85,8 @@ pub struct Deliverer {
     pub(super) log: Log,
     /// Tracking rewrite and DKIM signing per account; replaced whole by a reload.
     pub(super) transform: RefCell<Arc<Transform>>,
+    /// Other cores that can do this core's transforms (none until set, or on one core).
+    pub(super) lender: RefCell<Option<Rc<Lender>>>,
 }
 
 impl Deliverer {
@@ -133,12 +136,28 @@ impl Deliverer {
             resolver,
             log,
             transform: RefCell::new(Arc::new(Transform::default())),
+            lender: RefCell::new(None),
         }))
     }
 
     /// Sets the accounts' tracking and signing (at start, and on reload).
     pub fn set_transform(&self, transform: Arc<Transform>) {
         *self.transform.borrow_mut() = transform;
+    }
+
+    /// Lets this core lend transforms to other cores (see [`super::lend`]).
+    pub fn set_lender(&self, lender: Rc<Lender>) {
+        *self.lender.borrow_mut() = Some(lender);
+    }
+
+    /// Messages routed and not yet settled: how busy delivery is on this core.
+    pub fn in_delivery(&self) -> usize {
+        (ROUTED_MESSAGES_MAX_COUNT as u64).saturating_sub(self.routed.available()) as usize
+    }
+
+    /// Transforms this core has in flight at other cores.
+    pub fn lent(&self) -> usize {
+        self.lender.borrow().as_ref().map_or(0, |l| l.in_flight())
     }
 
     /// The current delivery settings (one generation; keep the `Rc` for a whole decision).

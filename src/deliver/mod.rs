@@ -20,6 +20,8 @@
 //! - [`settings`]: the routing and delivery settings as one snapshot, swapped whole by a
 //!   reload.
 //! - [`dsn`]: RFC 3464 delivery status notifications as a pure function.
+//! - [`transform`]: the account's tracking rewrite and DKIM signing of a job's bytes.
+//! - [`lend`]: another core with CPU to spare does a busy owner's transforms.
 //! - [`clock`]: the injected clock.
 
 pub mod clock;
@@ -27,6 +29,7 @@ pub mod connection;
 mod dispatch;
 pub mod dsn;
 pub mod engine;
+pub mod lend;
 pub mod outcome;
 pub mod queue;
 pub mod ready;

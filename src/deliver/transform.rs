@@ -68,6 +68,12 @@ impl Transform {
         })
     }
 
+    /// True when an account's messages are rewritten or signed (otherwise they go out as
+    /// spooled, and there is nothing to lend).
+    pub fn changes(&self, account: &str) -> bool {
+        self.accounts.contains_key(account)
+    }
+
     /// True when an account's messages are rewritten once per recipient.
     pub fn per_recipient(&self, account: &str) -> bool {
         self.accounts

@@ -156,6 +156,16 @@ metrics_table! {
             "DKIM signatures added to outgoing copies.";
         dkim_failures_total: Counter, "corerelay_dkim_failures_total", Count,
             "Outgoing copies a DKIM key failed to sign (sent unsigned by that key).";
+        transforms_lent_total: Counter, "corerelay_transforms_lent_total", Count,
+            "Transforms (tracking rewrite and DKIM signing) of this core's messages sent to another core to do.";
+        transforms_borrowed_total: Counter, "corerelay_transforms_borrowed_total", Count,
+            "Transforms this core did for messages another core owns, with CPU its own work left unused.";
+        transform_lend_timeouts_total: Counter, "corerelay_transform_lend_timeouts_total", Count,
+            "Lent transforms not back within lending.timeout_ms, then done by the owner itself.";
+        lend_inflight_messages: Gauge, "corerelay_lend_inflight_messages", Count,
+            "Transforms this core has in flight at other cores.";
+        lend_window_max_messages: Gauge, "corerelay_lend_window_max_messages", Count,
+            "The bound of the transforms one core may have in flight at one other core (lending.window_count).";
         spool_append_seconds: Histogram, "corerelay_spool_append_seconds", Seconds,
             "Time from handing a message to the owner's spool to its durable acknowledgement (group commit wait, write and fdatasync).";
         handoff_inflight_messages: Gauge, "corerelay_handoff_inflight_messages", Count,

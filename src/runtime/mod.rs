@@ -103,7 +103,11 @@ pub fn serve(mut config: Config, source: Source) -> Result<(), String> {
     // freed the peer list under a joining executor and hung start-up now and then. So every
     // clone is made here, on this thread, one per executor, and the original is leaked (once
     // per process): racing drops can then only leak the count, never free the list early.
-    let meshes = Meshes::new(cores, config.server.handoff_window_max_count);
+    let meshes = Meshes::new(
+        cores,
+        config.server.handoff_window_max_count,
+        config.lending.window_count,
+    );
     let per_core = Arc::new(std::sync::Mutex::new(
         (0..cores).map(|_| meshes.clone()).collect::<Vec<_>>(),
     ));

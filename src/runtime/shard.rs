@@ -8,7 +8,8 @@
 //! its parent's queue); "delivery", throughput work with fewer shares, runs the delivery
 //! engine's router, routing and connection tasks. The handoff and ack receivers run in the
 //! ingress queue too (they are on the path of a `250`); the spool's committer stays in the
-//! default queue (1000 shares), short and also on that path.
+//! default queue (1000 shares), short and also on that path. A third queue, "lending",
+//! with few shares (`lending.shares`), does other cores' transforms (`deliver::lend`).
 //! (Start-up itself must run in the default queue: file I/O issued from a latency-sensitive
 //! queue goes to glommio's latency ring, where opening a relative path fails with EBADF.)
 //! The executor's preempt timer (`fairness.io_poll_max_ms`) bounds how long a busy core goes
@@ -25,6 +26,7 @@ use glommio::{Latency, Shares, TaskQueueHandle};
 use super::Shared;
 use super::control::{self, Control, Reload};
 use crate::deliver::engine::Deliverer;
+use crate::deliver::lend::Lender;
 use crate::handoff::{self, Handoff, Owner, WindowLimits};
 use crate::http;
 use crate::ingress::{Ingress, Limits, listener};
@@ -48,6 +50,11 @@ pub async fn run(shared: Arc<Shared>, meshes: Meshes) {
             Shares::Static(f.delivery_shares),
             Latency::NotImportant,
             "delivery",
+        ),
+        lending: executor.create_task_queue(
+            Shares::Static(shared.config.lending.shares),
+            Latency::NotImportant,
+            "lending",
         ),
     };
     // glommio can miss a wake-up from another executor when this one parks with no timer
@@ -210,11 +217,13 @@ impl Watcher {
     }
 }
 
-/// The core's two task queues besides glommio's default one.
+/// The core's task queues besides glommio's default one.
 #[derive(Clone, Copy)]
 struct Queues {
     ingress: TaskQueueHandle,
     delivery: TaskQueueHandle,
+    /// Other cores' transforms, done with the CPU this core's own work leaves.
+    lending: TaskQueueHandle,
 }
 
 /// Runs in the default queue (see the module doc for why, and what goes where).
@@ -230,6 +239,16 @@ async fn start(shared: &Shared, meshes: Meshes, queues: Queues) -> Result<Core, 
         .join()
         .await
         .map_err(|_| "cannot join the ack mesh".to_string())?;
+    let (lend_senders, lend_receivers) = meshes
+        .lend
+        .join()
+        .await
+        .map_err(|_| "cannot join the lend mesh".to_string())?;
+    let (lent_senders, lent_receivers) = meshes
+        .lent
+        .join()
+        .await
+        .map_err(|_| "cannot join the lent mesh".to_string())?;
     let core = senders.peer_id();
     let fail = |what: &str, e: &dyn std::fmt::Display| format!("core {core}: {what}: {e}");
 
@@ -263,6 +282,17 @@ async fn start(shared: &Shared, meshes: Meshes, queues: Queues) -> Result<Core, 
         deliverer.enqueue_recovered(message);
     }
     deliverer.set_transform(shared.transform.clone());
+    let lender = Lender::start(
+        lend_senders,
+        lend_receivers,
+        lent_senders,
+        lent_receivers,
+        config.lending.clone(),
+        queues.lending,
+        log.clone(),
+    )
+    .map_err(|e| fail("lending", &e))?;
+    deliverer.set_lender(lender);
     // The engine's tasks, and every task they spawn, run in the delivery queue.
     let engine = deliverer.clone();
     spawn_into(async move { engine.start() }, delivery_queue).map_err(|e| fail("delivery", &e))?;
@@ -395,6 +425,7 @@ async fn gauges(deliverer: Rc<Deliverer>, ingress: Rc<Ingress>, spool: Spool, lo
         let (messages, bytes) = ingress.handoff.in_flight();
         core.handoff_inflight_messages.set(messages as f64);
         core.handoff_inflight_bytes.set(bytes as f64);
+        core.lend_inflight_messages.set(deliverer.lent() as f64);
         let queued: Vec<(String, usize, u64)> = deliverer
             .queued_by_account()
             .into_iter()
