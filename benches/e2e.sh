@@ -26,7 +26,7 @@
 #                       [--repeat R] [--mode-repeat R] [--dkim] [--body html|text]
 #                       [--rates "1000 2000"] [--postfix-rates "300"] [--rate-sizes "2048 20480"]
 #                       [--rate-conns 50] [--rate-seconds S] [--rate-modes "plain"]
-#                       [--no-smtp-source] [--spread-accounts N] [--out DIR]
+#                       [--no-smtp-source] [--spread-accounts N] [--relay-extra TOML] [--out DIR]
 #   --messages N      messages per corerelay run in plain mode (default 6000).
 #   --mode-messages N the same in the tracking, ed25519 and rsa modes (default 3000: they
 #                     are slower, and the full matrix must fit in about half an hour).
@@ -46,6 +46,9 @@
 #                     --postfix-rates the same for Postfix (plain). "" skips them.
 #   --no-smtp-source  skip the extra row loaded by Postfix's smtp-source instead of
 #                     corerelay load (20 KB, 10 connections, corerelay all cores and Postfix).
+#   --relay-extra TOML  appended to corerelay's configuration in every row (an experiment,
+#                     e.g. $'[lending]\nwindow_count = 0' for a run without lending);
+#                     recorded in commands.txt.
 #   --spread-accounts N  extra rows (20 KB, 10 and 50 connections, plain mode, corerelay on
 #                     all cores and on one) with the load spread over N accounts pinned round
 #                     robin to the cores instead of one account (default 2; 0: no such rows).
@@ -74,6 +77,7 @@ rate_seconds=8
 rate_modes="plain"
 smtp_source=1
 spread_accounts=2
+relay_extra=""
 out=""
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -97,6 +101,7 @@ while [ $# -gt 0 ]; do
     --dkim) dkim=1; shift ;;
     --no-smtp-source) smtp_source=0; shift ;;
     --spread-accounts) spread_accounts=$2; shift 2 ;;
+    --relay-extra) relay_extra=$2; shift 2 ;;
     --out) out=$2; shift 2 ;;
     *) echo "unknown option $1" >&2; exit 2 ;;
   esac
@@ -346,8 +351,9 @@ mode_blocks() {
 relay_config() {
   local mode=$1 cores=$2 n
   n=$([ "$cores" = all ] && nproc || echo "$cores")
+  if [ -n "$relay_extra" ]; then printf '%s\n' "$relay_extra"; fi
   if [ "$accounts" = 1 ]; then
-    [ "$mode" = plain ] && return 0
+    [ "$mode" = plain ] && [ -z "$relay_extra" ] && return 0
     printf '[[accounts]]\nid = "local"\nnetworks = ["127.0.0.0/8", "::1/128"]\nsender_domains = ["*"]\n'
     mode_blocks "$mode" load.example
     return 0

@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use corerelay::message::MessageId;
 use corerelay::rewrite::token::{Claims, Keyring, TokenKind};
 
+use crate::support::http::{exchange, get, status};
 use crate::support::process::{self, Running};
 
 const SECRET: &str = "0123456789abcdef0123456789abcdef-hostile-http";
@@ -76,27 +77,6 @@ fn click(url: &str, expires_at_unix_s: Option<u64>) -> String {
             expires_at_unix_s,
         })
         .unwrap()
-}
-
-/// Sends `raw` on a fresh connection and reads until the server closes it (or 5 s pass).
-fn exchange(addr: SocketAddr, raw: &[u8]) -> String {
-    let mut s = TcpStream::connect(addr).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    s.write_all(raw).unwrap();
-    let mut out = Vec::new();
-    let _ = s.read_to_end(&mut out);
-    String::from_utf8_lossy(&out).into_owned()
-}
-
-fn get(addr: SocketAddr, path: &str) -> String {
-    exchange(
-        addr,
-        format!("GET {path} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n").as_bytes(),
-    )
-}
-
-fn status(response: &str) -> u16 {
-    response.get(9..12).and_then(|s| s.parse().ok()).unwrap_or(0)
 }
 
 #[test]

@@ -1,39 +1,12 @@
 //! Metrics and health through the real binary: scrape `/metrics` while traffic flows and
 //! check the counters move as the traffic says; `/healthz` and `/readyz` answer.
 
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
 
 use crate::support::dns::TestDns;
+use crate::support::http::{body, get, metric_sum, metrics, status};
 use crate::support::process::{self, maildir_messages, wait_for};
 use crate::support::smtp::Client;
-
-/// One HTTP/1.1 GET with `Connection: close`; returns (status, body).
-fn get(addr: SocketAddr, path: &str) -> (u16, String) {
-    let mut s = TcpStream::connect(addr).unwrap();
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut text = String::new();
-    s.read_to_string(&mut text).unwrap();
-    let status = text[9..12].parse().unwrap();
-    let body = text
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_string())
-        .unwrap_or_default();
-    (status, body)
-}
-
-/// The sum over cores of a metric's samples whose labels include `labels`.
-fn sum(metrics: &str, name: &str, labels: &str) -> f64 {
-    metrics
-        .lines()
-        .filter(|l| l.starts_with(&format!("{name}{{")) && l.contains(labels))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
-}
 
 #[test]
 fn counters_follow_the_traffic_and_health_answers() {
@@ -74,11 +47,14 @@ sender_domains = ["shop.example"]
         .parse()
         .unwrap();
 
-    assert_eq!(get(http, "/healthz"), (200, "ok\n".into()));
-    wait_for("readiness", || (get(http, "/readyz").0 == 200).then_some(()));
-    let before = get(http, "/metrics").1;
+    let health = get(http, "/healthz");
+    assert_eq!((status(&health), body(&health)), (200, "ok\n"));
+    wait_for("readiness", || {
+        (status(&get(http, "/readyz")) == 200).then_some(())
+    });
+    let before = metrics(http);
     assert_eq!(
-        sum(&before, "corerelay_account_accepted_total", "account=\"shop\""),
+        metric_sum(&before, "corerelay_account_accepted_total", "account=\"shop\""),
         0.0
     );
 
@@ -94,32 +70,35 @@ sender_domains = ["shop.example"]
     wait_for("delivery", || maildir_messages(&maildir).pop());
 
     let after = wait_for("the delivered counter", || {
-        let m = get(http, "/metrics").1;
-        (sum(&m, "corerelay_account_delivered_total", "account=\"shop\"") == 1.0).then_some(m)
+        let m = metrics(http);
+        (metric_sum(&m, "corerelay_account_delivered_total", "account=\"shop\"") == 1.0).then_some(m)
     });
     assert_eq!(
-        sum(&after, "corerelay_account_accepted_total", "account=\"shop\""),
+        metric_sum(&after, "corerelay_account_accepted_total", "account=\"shop\""),
         1.0
     );
-    assert_eq!(sum(&after, "corerelay_messages_rejected_total", ""), 1.0);
-    assert_eq!(sum(&after, "corerelay_connections_total", ""), 1.0);
-    assert_eq!(sum(&after, "corerelay_messages_spooled_total", ""), 1.0);
+    assert_eq!(metric_sum(&after, "corerelay_messages_rejected_total", ""), 1.0);
+    assert_eq!(metric_sum(&after, "corerelay_connections_total", ""), 1.0);
+    assert_eq!(metric_sum(&after, "corerelay_messages_spooled_total", ""), 1.0);
     assert!(after.contains("# HELP corerelay_spool_append_seconds"), "{after}");
     // EHLO, MAIL, RCPT, DATA (354), the 250 after the data, QUIT, and the greeting.
     assert!(
-        sum(&after, "corerelay_smtp_replies_positive_total", "") >= 7.0,
+        metric_sum(&after, "corerelay_smtp_replies_positive_total", "") >= 7.0,
         "{after}"
     );
-    assert_eq!(sum(&after, "corerelay_smtp_replies_permanent_total", ""), 1.0);
-    assert!(sum(&after, "corerelay_delivery_transaction_seconds_count", "") >= 1.0);
-    assert!(sum(&after, "corerelay_dns_lookups_total", "") >= 1.0);
+    assert_eq!(
+        metric_sum(&after, "corerelay_smtp_replies_permanent_total", ""),
+        1.0
+    );
+    assert!(metric_sum(&after, "corerelay_delivery_transaction_seconds_count", "") >= 1.0);
+    assert!(metric_sum(&after, "corerelay_dns_lookups_total", "") >= 1.0);
     let spooled_commits = wait_for("the spool gauges", || {
-        let m = get(http, "/metrics").1;
-        let c = sum(&m, "corerelay_spool_commits_total", "");
+        let m = metrics(http);
+        let c = metric_sum(&m, "corerelay_spool_commits_total", "");
         (c >= 1.0).then_some(c)
     });
     assert!(spooled_commits >= 1.0);
-    assert!(sum(&after, "corerelay_spool_append_seconds_count", "") >= 1.0);
+    assert!(metric_sum(&after, "corerelay_spool_append_seconds_count", "") >= 1.0);
 
     // Issue 7's remaining families move with the one message.
     for (verb, count) in [
@@ -129,7 +108,7 @@ sender_domains = ["shop.example"]
         ("data", 1.0),
         ("quit", 1.0),
     ] {
-        let seen = sum(
+        let seen = metric_sum(
             &after,
             "corerelay_smtp_commands_total",
             &format!("verb=\"{verb}\""),
@@ -137,36 +116,42 @@ sender_domains = ["shop.example"]
         assert_eq!(seen, count, "{verb} commands: {after}");
     }
     assert_eq!(
-        sum(&after, "corerelay_smtp_commands_total", "verb=\"other\""),
+        metric_sum(&after, "corerelay_smtp_commands_total", "verb=\"other\""),
         0.0
     );
     // The message's record went in one group commit: at least one commit size observed,
     // and its fdatasync timed.
     assert!(
-        sum(&after, "corerelay_spool_commit_records_count", "") >= 1.0,
+        metric_sum(&after, "corerelay_spool_commit_records_count", "") >= 1.0,
         "{after}"
     );
     assert!(
-        sum(&after, "corerelay_spool_commit_records_sum", "") >= 1.0,
+        metric_sum(&after, "corerelay_spool_commit_records_sum", "") >= 1.0,
         "{after}"
     );
     assert!(
-        sum(&after, "corerelay_spool_fsync_seconds_count", "") >= 1.0,
+        metric_sum(&after, "corerelay_spool_fsync_seconds_count", "") >= 1.0,
         "{after}"
     );
     // Routed by the implicit default pool: one recipient delivered in that site class, and
     // one transaction timed; the account's wait from due to delivery observed once.
     let class = "class=\"default\"";
     let delivered = format!("{class},outcome=\"delivered\"");
-    assert_eq!(sum(&after, "corerelay_delivery_outcomes_total", &delivered), 1.0);
-    let deferred = format!("{class},outcome=\"deferred\"");
-    assert_eq!(sum(&after, "corerelay_delivery_outcomes_total", &deferred), 0.0);
     assert_eq!(
-        sum(&after, "corerelay_delivery_attempt_seconds_count", class),
+        metric_sum(&after, "corerelay_delivery_outcomes_total", &delivered),
+        1.0
+    );
+    let deferred = format!("{class},outcome=\"deferred\"");
+    assert_eq!(
+        metric_sum(&after, "corerelay_delivery_outcomes_total", &deferred),
+        0.0
+    );
+    assert_eq!(
+        metric_sum(&after, "corerelay_delivery_attempt_seconds_count", class),
         1.0
     );
     assert_eq!(
-        sum(
+        metric_sum(
             &after,
             "corerelay_account_scheduler_wait_seconds_count",
             "account=\"shop\""
@@ -175,16 +160,16 @@ sender_domains = ["shop.example"]
     );
     // Delivered and done: nothing of the account is queued any more.
     let drained = wait_for("the queue gauges", || {
-        let m = get(http, "/metrics").1;
-        let queued = sum(&m, "corerelay_account_queued_messages", "account=\"shop\"");
+        let m = metrics(http);
+        let queued = metric_sum(&m, "corerelay_account_queued_messages", "account=\"shop\"");
         (m.contains("corerelay_account_queued_messages{") && queued == 0.0).then_some(m)
     });
     assert!(
         drained.contains("# HELP corerelay_dns_cache_hits_total"),
         "{drained}"
     );
-    assert_eq!(sum(&drained, "corerelay_events_dropped_total", ""), 0.0);
-    assert_eq!(get(http, "/nope").0, 404);
+    assert_eq!(metric_sum(&drained, "corerelay_events_dropped_total", ""), 0.0);
+    assert_eq!(status(&get(http, "/nope")), 404);
 }
 
 #[test]

@@ -7,8 +7,7 @@
 use std::borrow::Borrow;
 use std::collections::HashMap;
 use std::hash::Hash;
-use std::io::{Read, Write};
-use std::net::{IpAddr, SocketAddr, TcpStream};
+use std::net::{IpAddr, SocketAddr};
 use std::path::Path;
 use std::sync::Mutex;
 
@@ -17,6 +16,7 @@ use mail_auth::common::verify::DomainKey;
 use mail_auth::hickory_resolver::config::{ConnectionConfig, NameServerConfig, ResolverConfig, ResolverOpts};
 use mail_auth::{AuthenticatedMessage, DkimResult, MessageAuthenticator, Parameters, ResolverCache, Txt};
 
+use crate::support::http::{get, metric_sum, metrics, status};
 use crate::support::process::{self, maildir_messages, wait_for};
 use crate::support::smtp::Client;
 
@@ -87,20 +87,6 @@ fn dkim_results(message: &[u8], records: &[(&str, &str)]) -> Vec<bool> {
     let params = Parameters::new(&parsed).with_txt_cache(&cache);
     let out = futures_lite::future::block_on(auth.verify_dkim(params));
     out.iter().map(|o| *o.result() == DkimResult::Pass).collect()
-}
-
-/// GET `path` on the HTTP listener; the status and the raw response.
-fn get(addr: SocketAddr, path: &str) -> (u16, String) {
-    let mut s = TcpStream::connect(addr).unwrap();
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: t\r\nUser-Agent: TestMail/1.0\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut raw = Vec::new();
-    s.read_to_end(&mut raw).unwrap();
-    let text = String::from_utf8_lossy(&raw).into_owned();
-    (text[9..12].parse().unwrap(), text)
 }
 
 const HTML_MESSAGE: &str = "From: Shop <news@shop.example>\r\n\
@@ -219,8 +205,8 @@ impl Setup {
             .nth(1)
             .and_then(|rest| rest.split('"').next())
             .expect("a tracked link");
-        let (status, response) = get(http, &format!("/c/{click}"));
-        assert_eq!(status, 302);
+        let response = get(http, &format!("/c/{click}"));
+        assert_eq!(status(&response), 302);
         assert!(
             response.contains("\r\nLocation: https://shop.example/reset?user=1&token=abc\r\n"),
             "the click lands on the original URL, entities decoded: {response}"
@@ -230,20 +216,15 @@ impl Setup {
             .nth(1)
             .and_then(|r| r.split('"').next())
             .expect("a pixel");
-        let (status, response) = get(http, &format!("/o/{pixel}"));
-        assert_eq!(status, 200);
+        let response = get(http, &format!("/o/{pixel}"));
+        assert_eq!(status(&response), 200);
         assert!(response.contains("Content-Type: image/gif"));
         click.to_string()
     }
 
     /// The sum over cores of a per-core counter on `/metrics`.
     fn counter(&self, name: &str) -> f64 {
-        let metrics = get(self.http, "/metrics").1;
-        metrics
-            .lines()
-            .filter(|l| l.starts_with(&format!("{name}{{")))
-            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-            .sum()
+        metric_sum(&metrics(self.http), name, "")
     }
 }
 
@@ -269,7 +250,7 @@ fn tracked_and_signed_mail_round_trips_through_the_endpoint() {
         let click = s.check_copy(copy);
         // A forged token never redirects.
         let forged = format!("{}x", click);
-        assert_eq!(get(http, &format!("/c/{forged}")).0, 404);
+        assert_eq!(status(&get(http, &format!("/c/{forged}"))), 404);
     }
 
     let log = dir.path().join("log");
