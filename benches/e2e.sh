@@ -114,17 +114,15 @@ case "$body" in html|text) ;; *) echo "unknown body $body (html or text)" >&2; e
 has() { case " $systems " in *" $1 "*) return 0 ;; esac; return 1; }
 uses_postfix() { has postfix || has postfix+opendkim; }
 proctree() { python3 benches/proctree.py "$@"; }
+# shellcheck source=benches/lib.sh
+. benches/lib.sh
 
 # ---------------------------------------------------------------- the system's own instances
-# The Debian package may start Postfix's default instance (/etc/postfix, queue in
-# /var/spool/postfix) and OpenDKIM's service; neither may run during or after a benchmark.
-pid_is() { [ -n "$1" ] && [ "$(cat "/proc/$1/comm" 2>/dev/null)" = "$2" ]; }
+# The Debian package may start Postfix's default instance and OpenDKIM's service; neither
+# may run during or after a benchmark.
 stop_system_instances() {
   local p
-  p=$(tr -d ' ' 2>/dev/null < /var/spool/postfix/pid/master.pid || true)
-  if pid_is "$p" master; then
-    postfix stop >/dev/null 2>&1 || kill "$p" 2>/dev/null || true
-  fi
+  stop_system_postfix
   p=$(cat /run/opendkim/opendkim.pid 2>/dev/null || true)
   if pid_is "$p" opendkim; then kill "$p" 2>/dev/null || true; fi
 }
@@ -164,12 +162,7 @@ pids=()
 cleanup() {
   set +e
   for p in "${pids[@]:-}"; do [ -n "$p" ] && kill -9 "$p" 2>/dev/null; done
-  if [ -f "$pf_dir/main.cf" ]; then
-    local m
-    m=$(tr -d ' ' 2>/dev/null < "$pf_dir/queue/pid/master.pid")
-    postfix -c "$pf_dir" stop >/dev/null 2>&1
-    pid_is "$m" master && kill -9 "$m" 2>/dev/null
-  fi
+  stop_bench_postfix
   uses_postfix && stop_system_instances
   rm -rf "$work"
 }
@@ -200,19 +193,6 @@ trap 'exit 130' INT TERM
 note_cmd() { [ "$r" = 1 ] && printf '%s\n' "$*" >> "$out/commands.txt"; return 0; }
 
 # ---------------------------------------------------------------- shared pieces of a run
-# Waits for a process to print its "listening on ADDR" line and echoes ADDR. The caller
-# empties the file before it starts the process: a background process's redirection may not
-# have truncated it yet, and the previous process's address would be read instead.
-addr_of() {
-  local file=$1 addr
-  for _ in $(seq 1 400); do
-    addr=$(sed -n 's/.*listening on \([0-9.]*:[0-9][0-9]*\).*/\1/p' "$file" 2>/dev/null | head -1)
-    [ -n "$addr" ] && { echo "$addr"; return 0; }
-    sleep 0.05
-  done
-  echo "no listening line in $file:" >&2; cat "$file" >&2; return 1
-}
-
 start_sink() {
   : > "$work/sink.out"
   "$bin" sink --listen "$1" > "$work/sink.out" 2>&1 &
@@ -448,73 +428,11 @@ check_mode() {
 }
 
 # ---------------------------------------------------------------- Postfix
-pf_port=$(proctree free-port)
-pf_sink_port=$(proctree free-port)
+pf_port=$(free_port)
+pf_sink_port=$(free_port)
+# configure_postfix (benches/lib.sh): a dedicated instance in $pf_dir, smtpd on $pf_port,
+# everything relayed to the sink on $pf_sink_port.
 
-# A dedicated instance in $pf_dir: its own main.cf/master.cf, queue and data directories on
-# the same disk as corerelay's spool, smtpd only on 127.0.0.1:$pf_port, everything relayed
-# to the sink at 127.0.0.1:$pf_sink_port, no local delivery, no chroot, no DNS.
-configure_postfix() {
-  mkdir -p "$pf_dir/queue" "$pf_dir/data"
-  chown postfix:postfix "$pf_dir/data"
-  cat > "$pf_dir/main.cf" <<EOF
-compatibility_level = 3.6
-queue_directory = $pf_dir/queue
-data_directory = $pf_dir/data
-maillog_file = $pf_dir/postfix.log
-maillog_file_prefixes = $pf_dir
-myhostname = postfix-bench.localhost
-mydestination =
-local_transport = error:local delivery is disabled
-alias_maps =
-alias_database =
-inet_interfaces = 127.0.0.1
-inet_protocols = ipv4
-mynetworks = 127.0.0.0/8
-relayhost = [127.0.0.1]:$pf_sink_port
-smtpd_relay_restrictions = permit_mynetworks, reject
-smtpd_peername_lookup = no
-smtp_dns_support_level = disabled
-default_process_limit = 200
-minimal_backoff_time = 2s
-maximal_backoff_time = 10s
-queue_run_delay = 2s
-smtpd_tls_security_level = none
-smtp_tls_security_level = none
-smtputf8_enable = no
-biff = no
-EOF
-  cat > "$pf_dir/master.cf" <<EOF
-127.0.0.1:$pf_port inet n - n - - smtpd
-pickup     unix  n - n 60 1 pickup
-cleanup    unix  n - n - 0 cleanup
-qmgr       unix  n - n 300 1 qmgr
-rewrite    unix  - - n - - trivial-rewrite
-bounce     unix  - - n - 0 bounce
-defer      unix  - - n - 0 bounce
-trace      unix  - - n - 0 bounce
-verify     unix  - - n - 1 verify
-flush      unix  n - n 1000? 0 flush
-proxymap   unix  - - n - - proxymap
-proxywrite unix  - - n - 1 proxymap
-smtp       unix  - - n - - smtp
-relay      unix  - - n - - smtp
-showq      unix  n - n - - showq
-error      unix  - - n - - error
-retry      unix  - - n - - error
-discard    unix  - - n - - discard
-anvil      unix  - - n - 1 anvil
-scache     unix  - - n - 1 scache
-postlog    unix-dgram n - n - 1 postlogd
-EOF
-  postfix -c "$pf_dir" set-permissions >/dev/null 2>&1
-  postfix -c "$pf_dir" check >/dev/null 2>&1 || { echo "postfix check failed for $pf_dir" >&2; exit 1; }
-  {
-    echo "# Postfix instance ($pf_dir; ports vary per session)"
-    sed 's/^/#   main.cf: /' "$pf_dir/main.cf"
-    sed 's/^/#   master.cf: /' "$pf_dir/master.cf"
-  } >> "$out/commands.txt"
-}
 
 # OpenDKIM as Postfix's milter: RSA-2048, relaxed/simple, on a UNIX socket (over loopback
 # TCP the milter dialogue stalls on Nagle and delayed ACKs).

@@ -49,15 +49,10 @@ while [ $# -gt 0 ]; do
   esac
 done
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+# shellcheck source=benches/lib.sh
+. benches/lib.sh
 
 # ---------------------------------------------------------------- Postfix (as benches/e2e.sh sets it up)
-pid_is() { [ -n "$1" ] && [ "$(cat "/proc/$1/comm" 2>/dev/null)" = "$2" ]; }
-stop_system_postfix() {
-  local p
-  p=$(tr -d ' ' 2>/dev/null < /var/spool/postfix/pid/master.pid || true)
-  if pid_is "$p" master; then postfix stop >/dev/null 2>&1 || kill "$p" 2>/dev/null || true; fi
-}
 if [ "$postfix" = 1 ]; then
   [ "$(id -u)" = 0 ] || { echo "the Postfix runs need root (or pass --no-postfix)" >&2; exit 1; }
   if ! command -v postfix >/dev/null; then
@@ -80,12 +75,7 @@ pids=()
 cleanup() {
   set +e
   for p in "${pids[@]:-}"; do [ -n "$p" ] && kill -9 "$p" 2>/dev/null; done
-  if [ -f "$pf_dir/main.cf" ]; then
-    local m
-    m=$(tr -d ' ' 2>/dev/null < "$pf_dir/queue/pid/master.pid")
-    postfix -c "$pf_dir" stop >/dev/null 2>&1
-    pid_is "$m" master && kill -9 "$m" 2>/dev/null
-  fi
+  stop_bench_postfix
   rm -rf "$work"
 }
 trap cleanup EXIT
@@ -108,16 +98,6 @@ trap 'exit 130' INT TERM
 : > "$out/commands.txt"
 : > "$out/raw.jsonl"
 note() { printf '%s\n' "$*" >> "$out/commands.txt"; }
-
-addr_of() {
-  local file=$1 addr
-  for _ in $(seq 1 400); do
-    addr=$(sed -n 's/.*listening on \([0-9.]*:[0-9][0-9]*\).*/\1/p' "$file" 2>/dev/null | head -1)
-    [ -n "$addr" ] && { echo "$addr"; return 0; }
-    sleep 0.05
-  done
-  echo "no listening line in $file:" >&2; cat "$file" >&2; return 1
-}
 
 # The sink, on $1; its per-account figures go to $work/sink.json on SIGUSR1/SIGINT.
 start_sink() {
@@ -252,71 +232,10 @@ run_corerelay() {
   note ""
 }
 
-# A dedicated Postfix instance in $pf_dir relaying everything to the sink (benches/e2e.sh's).
+# A dedicated Postfix instance in $pf_dir relaying everything to the sink: configure_postfix
+# of benches/lib.sh, the same instance benches/e2e.sh measures.
 pf_port=$(free_port)
 pf_sink_port=$(free_port)
-configure_postfix() {
-  mkdir -p "$pf_dir/queue" "$pf_dir/data"
-  chown postfix:postfix "$pf_dir/data"
-  cat > "$pf_dir/main.cf" <<EOF
-compatibility_level = 3.6
-queue_directory = $pf_dir/queue
-data_directory = $pf_dir/data
-maillog_file = $pf_dir/postfix.log
-maillog_file_prefixes = $pf_dir
-myhostname = postfix-bench.localhost
-mydestination =
-local_transport = error:local delivery is disabled
-alias_maps =
-alias_database =
-inet_interfaces = 127.0.0.1
-inet_protocols = ipv4
-mynetworks = 127.0.0.0/8
-relayhost = [127.0.0.1]:$pf_sink_port
-smtpd_relay_restrictions = permit_mynetworks, reject
-smtpd_peername_lookup = no
-smtp_dns_support_level = disabled
-default_process_limit = 200
-minimal_backoff_time = 2s
-maximal_backoff_time = 10s
-queue_run_delay = 2s
-smtpd_tls_security_level = none
-smtp_tls_security_level = none
-smtputf8_enable = no
-biff = no
-EOF
-  cat > "$pf_dir/master.cf" <<EOF
-127.0.0.1:$pf_port inet n - n - - smtpd
-pickup     unix  n - n 60 1 pickup
-cleanup    unix  n - n - 0 cleanup
-qmgr       unix  n - n 300 1 qmgr
-rewrite    unix  - - n - - trivial-rewrite
-bounce     unix  - - n - 0 bounce
-defer      unix  - - n - 0 bounce
-trace      unix  - - n - 0 bounce
-verify     unix  - - n - 1 verify
-flush      unix  n - n 1000? 0 flush
-proxymap   unix  - - n - - proxymap
-proxywrite unix  - - n - 1 proxymap
-smtp       unix  - - n - - smtp
-relay      unix  - - n - - smtp
-showq      unix  n - n - - showq
-error      unix  - - n - - error
-retry      unix  - - n - - error
-discard    unix  - - n - - discard
-anvil      unix  - - n - 1 anvil
-scache     unix  - - n - 1 scache
-postlog    unix-dgram n - n - 1 postlogd
-EOF
-  postfix -c "$pf_dir" set-permissions >/dev/null 2>&1
-  postfix -c "$pf_dir" check >/dev/null 2>&1 || { echo "postfix check failed for $pf_dir" >&2; exit 1; }
-  {
-    echo "# Postfix instance ($pf_dir; ports vary per session)"
-    sed 's/^/#   main.cf: /' "$pf_dir/main.cf"
-    sed 's/^/#   master.cf: /' "$pf_dir/master.cf"
-  } >> "$out/commands.txt"
-}
-
 run_postfix() {
   local what=$1
   postfix -c "$pf_dir" stop >/dev/null 2>&1 || true
