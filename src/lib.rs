@@ -23,7 +23,8 @@
 //!                    │  pool → source) and MX via hickory on glommio (or a smarthost)
 //!                    │  ready queues per (source, site, route); connections reused under limits
 //!                    │  per job: deliver::transform = tracking rewrite (lol_html over the HTML
-//!                    │  parts, other bytes as received slices) + DKIM over the exact bytes sent
+//!                    │  parts, other bytes as received slices) + DKIM over the exact bytes sent;
+//!                    │  while the owner is busy, deliver::lend has a core with spare CPU do it
 //!                    │  2xx delivered · 4xx/IO retried on the backoff schedule · 5xx failed → DSN
 //!                    │  each outcome appended to the spool; finished messages let segments go
 //!                    ▼
@@ -45,7 +46,9 @@
 //!   delivery settings: routes, pools, limits) is an immutable snapshot, swapped whole on
 //!   reload ([`runtime::control`], [`deliver::settings`]).
 //! - **One owner per account.** An account's spool records and delivery queue live on one
-//!   core, so a large sender can saturate only that core.
+//!   core, so a large sender can saturate only that core. The one exception is CPU, not
+//!   state: the pure rewrite + sign of its copies may be lent to other cores, in their
+//!   lowest-share task queue, so it only takes what their own accounts leave unused.
 //! - **No lock and no shared file on the hot path.** Each core has its own spool segments,
 //!   log file and DNS cache. Logging never blocks the data path: a full ring drops and
 //!   counts.
