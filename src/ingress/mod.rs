@@ -11,11 +11,13 @@
 //! - `tls`: the certificate snapshot (configured files or self-signed), swappable.
 //! - `auth`: AUTH password checks off the executor, failure throttling per address.
 //! - `proxy`: the PROXY protocol v1/v2 header parser.
+//! - `steer`: the BPF program that hands a placed account's connections to its owner core.
 
 pub mod auth;
 pub mod connection;
 pub mod listener;
 pub mod proxy;
+pub mod steer;
 pub mod stream;
 pub mod tls;
 
