@@ -1,8 +1,8 @@
 //! Issue 6's connection steering through the real binary, on two cores: a placed
 //! account's clients (by source address, 127.0.0.x) are accepted on its owner core, every
-//! time, as each core's log of connections shows; an unplaced client is accepted on both
-//! cores; a listener behind PROXY protocol is not steered; a reload that moves an account
-//! moves its connections.
+//! time, as each core's log of connections shows; a dedicated core accepts no other
+//! client; without one, an unplaced client is accepted on both cores; a listener behind
+//! PROXY protocol is not steered; a reload that moves an account moves its connections.
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::{IpAddr, SocketAddr, TcpStream};
@@ -98,8 +98,9 @@ fn cores_of(all: &[(String, usize)], source: &str) -> [usize; 2] {
 }
 
 /// `vip` is dedicated (core 1), `pinned` asks for core 0, `rest` (all of 127/8) is placed
-/// by the hash: 24 sessions from each of their addresses. Without steering about half of
-/// `vip`'s would land on core 0 (all 24 on core 1 by chance: 1 in 2^24).
+/// by the hash (on core 0, the one not dedicated): 24 sessions from each of their
+/// addresses. Without steering about half of each would land on the other core (all 24
+/// on the same core by chance: 1 in 2^23).
 #[test]
 fn placed_accounts_are_accepted_on_their_owner_core() {
     let dir = tempfile::tempdir().unwrap();
@@ -111,6 +112,8 @@ fn placed_accounts_are_accepted_on_their_owner_core() {
     for want in [
         "corerelay: steering 127.0.0.5/32 to core 1 (account vip)".to_string(),
         "corerelay: steering 127.0.0.6/32 to core 0 (account pinned)".to_string(),
+        "corerelay: steering other clients to core 0 (a dedicated core takes only its account's clients)"
+            .to_string(),
         format!("corerelay: not steering {proxied}: its clients come through a PROXY protocol proxy"),
     ] {
         assert!(relay.before.contains(&want), "{want} in {:?}", relay.before);
@@ -125,14 +128,17 @@ fn placed_accounts_are_accepted_on_their_owner_core() {
     assert_eq!(all.len(), 72);
     assert_eq!(cores_of(&all, "127.0.0.5"), [0, 24], "vip");
     assert_eq!(cores_of(&all, "127.0.0.6"), [24, 0], "pinned");
-    // Left to the kernel's hash of the source port (one core for all 24: 1 in 2^23).
-    let rest = cores_of(&all, "127.0.0.1");
-    assert!(rest[0] > 0 && rest[1] > 0, "127.0.0.1 spread: {rest:?}");
+    assert_eq!(
+        cores_of(&all, "127.0.0.1"),
+        [24, 0],
+        "kept off the dedicated core"
+    );
     drop(relay);
 }
 
 /// `moving` is pinned to core 1, then a reload pins it to core 0: the program is attached
-/// again and its next connections go to core 0.
+/// again and its next connections go to core 0. Other clients are left to the kernel's
+/// hash over both cores (no core is dedicated).
 #[test]
 fn a_reload_moves_steering_with_the_placement() {
     let dir = tempfile::tempdir().unwrap();
@@ -141,10 +147,15 @@ fn a_reload_moves_steering_with_the_placement() {
     let want = "corerelay: steering 127.0.0.6/32 to core 1 (account moving)".to_string();
     assert!(relay.before.contains(&want), "{want} in {:?}", relay.before);
     let log = dir.path().join("log");
-    for _ in 0..12 {
+    for _ in 0..24 {
         session_from("127.0.0.6", relay.addr);
+        session_from("127.0.0.1", relay.addr);
     }
-    assert_eq!(cores_of(&connections(&log, 12), "127.0.0.6"), [0, 12]);
+    let all = connections(&log, 48);
+    assert_eq!(cores_of(&all, "127.0.0.6"), [0, 24]);
+    // The hash of the source port (one core for all 24: 1 in 2^23).
+    let rest = cores_of(&all, "127.0.0.1");
+    assert!(rest[0] > 0 && rest[1] > 0, "127.0.0.1 spread: {rest:?}");
 
     let path = dir.path().join("corerelay.toml");
     let text = std::fs::read_to_string(&path).unwrap();
@@ -155,6 +166,6 @@ fn a_reload_moves_steering_with_the_placement() {
     for _ in 0..12 {
         session_from("127.0.0.6", relay.addr);
     }
-    assert_eq!(cores_of(&connections(&log, 24), "127.0.0.6"), [12, 12]);
+    assert_eq!(cores_of(&connections(&log, 60), "127.0.0.6"), [12, 24]);
     drop(relay);
 }

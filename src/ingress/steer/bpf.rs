@@ -8,7 +8,9 @@
 //! IPv6: four words at offset 8) and tries the rules in order; the first whose network
 //! holds the address returns its index. Anything else returns [`NOT_STEERED`], an index
 //! beyond any group: `run_bpf_filter` (net/core/sock_reuseport.c) then returns no socket,
-//! and `reuseport_select_sock` falls back to the kernel's usual hash.
+//! and `reuseport_select_sock` falls back to the kernel's usual hash. Or, when some sockets
+//! must not take other clients (cores dedicated to one account), anything else goes to a
+//! socket picked at random (`SKF_AD_RANDOM`) among the `spread` ones.
 //!
 //! Conditional jumps in classic BPF reach at most 255 instructions ahead, so every rule
 //! carries its own `ret` right after its compare (`jeq` falls into it or jumps over it);
@@ -17,14 +19,19 @@
 use ipnet::IpNet;
 use libc::sock_filter;
 
-/// What the program returns for a client it does not steer: beyond any socket index.
+/// What the program returns for a client it does not steer: beyond any socket index, so
+/// the kernel's hash picks among all sockets.
 pub const NOT_STEERED: u32 = u32::MAX;
+
+/// A rule index (and what a client no rule matches gets): one of the `spread` sockets of
+/// [`program`], or [`NOT_STEERED`] when there are none.
+pub const SPREAD: u32 = u32::MAX - 1;
 
 /// The kernel's limit on the length of a classic BPF program (`BPF_MAXINSNS`).
 pub const MAX_INSTRUCTIONS: usize = libc::BPF_MAXINSNS as usize;
 
-/// Clients in `network` go to the socket at `index` of the group ([`NOT_STEERED`]: to the
-/// kernel's hash, to carve a network out of a wider one listed after it).
+/// Clients in `network` go to the socket at `index` of the group; [`NOT_STEERED`] and
+/// [`SPREAD`] carve a network out of a wider one listed after it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Rule {
     pub network: IpNet,
@@ -32,21 +39,37 @@ pub struct Rule {
 }
 
 /// The program for `rules`, tried in the order given (the first match wins), or why it
-/// cannot be loaded (longer than [`MAX_INSTRUCTIONS`]).
-pub fn program(rules: &[Rule]) -> Result<Vec<sock_filter>, String> {
-    if rules.is_empty() {
-        return Ok(vec![ret(NOT_STEERED)]);
+/// cannot be loaded (longer than [`MAX_INSTRUCTIONS`]). A client no rule matches goes, as
+/// [`SPREAD`] does, to one of the `spread` indices, or to the kernel's hash when `spread`
+/// is empty.
+pub fn program(rules: &[Rule], spread: &[u32]) -> Result<Vec<sock_filter>, String> {
+    let mut out = Vec::new();
+    if !rules.is_empty() {
+        let ipv4 = ipv4_part(rules);
+        let ipv6 = ipv6_part(rules);
+        out.reserve(4 + ipv4.len() + ipv6.len());
+        out.push(load_byte(0));
+        out.push(op(libc::BPF_ALU | libc::BPF_RSH | libc::BPF_K, 4));
+        // Version 4: skip the `ja` into the IPv4 part; anything else: on to the IPv6 part.
+        out.push(jeq(4, 1, 0));
+        out.push(op(libc::BPF_JMP | libc::BPF_JA, ipv4.len() as u32));
+        out.extend(ipv4);
+        out.extend(ipv6);
     }
-    let ipv4 = ipv4_part(rules);
-    let ipv6 = ipv6_part(rules);
-    let mut out = Vec::with_capacity(4 + ipv4.len() + ipv6.len());
-    out.push(load_byte(0));
-    out.push(op(libc::BPF_ALU | libc::BPF_RSH | libc::BPF_K, 4));
-    // Version 4: skip the `ja` into the IPv4 part; anything else: on to the IPv6 part.
-    out.push(jeq(4, 1, 0));
-    out.push(op(libc::BPF_JMP | libc::BPF_JA, ipv4.len() as u32));
-    out.extend(ipv4);
-    out.extend(ipv6);
+    let spread_at = (rules.is_empty() || !spread.is_empty()).then_some(out.len());
+    if spread_at.is_some() {
+        out.extend(spread_part(spread));
+    }
+    // Every `ret SPREAD` becomes a jump to the spreading block at the end (or the hash).
+    let end = spread_at.unwrap_or(out.len());
+    for (pc, i) in out.iter_mut().enumerate().take(end) {
+        if u32::from(i.code) == libc::BPF_RET | libc::BPF_K && i.k == SPREAD {
+            *i = match spread_at {
+                Some(at) if !spread.is_empty() => op(libc::BPF_JMP | libc::BPF_JA, (at - pc - 1) as u32),
+                _ => ret(NOT_STEERED),
+            };
+        }
+    }
     if out.len() > MAX_INSTRUCTIONS {
         return Err(format!(
             "{} networks need {} BPF instructions, more than the kernel's limit of {MAX_INSTRUCTIONS}",
@@ -75,14 +98,14 @@ fn ipv4_part(rules: &[Rule]) -> Vec<sock_filter> {
         out.push(jeq(u32::from(net.network()), 0, 1));
         out.push(ret(rule.index));
     }
-    out.push(ret(NOT_STEERED));
+    out.push(ret(SPREAD));
     out
 }
 
 /// The IPv6 rules: each compares the words its prefix covers, the last one masked.
 fn ipv6_part(rules: &[Rule]) -> Vec<sock_filter> {
     // A still holds the version here (the `ja` leaves it alone).
-    let mut out = vec![jeq(6, 1, 0), ret(NOT_STEERED)];
+    let mut out = vec![jeq(6, 1, 0), ret(SPREAD)];
     for rule in rules {
         let IpNet::V6(net) = rule.network else { continue };
         let prefix = u32::from(net.prefix_len());
@@ -111,7 +134,29 @@ fn ipv6_part(rules: &[Rule]) -> Vec<sock_filter> {
             return out;
         }
     }
-    out.push(ret(NOT_STEERED));
+    out.push(ret(SPREAD));
+    out
+}
+
+/// One of `indices` at random, for a client no rule steers.
+fn spread_part(indices: &[u32]) -> Vec<sock_filter> {
+    let Some((last, others)) = indices.split_last() else {
+        return vec![ret(NOT_STEERED)];
+    };
+    let random = (libc::SKF_AD_OFF + libc::SKF_AD_RANDOM) as u32;
+    let mut out = vec![];
+    if !others.is_empty() {
+        out.push(op(libc::BPF_LD | libc::BPF_W | libc::BPF_ABS, random));
+        out.push(op(
+            libc::BPF_ALU | libc::BPF_MOD | libc::BPF_K,
+            indices.len() as u32,
+        ));
+    }
+    for (i, index) in others.iter().enumerate() {
+        out.push(jeq(i as u32, 0, 1));
+        out.push(ret(*index));
+    }
+    out.push(ret(*last));
     out
 }
 

@@ -11,6 +11,11 @@ use super::*;
 
 /// Runs `program` on a packet whose network header is `header` (no payload).
 fn run(program: &[sock_filter], header: &[u8]) -> u32 {
+    run_with(program, header, 0)
+}
+
+/// Runs `program` with `random` as what `SKF_AD_RANDOM` loads.
+fn run_with(program: &[sock_filter], header: &[u8], random: u32) -> u32 {
     let (mut a, mut x, mut pc) = (0u32, 0u32, 0usize);
     let load = |k: u32, size: usize| -> Option<u32> {
         let at = (k as i32).checked_sub(libc::SKF_NET_OFF)?;
@@ -22,6 +27,11 @@ fn run(program: &[sock_filter], header: &[u8]) -> u32 {
         pc += 1;
         let code = u32::from(i.code);
         match code {
+            c if c == libc::BPF_LD | libc::BPF_W | libc::BPF_ABS
+                && i.k as i32 == libc::SKF_AD_OFF + libc::SKF_AD_RANDOM =>
+            {
+                a = random
+            }
             c if c == libc::BPF_LD | libc::BPF_W | libc::BPF_ABS => match load(i.k, 4) {
                 Some(v) => a = v,
                 None => return 0,
@@ -32,6 +42,7 @@ fn run(program: &[sock_filter], header: &[u8]) -> u32 {
             },
             c if c == libc::BPF_ALU | libc::BPF_RSH | libc::BPF_K => a >>= i.k,
             c if c == libc::BPF_ALU | libc::BPF_AND | libc::BPF_K => a &= i.k,
+            c if c == libc::BPF_ALU | libc::BPF_MOD | libc::BPF_K => a %= i.k,
             c if c == libc::BPF_MISC | libc::BPF_TAX => x = a,
             c if c == libc::BPF_MISC | libc::BPF_TXA => a = x,
             c if c == libc::BPF_JMP | libc::BPF_JA => pc += i.k as usize,
@@ -93,14 +104,14 @@ fn rule(network: &str, index: u32) -> Rule {
 
 /// The index the built program picks for `source`, after checking the program.
 fn steer(rules: &[Rule], source: &str) -> u32 {
-    let program = program(rules).unwrap();
+    let program = program(rules, &[]).unwrap();
     check(&program);
     run(&program, &header(source.parse().unwrap()))
 }
 
 #[test]
 fn no_rules_steer_nothing() {
-    assert_eq!(program(&[]).unwrap().len(), 1);
+    assert_eq!(program(&[], &[]).unwrap().len(), 1);
     assert_eq!(steer(&[], "10.0.0.1"), NOT_STEERED);
     assert_eq!(steer(&[], "2001:db8::1"), NOT_STEERED);
 }
@@ -162,7 +173,7 @@ fn a_zero_prefix_takes_every_address_of_its_family() {
 /// version check keeps that from happening to a real IP header of either family.
 #[test]
 fn unknown_versions_fall_back() {
-    let program = program(&[rule("10.0.0.0/8", 1), rule("2001:db8::/32", 1)]).unwrap();
+    let program = program(&[rule("10.0.0.0/8", 1), rule("2001:db8::/32", 1)], &[]).unwrap();
     let mut odd = header("10.0.0.1".parse().unwrap());
     odd[0] = 0x55;
     assert_eq!(run(&program, &odd), NOT_STEERED);
@@ -170,7 +181,7 @@ fn unknown_versions_fall_back() {
 }
 
 /// Random networks of both families against random addresses: the program agrees with
-/// the plain "first rule whose network holds the address".
+/// the plain "first rule whose network holds the address" (`SPREAD` being the hash here).
 #[test]
 fn agrees_with_a_linear_search() {
     let mut seed = 0x9e37_79b9_7f4a_7c15u64;
@@ -193,11 +204,15 @@ fn agrees_with_a_linear_search() {
                 };
                 Rule {
                     network: network.unwrap().trunc(),
-                    index: if i % 5 == 0 { NOT_STEERED } else { i },
+                    index: match i % 5 {
+                        0 => NOT_STEERED,
+                        1 => SPREAD,
+                        _ => i,
+                    },
                 }
             })
             .collect();
-        let program = program(&rules).unwrap();
+        let program = program(&rules, &[]).unwrap();
         check(&program);
         for _ in 0..200 {
             let source = if next() % 2 == 0 {
@@ -210,6 +225,7 @@ fn agrees_with_a_linear_search() {
                 .iter()
                 .find(|r| r.network.contains(&source))
                 .map_or(NOT_STEERED, |r| r.index);
+            let want = if want == SPREAD { NOT_STEERED } else { want };
             assert_eq!(run(&program, &header(source)), want, "{source} in {rules:?}");
         }
     }
@@ -226,9 +242,41 @@ fn size_is_bounded_by_the_kernel_limit() {
             .collect()
     };
     // 4 + 2 + 3 per host + 1 + 3 (an empty IPv6 part).
-    let fits = program(&hosts(1362)).unwrap();
+    let fits = program(&hosts(1362), &[]).unwrap();
     assert_eq!(fits.len(), 4096);
     check(&fits);
-    let e = program(&hosts(1363)).unwrap_err();
+    let e = program(&hosts(1363), &[]).unwrap_err();
     assert!(e.contains("1363 networks need 4099 BPF instructions"), "{e}");
+}
+
+/// With dedicated cores, a client no rule steers (or one carved out with `SPREAD`) goes to
+/// one of the `spread` sockets, whichever the random word picks, and never to another; one
+/// carved out with `NOT_STEERED` goes to the kernel's hash.
+#[test]
+fn unsteered_clients_are_spread_over_the_given_sockets() {
+    let rules = [
+        rule("10.1.0.0/16", SPREAD),
+        rule("10.2.0.0/16", NOT_STEERED),
+        rule("10.0.0.0/8", 3),
+        rule("::1/128", 3),
+    ];
+    let spread = program(&rules, &[0, 2]).unwrap();
+    check(&spread);
+    for source in ["10.1.0.1", "192.0.2.1", "2001:db8::1"] {
+        let h = header(source.parse().unwrap());
+        let picked: std::collections::BTreeSet<u32> =
+            (0..16).map(|random| run_with(&spread, &h, random)).collect();
+        assert_eq!(picked, [0, 2].into(), "{source}");
+    }
+    assert_eq!(run_with(&spread, &header("10.3.0.1".parse().unwrap()), 1), 3);
+    assert_eq!(
+        run_with(&spread, &header("10.2.0.1".parse().unwrap()), 1),
+        NOT_STEERED
+    );
+    let hashed = program(&rules, &[]).unwrap();
+    assert_eq!(run(&hashed, &header("10.1.0.1".parse().unwrap())), NOT_STEERED);
+    assert_eq!(run_with(&spread, &header("::1".parse().unwrap()), 1), 3);
+    let one = program(&[], &[1]).unwrap();
+    check(&one);
+    assert_eq!(run_with(&one, &header("192.0.2.1".parse().unwrap()), 7), 1);
 }

@@ -9,7 +9,9 @@
 //! `k` of every group is core `k`'s. The program knows only the client's source address,
 //! so it steers the networks of accounts identified by network; an address in no such
 //! network (or one shared with an account of another core) gets an index beyond the
-//! group, and the kernel falls back to its hash ([`bpf`] says where in the kernel).
+//! group, and the kernel falls back to its hash ([`bpf`] says where in the kernel). When
+//! some cores are dedicated, such an address goes to one of the other cores instead
+//! (picked at random), so a dedicated core accepts its own account's clients only.
 //! Clients identified by AUTH alone, and listeners behind a PROXY protocol proxy (whose
 //! TCP peer is the proxy, not the client), are spread as before.
 
@@ -26,7 +28,7 @@ use libc::sock_filter;
 
 use crate::account::Directory;
 use crate::config::Config;
-use bpf::{NOT_STEERED, Rule};
+use bpf::{NOT_STEERED, Rule, SPREAD};
 
 /// `SO_ATTACH_REUSEPORT_CBPF` from the kernel's `asm/socket.h` (the `libc` crate has it
 /// only for Android): 51 on every architecture but SPARC.
@@ -38,6 +40,8 @@ const SO_ATTACH_REUSEPORT_CBPF: libc::c_int = 0x35;
 /// What steering does under one configuration: the program for every steered listener,
 /// and the lines that say which networks go to which core, and which do not and why.
 pub struct Plan {
+    /// The rules behind the program, in match order.
+    pub rules: Vec<Rule>,
     pub program: Vec<sock_filter>,
     pub lines: Vec<String>,
 }
@@ -55,6 +59,7 @@ struct Listed<'a> {
 pub fn plan(config: &Config, directory: &Directory) -> Plan {
     if !config.fairness.steer_placed_connections {
         return Plan {
+            rules: vec![],
             program: vec![],
             lines: vec!["connections are not steered (fairness.steer_placed_connections = false)".into()],
         };
@@ -74,19 +79,19 @@ pub fn plan(config: &Config, directory: &Directory) -> Plan {
                 .push((account.id.as_str(), owner, placed));
         }
     }
-    let mut targets: Vec<(IpNet, Option<usize>)> = Vec::new();
+    let mut targets: Vec<(IpNet, u32)> = Vec::new();
     for (network, l) in &listed {
         let owner = l.accounts[0].1;
         let placed = l.accounts.iter().any(|a| a.2);
         let target = if !placed {
-            None
+            SPREAD
         } else if l.accounts.iter().all(|a| a.1 == owner) {
             let ids: Vec<&str> = l.accounts.iter().map(|a| a.0).collect();
             lines.push(format!(
                 "steering {network} to core {owner} (account {})",
                 ids.join(", ")
             ));
-            Some(owner)
+            owner as u32
         } else {
             let who: Vec<String> = l
                 .accounts
@@ -97,37 +102,66 @@ pub fn plan(config: &Config, directory: &Directory) -> Plan {
                 "not steering {network}: it is shared by accounts on different cores ({})",
                 who.join(", ")
             ));
-            None
+            NOT_STEERED
         };
         targets.push((*network, target));
     }
     let rules = rules(targets);
-    match bpf::program(&rules) {
-        Ok(program) => Plan { program, lines },
+    let spread = spread(directory);
+    if !spread.is_empty() {
+        let cores: Vec<String> = spread.iter().map(u32::to_string).collect();
+        lines.push(format!(
+            "steering other clients to core {} (a dedicated core takes only its account's clients)",
+            cores.join(", ")
+        ));
+    }
+    match bpf::program(&rules, &spread) {
+        Ok(program) => Plan {
+            rules,
+            program,
+            lines,
+        },
         Err(why) => Plan {
+            rules: vec![],
             program: vec![],
             lines: vec![format!("connections are not steered: {why}")],
         },
     }
 }
 
-/// The rules in match order (longest prefix first). A network left to the hash is kept
-/// only where a shorter steered network holds it, to carve it out of that one.
-fn rules(mut targets: Vec<(IpNet, Option<usize>)>) -> Vec<Rule> {
+/// The cores other clients may go to when some are dedicated (none otherwise: then the
+/// kernel's hash spreads them over every core).
+fn spread(directory: &Directory) -> Vec<u32> {
+    let dedicated: Vec<usize> = directory
+        .accounts()
+        .iter()
+        .filter(|a| a.share.dedicated)
+        .map(|a| a.owner)
+        .collect();
+    if dedicated.is_empty() {
+        return vec![];
+    }
+    (0..directory.cores())
+        .filter(|c| !dedicated.contains(c))
+        .map(|c| c as u32)
+        .collect()
+}
+
+/// The rules in match order (longest prefix first). The networks of unplaced accounts
+/// are kept only where a shorter steered network holds them, to carve them out of it;
+/// networks shared across cores go to the kernel's hash over every core.
+fn rules(mut targets: Vec<(IpNet, u32)>) -> Vec<Rule> {
     targets.sort_by(|a, b| b.0.prefix_len().cmp(&a.0.prefix_len()).then(a.0.cmp(&b.0)));
-    let steered: Vec<IpNet> = targets.iter().filter(|t| t.1.is_some()).map(|t| t.0).collect();
+    let steered: Vec<IpNet> = targets.iter().filter(|t| t.1 < SPREAD).map(|t| t.0).collect();
     targets
         .iter()
-        .filter(|(network, target)| {
-            target.is_some()
+        .filter(|(network, index)| {
+            *index != SPREAD
                 || steered
                     .iter()
                     .any(|s| s.prefix_len() < network.prefix_len() && s.contains(network))
         })
-        .map(|&(network, target)| Rule {
-            network,
-            index: target.map_or(NOT_STEERED, |core| core as u32),
-        })
+        .map(|&(network, index)| Rule { network, index })
         .collect()
 }
 
@@ -142,7 +176,7 @@ impl Plan {
     /// program that always falls back to the hash.
     pub fn attach(&self, socket: BorrowedFd<'_>) -> io::Result<()> {
         let mut program = if self.program.is_empty() {
-            bpf::program(&[]).map_err(io::Error::other)?
+            bpf::program(&[], &[]).map_err(io::Error::other)?
         } else {
             self.program.clone()
         };

@@ -41,38 +41,32 @@ fn placed_networks_are_steered_to_their_owner() {
             "steering 10.1.0.0/16 to core 0 (account pinned)",
             "steering 127.0.0.5/32 to core 3 (account vip)",
             "steering 2001:db8::/32 to core 3 (account vip)",
+            "steering other clients to core 0, 1, 2 (a dedicated core takes only its account's clients)",
         ]
     );
-    let rules = rules_of(&toml, 4);
     assert_eq!(
-        rules,
-        [
+        rules_of(&p),
+        expected(&[
             ("127.0.0.5/32", 3),
             ("2001:db8::/32", 3),
-            ("10.0.5.0/24", NOT_STEERED),
+            ("10.0.5.0/24", SPREAD),
             ("10.1.0.0/16", 0),
             ("10.0.0.0/8", 2),
-        ],
+        ]),
         "most specific first; `loose` is left out, `carved` is cut out of `wide`"
     );
 }
 
-/// The rules behind [`plan_of`], as (network, index).
-fn rules_of(toml: &str, cores: usize) -> Vec<(&'static str, u32)> {
-    let config = Config::from_toml(&format!("[server]\ncores = {cores}\n{toml}")).unwrap();
-    let directory = Directory::new(&config.accounts, cores);
-    let mut targets = Vec::new();
-    for a in &config.accounts {
-        let owner = directory.get(&a.id).unwrap().owner;
-        let placed = a.core.is_some() || a.dedicated;
-        for n in &a.networks {
-            targets.push((n.trunc(), placed.then_some(owner)));
-        }
-    }
-    rules(targets)
-        .into_iter()
-        .map(|r| (&*r.network.to_string().leak(), r.index))
+/// A plan's rules as (network, index).
+fn rules_of(plan: &Plan) -> Vec<(String, u32)> {
+    plan.rules
+        .iter()
+        .map(|r| (r.network.to_string(), r.index))
         .collect()
+}
+
+fn expected(rules: &[(&str, u32)]) -> Vec<(String, u32)> {
+    rules.iter().map(|(n, i)| (n.to_string(), *i)).collect()
 }
 
 #[test]
@@ -80,13 +74,18 @@ fn networks_shared_across_cores_are_not_steered() {
     let toml = account("vip", "\"127.0.0.0/8\"", "dedicated = true")
         + &account("other", "\"127.0.0.0/8\"", "core = 0");
     let p = plan_of(&toml, 2);
-    assert!(!p.steers(), "{:?}", p.lines);
     assert_eq!(
         p.lines,
         [
             "not steering 127.0.0.0/8: it is shared by accounts on different cores (vip on core 1, other on core 0)",
+            "steering other clients to core 0 (a dedicated core takes only its account's clients)",
         ]
     );
+    // Left to the hash over both cores: `vip`'s clients are among them.
+    assert_eq!(rules_of(&p), expected(&[("127.0.0.0/8", NOT_STEERED)]));
+    let shared = account("a", "\"10.0.0.0/8\"", "core = 1") + &account("b", "\"10.0.0.0/8\"", "core = 0");
+    let p = plan_of(&shared, 2);
+    assert_eq!(rules_of(&p), expected(&[("10.0.0.0/8", NOT_STEERED)]));
     // The same network on the same core is one steered rule naming both accounts.
     let same = account("a", "\"10.0.0.0/8\"", "core = 1") + &account("b", "\"10.0.0.0/8\"", "core = 1");
     assert_eq!(
@@ -146,14 +145,26 @@ fn connect_from(from: IpAddr, port: u16) -> TcpStream {
     socket.into()
 }
 
+/// Clients of one address, each from its source, as the kernel steers them.
+struct Case<'a> {
+    listen: &'a str,
+    /// (network and its first address as the source, index).
+    steered: &'a [(&'a str, usize)],
+    /// A source no rule steers.
+    unsteered: Option<&'a str>,
+    /// The sockets such a source may go to (empty: the kernel's hash, over all three).
+    spread: &'a [u32],
+}
+
 /// Three "cores" on one address, the program attached through socket 0: the steered
 /// sources land on the socket of their index, every time; an unsteered source is still
-/// accepted, and spread over the sockets by the kernel's hash.
-fn kernel_steers(listen: &str, steered: &[(&str, usize)], unsteered: Option<&str>) {
-    let (_reserved, bound) = listener::reserve(listen.parse().unwrap()).unwrap();
+/// accepted, and spread over the sockets allowed (by the kernel's hash, or the program).
+fn kernel_steers(case: Case) {
+    let (_reserved, bound) = listener::reserve(case.listen.parse().unwrap()).unwrap();
     let per_core = listener::listen_per_core(&[bound], 3, 64).unwrap();
     let sockets: Vec<Socket> = per_core.into_iter().flatten().collect();
-    let rules: Vec<Rule> = steered
+    let rules: Vec<Rule> = case
+        .steered
         .iter()
         .map(|(network, index)| Rule {
             network: network.parse().unwrap(),
@@ -161,11 +172,12 @@ fn kernel_steers(listen: &str, steered: &[(&str, usize)], unsteered: Option<&str
         })
         .collect();
     let plan = Plan {
-        program: bpf::program(&rules).unwrap(),
+        program: bpf::program(&rules, case.spread).unwrap(),
+        rules,
         lines: vec![],
     };
     plan.attach(sockets[0].as_fd()).unwrap();
-    for (network, index) in steered {
+    for (network, index) in case.steered {
         let source: IpAddr = network.split('/').next().unwrap().parse().unwrap();
         for _ in 0..8 {
             let mut client = connect_from(source, bound.port());
@@ -174,24 +186,46 @@ fn kernel_steers(listen: &str, steered: &[(&str, usize)], unsteered: Option<&str
             client.read_exact(&mut byte).unwrap();
         }
     }
-    let Some(unsteered) = unsteered else { return };
+    let Some(unsteered) = case.unsteered else { return };
     let mut seen = [0usize; 3];
     for _ in 0..48 {
         let _client = connect_from(unsteered.parse().unwrap(), bound.port());
         seen[accepted_on(&sockets)] += 1;
     }
-    // 48 connections from one address differ only by source port: the hash spreads them
-    // (all on one socket would take odds of 3 in 3^48).
-    assert!(seen.iter().filter(|&&n| n > 0).count() >= 2, "{seen:?}");
+    // 48 connections from one address differ only by source port (and the program's
+    // random word): all on one socket would take odds of 1 in 2^47.
+    let allowed: Vec<usize> = if case.spread.is_empty() {
+        vec![0, 1, 2]
+    } else {
+        case.spread.iter().map(|&i| i as usize).collect()
+    };
+    let used: Vec<usize> = (0..3).filter(|&i| seen[i] > 0).collect();
+    assert!(
+        used.iter().all(|i| allowed.contains(i)),
+        "{seen:?} outside {allowed:?}"
+    );
+    assert!(used.len() >= 2.min(allowed.len()), "{seen:?}");
 }
 
 #[test]
 fn the_kernel_picks_the_socket_of_the_returned_index() {
-    kernel_steers(
-        "127.0.0.1:0",
-        &[("127.0.0.5/32", 2), ("127.0.0.6/32", 0), ("127.0.0.7/32", 1)],
-        Some("127.0.0.9"),
-    );
+    kernel_steers(Case {
+        listen: "127.0.0.1:0",
+        steered: &[("127.0.0.5/32", 2), ("127.0.0.6/32", 0), ("127.0.0.7/32", 1)],
+        unsteered: Some("127.0.0.9"),
+        spread: &[],
+    });
+}
+
+/// As with a dedicated core 1: other clients go to sockets 0 and 2 only.
+#[test]
+fn the_kernel_keeps_other_clients_off_a_dedicated_socket() {
+    kernel_steers(Case {
+        listen: "127.0.0.1:0",
+        steered: &[("127.0.0.5/32", 1)],
+        unsteered: Some("127.0.0.9"),
+        spread: &[0, 2],
+    });
 }
 
 /// The same through an IPv6 listener: `::1` by its four words, and an IPv4 client of the
@@ -203,14 +237,20 @@ fn the_kernel_steers_ipv6_and_ipv4_on_a_dual_stack_listener() {
         eprintln!("no IPv6 loopback here: the IPv6 part of steering is tested by the interpreter only");
         return;
     }
-    kernel_steers("[::1]:0", &[("::1/128", 1)], None);
+    kernel_steers(Case {
+        listen: "[::1]:0",
+        steered: &[("::1/128", 1)],
+        unsteered: None,
+        spread: &[],
+    });
     let probe = Socket::new(Domain::IPV6, Type::STREAM, Some(Protocol::TCP)).unwrap();
     if probe.only_v6().unwrap_or(true) {
         return;
     }
-    kernel_steers(
-        "[::]:0",
-        &[("127.0.0.5/32", 2), ("::1/128", 1)],
-        Some("127.0.0.9"),
-    );
+    kernel_steers(Case {
+        listen: "[::]:0",
+        steered: &[("127.0.0.5/32", 2), ("::1/128", 1)],
+        unsteered: Some("127.0.0.9"),
+        spread: &[],
+    });
 }
