@@ -1,7 +1,8 @@
 //! Ingress: each core's SMTP listeners and the driver of each client connection.
 //!
 //! Every core binds every listener's address (SO_REUSEPORT), so the kernel spreads clients
-//! across cores and no accept lock is shared. A connection is served entirely on the core
+//! across cores and no accept lock is shared; `steer` makes it hand a placed account's
+//! clients to the account's owner core. A connection is served entirely on the core
 //! that accepted it; only the finished message crosses to its owner core (see
 //! [`crate::handoff`]).
 //!

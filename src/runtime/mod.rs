@@ -1,5 +1,7 @@
 //! The runtime: turns a validated [`Config`] into running cores. It takes the process lock,
-//! reserves the listening address, builds the channel meshes, starts one glommio executor
+//! reserves the listening address, makes every core's SMTP listening sockets (in core
+//! order, and steers placed accounts' connections through them: `ingress::steer`), builds
+//! the channel meshes, starts one glommio executor
 //! per selected core (pinned in production), and waits until every core reports that it
 //! recovered its spool and listens — or exits naming the core that could not.
 //!

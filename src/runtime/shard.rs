@@ -1,7 +1,7 @@
 //! One core's start-up, in dependency order: join the meshes (first, so a core that fails
 //! later cannot leave the others waiting at the join), open the log ring, recover the spool,
-//! start delivery, start the handoff endpoint, bind the listeners, report ready, accept
-//! on every listener.
+//! start delivery, start the handoff endpoint, take its SMTP listeners (made by the
+//! runtime) and bind the HTTP one, report ready, accept on every listener.
 //!
 //! Two glommio task queues split the core's time (`[fairness]`): "ingress", latency
 //! sensitive, runs the SMTP and HTTP accept loops and so every session (a task inherits

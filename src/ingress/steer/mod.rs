@@ -46,16 +46,15 @@ pub struct Plan {
     pub lines: Vec<String>,
 }
 
-/// One network of the configuration, with the accounts that list it.
-struct Listed<'a> {
-    /// (account id, owner core, placed by `core` or `dedicated`).
-    accounts: Vec<(&'a str, usize, bool)>,
-}
+/// The accounts that list a network: (account id, owner core, placed by `core` or
+/// `dedicated`).
+type Listers<'a> = Vec<(&'a str, usize, bool)>;
 
 /// The steering plan of `config` on the cores of `directory` (built from the same
 /// accounts). An address is steered to core `k` when the most specific network that
 /// holds it belongs to placed accounts owned by core `k` only; the program tries the
-/// networks most specific first, as `Directory::identify` prefers them.
+/// networks most specific first, as `Directory::identify` prefers them. When cores are
+/// dedicated, other addresses go to the cores that are not.
 pub fn plan(config: &Config, directory: &Directory) -> Plan {
     if !config.fairness.steer_placed_connections {
         return Plan {
@@ -64,48 +63,11 @@ pub fn plan(config: &Config, directory: &Directory) -> Plan {
             lines: vec!["connections are not steered (fairness.steer_placed_connections = false)".into()],
         };
     }
-    let mut listed: BTreeMap<IpNet, Listed> = BTreeMap::new();
     let mut lines = Vec::new();
-    for account in &config.accounts {
-        let Some(owner) = directory.get(&account.id).map(|a| a.owner) else {
-            continue;
-        };
-        let placed = account.core.is_some() || account.dedicated;
-        for network in &account.networks {
-            listed
-                .entry(network.trunc())
-                .or_insert_with(|| Listed { accounts: vec![] })
-                .accounts
-                .push((account.id.as_str(), owner, placed));
-        }
-    }
-    let mut targets: Vec<(IpNet, u32)> = Vec::new();
-    for (network, l) in &listed {
-        let owner = l.accounts[0].1;
-        let placed = l.accounts.iter().any(|a| a.2);
-        let target = if !placed {
-            SPREAD
-        } else if l.accounts.iter().all(|a| a.1 == owner) {
-            let ids: Vec<&str> = l.accounts.iter().map(|a| a.0).collect();
-            lines.push(format!(
-                "steering {network} to core {owner} (account {})",
-                ids.join(", ")
-            ));
-            owner as u32
-        } else {
-            let who: Vec<String> = l
-                .accounts
-                .iter()
-                .map(|a| format!("{} on core {}", a.0, a.1))
-                .collect();
-            lines.push(format!(
-                "not steering {network}: it is shared by accounts on different cores ({})",
-                who.join(", ")
-            ));
-            NOT_STEERED
-        };
-        targets.push((*network, target));
-    }
+    let targets = listed(config, directory)
+        .into_iter()
+        .map(|(network, listers)| (network, target(network, &listers, &mut lines)))
+        .collect();
     let rules = rules(targets);
     let spread = spread(directory);
     if !spread.is_empty() {
@@ -127,6 +89,51 @@ pub fn plan(config: &Config, directory: &Directory) -> Plan {
             lines: vec![format!("connections are not steered: {why}")],
         },
     }
+}
+
+/// Every network of the configuration, with the accounts that list it.
+fn listed<'a>(config: &'a Config, directory: &Directory) -> BTreeMap<IpNet, Listers<'a>> {
+    let mut listed: BTreeMap<IpNet, Listers> = BTreeMap::new();
+    for account in &config.accounts {
+        let Some(owner) = directory.get(&account.id).map(|a| a.owner) else {
+            continue;
+        };
+        let placed = account.core.is_some() || account.dedicated;
+        for network in &account.networks {
+            listed
+                .entry(network.trunc())
+                .or_default()
+                .push((account.id.as_str(), owner, placed));
+        }
+    }
+    listed
+}
+
+/// Where clients in `network` go: the owner core of its placed accounts, [`SPREAD`] when
+/// none is placed, [`NOT_STEERED`] when its accounts are on different cores. Says so in
+/// `lines` when it is placed.
+fn target(network: IpNet, listers: &Listers, lines: &mut Vec<String>) -> u32 {
+    let owner = listers.first().map_or(0, |l| l.1);
+    if !listers.iter().any(|l| l.2) {
+        return SPREAD;
+    }
+    if listers.iter().all(|l| l.1 == owner) {
+        let ids: Vec<&str> = listers.iter().map(|l| l.0).collect();
+        lines.push(format!(
+            "steering {network} to core {owner} (account {})",
+            ids.join(", ")
+        ));
+        return owner as u32;
+    }
+    let who: Vec<String> = listers
+        .iter()
+        .map(|l| format!("{} on core {}", l.0, l.1))
+        .collect();
+    lines.push(format!(
+        "not steering {network}: it is shared by accounts on different cores ({})",
+        who.join(", ")
+    ));
+    NOT_STEERED
 }
 
 /// The cores other clients may go to when some are dedicated (none otherwise: then the
