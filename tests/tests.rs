@@ -21,6 +21,7 @@
 //!   DSN, pipelining.
 //! - `ingress_limits`: issue 3's error paths as scripted dialogues: every limit and
 //!   timeout, SMTP smuggling, STARTTLS injection, PROXY protocol, AUTH throttling.
+//! - `steering`: issue 6: a placed account's connections are accepted on its owner core.
 //! - `tools`: the benchmark peers (`corerelay sink`'s live count).
 
 mod broken_peers;
@@ -38,6 +39,7 @@ mod ingress_limits;
 mod lifecycle;
 mod observe;
 mod relay;
+mod steering;
 mod support;
 mod tools;
 mod tracking;

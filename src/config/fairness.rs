@@ -22,6 +22,7 @@ pub struct RawFairness {
     pub delivery_shares: usize,
     pub account_messages_per_second_max_count: u32,
     pub account_queued_max_bytes: u64,
+    pub steer_placed_connections: bool,
 }
 
 impl Default for RawFairness {
@@ -34,6 +35,7 @@ impl Default for RawFairness {
             delivery_shares: 250,
             account_messages_per_second_max_count: 0,
             account_queued_max_bytes: 0,
+            steer_placed_connections: true,
         }
     }
 }
@@ -53,6 +55,9 @@ pub struct FairnessConfig {
     pub io_poll_max: Duration,
     /// glommio shares of the throughput task queue (delivery: router, connections).
     pub delivery_shares: usize,
+    /// The kernel hands a placed account's connections (by source network) to the
+    /// listener of its owner core (`ingress::steer`), instead of spreading them by hash.
+    pub steer_placed_connections: bool,
 }
 
 /// Validates `[fairness]`; also returns the default per-account limits (messages per
@@ -91,6 +96,7 @@ pub fn validate(raw: &RawFairness) -> Result<(FairnessConfig, (u32, u64)), Confi
         ingress_latency: Duration::from_millis(raw.ingress_latency_ms),
         io_poll_max: Duration::from_millis(raw.io_poll_max_ms),
         delivery_shares: shares("delivery_shares", raw.delivery_shares)?,
+        steer_placed_connections: raw.steer_placed_connections,
     };
     Ok((
         config,

@@ -1,6 +1,8 @@
 //! Listening sockets: built with socket2 so the backlog is ours to set (glommio's own bind
 //! fixes it at 1024), with SO_REUSEPORT so every core binds the same address, and handed to
-//! glommio as raw descriptors. Also the accept loop of one listener on one core.
+//! glommio as raw descriptors. The SMTP sockets of every core are made on one thread, in
+//! core order, so their order in each SO_REUSEPORT group is known ([`listen_per_core`]).
+//! Also the accept loop of one listener on one core.
 
 use std::io;
 use std::net::SocketAddr;
@@ -30,12 +32,39 @@ pub fn reserve(addr: SocketAddr) -> io::Result<(Socket, SocketAddr)> {
 
 /// Binds and listens on `addr` with SO_REUSEPORT, for one core.
 pub fn bind(addr: SocketAddr, backlog: u32) -> io::Result<TcpListener> {
+    listen(addr, backlog).map(adopt)
+}
+
+/// Every core's listening socket for each of `addrs`, as `[core][listener]`, created on
+/// this thread core 0 first. A socket joins its address's SO_REUSEPORT group when it
+/// starts listening (a socket that is only bound, as [`reserve`]'s, never joins), and its
+/// index in the group is the order it joined: so socket `k` of every group is core `k`'s,
+/// which connection steering (`ingress::steer`) relies on.
+pub fn listen_per_core(addrs: &[SocketAddr], cores: usize, backlog: u32) -> io::Result<Vec<Vec<Socket>>> {
+    let mut per_core: Vec<Vec<Socket>> = (0..cores).map(|_| Vec::with_capacity(addrs.len())).collect();
+    for addr in addrs {
+        for sockets in per_core.iter_mut() {
+            let socket =
+                listen(*addr, backlog).map_err(|e| io::Error::new(e.kind(), format!("{addr}: {e}")))?;
+            sockets.push(socket);
+        }
+    }
+    Ok(per_core)
+}
+
+/// A socket bound to `addr` and listening, with SO_REUSEPORT.
+fn listen(addr: SocketAddr, backlog: u32) -> io::Result<Socket> {
     let socket = new_socket(addr)?;
     socket.bind(&addr.into())?;
     socket.listen(backlog.min(i32::MAX as u32) as i32)?;
-    // SAFETY: the descriptor comes from a socket we own and just set listening; ownership
-    // moves to the glommio listener, which closes it.
-    Ok(unsafe { TcpListener::from_raw_fd(socket.into_raw_fd()) })
+    Ok(socket)
+}
+
+/// Hands a listening socket to glommio, on the core that will accept on it.
+pub fn adopt(socket: Socket) -> TcpListener {
+    // SAFETY: the descriptor comes from a socket we own, set listening; ownership moves
+    // to the glommio listener, which closes it.
+    unsafe { TcpListener::from_raw_fd(socket.into_raw_fd()) }
 }
 
 fn new_socket(addr: SocketAddr) -> io::Result<Socket> {
@@ -49,7 +78,7 @@ fn new_socket(addr: SocketAddr) -> io::Result<Socket> {
 /// Accepts clients of one listener on this core for ever, one task per connection. The
 /// connection limits are applied by the connection task, after a PROXY header has named
 /// the real client.
-pub async fn accept_loop(listener: TcpListener, ingress: Rc<Ingress>, runtime: Rc<ListenerRuntime>) {
+pub async fn accept_loop(listener: Rc<TcpListener>, ingress: Rc<Ingress>, runtime: Rc<ListenerRuntime>) {
     let mut backoff = Duration::from_millis(5);
     loop {
         let accepted = futures_lite::future::or(async { Some(listener.accept().await) }, async {
@@ -57,7 +86,8 @@ pub async fn accept_loop(listener: TcpListener, ingress: Rc<Ingress>, runtime: R
             None
         })
         .await;
-        // Stopping: dropping the listener closes it on this core.
+        // Stopping: dropping the listener closes it on this core (steering keeps only a
+        // weak reference).
         let Some(accepted) = accepted else { return };
         let stream = match accepted {
             Ok(s) => {

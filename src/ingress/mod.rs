@@ -1,7 +1,8 @@
 //! Ingress: each core's SMTP listeners and the driver of each client connection.
 //!
 //! Every core binds every listener's address (SO_REUSEPORT), so the kernel spreads clients
-//! across cores and no accept lock is shared. A connection is served entirely on the core
+//! across cores and no accept lock is shared; `steer` makes it hand a placed account's
+//! clients to the account's owner core. A connection is served entirely on the core
 //! that accepted it; only the finished message crosses to its owner core (see
 //! [`crate::handoff`]).
 //!
@@ -11,11 +12,13 @@
 //! - `tls`: the certificate snapshot (configured files or self-signed), swappable.
 //! - `auth`: AUTH password checks off the executor, failure throttling per address.
 //! - `proxy`: the PROXY protocol v1/v2 header parser.
+//! - `steer`: the BPF program that hands a placed account's connections to its owner core.
 
 pub mod auth;
 pub mod connection;
 pub mod listener;
 pub mod proxy;
+pub mod steer;
 pub mod stream;
 pub mod tls;
 

@@ -1,5 +1,7 @@
 //! The runtime: turns a validated [`Config`] into running cores. It takes the process lock,
-//! reserves the listening address, builds the channel meshes, starts one glommio executor
+//! reserves the listening address, makes every core's SMTP listening sockets (in core
+//! order, and steers placed accounts' connections through them: `ingress::steer`), builds
+//! the channel meshes, starts one glommio executor
 //! per selected core (pinned in production), and waits until every core reports that it
 //! recovered its spool and listens — or exits naming the core that could not.
 //!
@@ -22,8 +24,8 @@ use crate::config::{Config, Cores};
 use crate::deliver::transform::Transform;
 use crate::http::Health;
 use crate::http::tracking::load_keyring;
-use crate::ingress::listener;
 use crate::ingress::tls::{self, TlsSnapshot};
+use crate::ingress::{listener, steer};
 use crate::mesh::Meshes;
 use crate::observe::metrics::{COUNT_BUCKETS, COUNT_HISTOGRAMS, LATENCY_BUCKETS_SECONDS, describe_all};
 use crate::rewrite::Keyring;
@@ -44,7 +46,17 @@ pub struct Shared {
     pub keyring: Arc<Keyring>,
     pub transform: Arc<Transform>,
     pub control: Arc<Control>,
+    /// Every core's listening SMTP sockets, `[core][listener]`, each taken by its core.
+    smtp_sockets: std::sync::Mutex<Vec<Vec<socket2::Socket>>>,
     ready: mpsc::Sender<Result<usize, String>>,
+}
+
+impl Shared {
+    /// Core `core`'s listening SMTP sockets, in listener order (once).
+    pub fn take_smtp_sockets(&self, core: usize) -> Option<Vec<socket2::Socket>> {
+        let mut all = self.smtp_sockets.lock().ok()?;
+        all.get_mut(core).map(std::mem::take)
+    }
 }
 
 /// Runs the relay until the process is stopped. Returns an error message when start-up
@@ -90,6 +102,7 @@ pub fn serve(mut config: Config, source: Source) -> Result<(), String> {
             account.id, account.owner
         );
     }
+    let smtp_sockets = listen_and_steer(&config, &directory, &listen, cores)?;
     let shared_listeners = config.smtp.listeners.clone();
     let placement = placement(&config.server.cores, config.server.pin, cores)?;
     let io_memory = config.server.io_memory_bytes;
@@ -124,6 +137,7 @@ pub fn serve(mut config: Config, source: Source) -> Result<(), String> {
         keyring,
         transform,
         control: control.clone(),
+        smtp_sockets: std::sync::Mutex::new(smtp_sockets),
         ready: ready_tx,
     });
     let handles = LocalExecutorPoolBuilder::new(placement)
@@ -183,6 +197,40 @@ pub fn serve(mut config: Config, source: Source) -> Result<(), String> {
     }
     println!("corerelay: stopped");
     Ok(())
+}
+
+/// Creates every core's listening socket on each SMTP address (on this thread, core 0
+/// first: see `listener::listen_per_core`), and steers the placed accounts' networks to
+/// their owner cores on the listeners without PROXY protocol. A kernel that refuses the
+/// program leaves connections spread by hash, which works, only less fairly: said, not fatal.
+fn listen_and_steer(
+    config: &Config,
+    directory: &Directory,
+    listen: &[SocketAddr],
+    cores: usize,
+) -> Result<Vec<Vec<socket2::Socket>>, String> {
+    let sockets = listener::listen_per_core(listen, cores, config.smtp.backlog_count)
+        .map_err(|e| format!("cannot listen on {e}"))?;
+    let plan = steer::plan(config, directory);
+    for line in &plan.lines {
+        println!("corerelay: {line}");
+    }
+    if !plan.steers() {
+        return Ok(sockets);
+    }
+    for (i, (addr, l)) in listen.iter().zip(&config.smtp.listeners).enumerate() {
+        if l.proxy_trusted_networks.is_some() {
+            println!("corerelay: not steering {addr}: its clients come through a PROXY protocol proxy");
+            continue;
+        }
+        if let Some(first) = sockets.first().and_then(|s| s.get(i)) {
+            use std::os::fd::AsFd;
+            if let Err(e) = plan.attach(first.as_fd()) {
+                eprintln!("corerelay: cannot steer connections on {addr}, they are spread by hash: {e}");
+            }
+        }
+    }
+    Ok(sockets)
 }
 
 /// Installs the process's Prometheus recorder (no HTTP server of its own: corerelay serves

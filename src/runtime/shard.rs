@@ -1,7 +1,7 @@
 //! One core's start-up, in dependency order: join the meshes (first, so a core that fails
 //! later cannot leave the others waiting at the join), open the log ring, recover the spool,
-//! start delivery, start the handoff endpoint, bind the listeners, report ready, accept
-//! on every listener.
+//! start delivery, start the handoff endpoint, take its SMTP listeners (made by the
+//! runtime) and bind the HTTP one, report ready, accept on every listener.
 //!
 //! Two glommio task queues split the core's time (`[fairness]`): "ingress", latency
 //! sensitive, runs the SMTP and HTTP accept loops and so every session (a task inherits
@@ -15,6 +15,7 @@
 //! The executor's preempt timer (`fairness.io_poll_max_ms`) bounds how long a busy core goes
 //! without polling I/O and the messages of other cores.
 
+use std::os::fd::{AsRawFd, RawFd};
 use std::path::Path;
 use std::rc::Rc;
 use std::sync::Arc;
@@ -29,6 +30,7 @@ use crate::deliver::engine::Deliverer;
 use crate::deliver::lend::Lender;
 use crate::handoff::{self, Handoff, Owner, WindowLimits};
 use crate::http;
+use crate::ingress::steer::{self, Steered};
 use crate::ingress::{Ingress, Limits, listener};
 use crate::mesh::Meshes;
 use crate::observe::Event;
@@ -87,7 +89,8 @@ pub async fn run(shared: Arc<Shared>, meshes: Meshes) {
 struct Core {
     id: usize,
     deliverer: Rc<Deliverer>,
-    listeners: Vec<TcpListener>,
+    /// The SMTP listeners in configuration order, with their descriptors.
+    listeners: Vec<(Rc<TcpListener>, RawFd)>,
     ingress: Rc<Ingress>,
     app: Rc<http::App>,
     spool: Spool,
@@ -102,13 +105,22 @@ impl Core {
     /// to finish on every core, and only then is the spool flushed and closed.
     async fn serve(self, shared: &Shared) {
         let runtimes = self.ingress.listeners(shared.config.smtp.bare_line_feed);
-        for (socket, runtime) in self.listeners.into_iter().zip(runtimes) {
+        // Core 0 re-attaches the steering program after a reload (one socket of each
+        // group is enough); listeners behind a PROXY protocol proxy are never steered.
+        let mut steered = Steered::default();
+        for ((socket, fd), config) in self.listeners.iter().zip(&shared.config.smtp.listeners) {
+            if self.id == 0 && config.proxy_trusted_networks.is_none() {
+                steered.add(socket, *fd);
+            }
+        }
+        for ((socket, _), runtime) in self.listeners.into_iter().zip(runtimes) {
             let accept = listener::accept_loop(socket, self.ingress.clone(), runtime);
             if let Err(e) = spawn_into(accept, self.ingress_queue) {
                 self.log.emit(Event::Error { what: e });
             }
         }
         let watcher = Watcher {
+            steered,
             deliverer: self.deliverer.clone(),
             ingress: self.ingress.clone(),
             app: self.app.clone(),
@@ -154,6 +166,8 @@ async fn wait_until(deadline: Instant, mut done: impl FnMut() -> bool) {
 
 /// The core's view of the control block: raises the core's stop signal, applies reloads.
 struct Watcher {
+    /// Core 0's steered listeners (none on the other cores).
+    steered: Steered,
     deliverer: Rc<Deliverer>,
     ingress: Rc<Ingress>,
     app: Rc<http::App>,
@@ -198,6 +212,7 @@ impl Watcher {
             .set_owned(self.ingress.handoff.core(), reload.directory.accounts());
         self.ingress.set_limits(Limits::from_config(&reload.config));
         self.ingress.tls.replace(reload.tls.clone());
+        self.steer(reload);
         self.deliverer.set_transform(reload.transform.clone());
         let egress_changed = self.deliverer.reload(&reload.config);
         if let Some(tracking) = &self.app.tracking {
@@ -214,6 +229,23 @@ impl Watcher {
             egress_changed,
             needs_restart: reload.needs_restart.join(", "),
         });
+    }
+}
+
+impl Watcher {
+    /// Attaches the reloaded placement's steering program (on core 0, which holds the
+    /// listeners to do it through), and says which networks now go where.
+    fn steer(&self, reload: &Reload) {
+        if self.ingress.handoff.core() != 0 {
+            return;
+        }
+        let plan = steer::plan(&reload.config, &reload.directory);
+        for what in self.steered.reattach(&plan) {
+            self.log.emit(Event::Error { what });
+        }
+        for line in &plan.lines {
+            println!("corerelay: after reload: {line}");
+        }
     }
 }
 
@@ -331,12 +363,18 @@ async fn start(shared: &Shared, meshes: Meshes, queues: Queues) -> Result<Core, 
         handoff,
         log.clone(),
     );
-    let mut listeners = Vec::new();
-    for addr in &shared.listen {
-        let socket = listener::bind(*addr, config.smtp.backlog_count)
-            .map_err(|e| fail(&format!("cannot listen on {addr}"), &e))?;
-        listeners.push(socket);
-    }
+    // Made and set listening by the runtime, in core order (socket `core` of each
+    // SO_REUSEPORT group is this core's: connection steering relies on it).
+    let listeners: Vec<(Rc<TcpListener>, RawFd)> = shared
+        .take_smtp_sockets(core)
+        .filter(|s| s.len() == shared.listen.len())
+        .ok_or_else(|| fail("listen", &"no listening sockets for this core"))?
+        .into_iter()
+        .map(|socket| {
+            let fd = socket.as_raw_fd();
+            (Rc::new(listener::adopt(socket)), fd)
+        })
+        .collect();
     let listen: Vec<String> = shared.listen.iter().map(|a| a.to_string()).collect();
     let http_listener = listener::bind(shared.http_listen, config.smtp.backlog_count)
         .map_err(|e| fail(&format!("cannot listen on {}", shared.http_listen), &e))?;
