@@ -7,7 +7,8 @@
 //! ## One message, end to end
 //!
 //! ```text
-//!  client ──TCP──▶ [any core] ingress: one SO_REUSEPORT listener per core
+//!  client ──TCP──▶ [any core] ingress: one SO_REUSEPORT listener per core (a reuseport BPF
+//!                    │  program steers placed accounts' networks to their owner core)
 //!                    │  smtp::server (sans-IO session) parses commands and DATA
 //!                    │  STARTTLS / implicit TLS, PROXY header, AUTH (wins over the address)
 //!                    │  MAIL FROM → account::Directory::identify(source IP, sender domain)
