@@ -23,7 +23,10 @@
 # Postfix listens only on a loopback port. The Postfix rows need root (apt-get, postfix -c).
 #
 # usage: benches/fairness.sh [--big N] [--big-conns C] [--small-rate R] [--smalls K]
-#                            [--size BYTES] [--repeat R] [--no-postfix] [--out DIR]
+#                            [--size BYTES] [--repeat R] [--no-postfix] [--tools-cpus LIST] [--out DIR]
+#   --tools-cpus LIST  run the load generators and the sink under `taskset -c LIST` (e.g. 1:
+#                      the CPU of corerelay's core 1, so core 0, where the small accounts
+#                      live in both placements, runs only the relay). Default: not pinned.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -34,6 +37,7 @@ smalls=5
 size=2048
 repeat=1
 postfix=1
+tools_cpus=""
 out=""
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -44,10 +48,15 @@ while [ $# -gt 0 ]; do
     --size) size=$2; shift 2 ;;
     --repeat) repeat=$2; shift 2 ;;
     --no-postfix) postfix=0; shift ;;
+    --tools-cpus) tools_cpus=$2; shift 2 ;;
     --out) out=$2; shift 2 ;;
     *) echo "unknown option $1" >&2; exit 2 ;;
   esac
 done
+
+# The load generators and the sink run under `taskset -c $tools_cpus` when it is given.
+tools=()
+[ -n "$tools_cpus" ] && tools=(taskset -c "$tools_cpus")
 
 # shellcheck source=benches/lib.sh
 . benches/lib.sh
@@ -93,6 +102,7 @@ trap 'exit 130' INT TERM
   echo "rustc: $(rustc --version)"
   [ "$postfix" = 1 ] && echo "postfix: $(postconf -d -h mail_version)"
   echo "load average at start: $(cut -d' ' -f1-3 /proc/loadavg)"
+  echo "tools (load, sink) on CPUs: ${tools_cpus:-any (not pinned)}"
   echo "scenario: big $big messages of $size bytes over $big_conns connections as fast as taken; $smalls small accounts at $small_rate messages/s each over 1 connection"
 } > "$out/machine.txt"
 : > "$out/commands.txt"
@@ -102,8 +112,8 @@ note() { printf '%s\n' "$*" >> "$out/commands.txt"; }
 # The sink, on $1; its per-account figures go to $work/sink.json on SIGUSR1/SIGINT.
 start_sink() {
   rm -f "$work/sink.json"
-  note "$bin sink --listen $1 --json-summary sink.json"
-  "$bin" sink --listen "$1" --json-summary "$work/sink.json" > "$work/sink.out" 2>&1 &
+  note "${tools[*]} $bin sink --listen $1 --json-summary sink.json"
+  "${tools[@]}" "$bin" sink --listen "$1" --json-summary "$work/sink.json" > "$work/sink.out" 2>&1 &
   sink_pid=$!; pids+=("$sink_pid")
   sink_addr=$(addr_of "$work/sink.out")
 }
@@ -147,7 +157,7 @@ warm_up() {
   for i in $(seq 1 "$smalls"); do
     args+=(--account "name=warm-small$i,from=load@small$i.example,source=127.0.0.$((10 + i)),messages=1,size=$size,concurrency=1")
   done
-  "$bin" load --target "$target" --cores 1 --json "${args[@]}" > /dev/null 2>&1 || true
+  "${tools[@]}" "$bin" load --target "$target" --cores 1 --json "${args[@]}" > /dev/null 2>&1 || true
   wait_delivered $((smalls + 1)) 30
 }
 
@@ -158,8 +168,8 @@ warm_up() {
 start_load() {
   local target=$1 what=$2 args
   mapfile -t args < <(load_args "$what")
-  note "$bin load --target $target --cores 1 --json ${args[*]}"
-  "$bin" load --target "$target" --cores 1 --json "${args[@]}" > "$work/load-$what.json" 2>"$work/load-$what.err" &
+  note "${tools[*]} $bin load --target $target --cores 1 --json ${args[*]}"
+  "${tools[@]}" "$bin" load --target "$target" --cores 1 --json "${args[@]}" > "$work/load-$what.json" 2>"$work/load-$what.err" &
   load_pids+=($!)
 }
 
