@@ -44,6 +44,8 @@ pub mod transfer;
 
 #[cfg(test)]
 mod fixtures;
+#[cfg(test)]
+mod stability;
 
 use std::fmt;
 
