@@ -34,6 +34,7 @@
 
 pub mod charset;
 pub mod html;
+mod lenient;
 pub mod links;
 pub mod mime;
 pub mod options;
