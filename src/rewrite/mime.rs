@@ -91,6 +91,9 @@ fn count_parts(parts: &[MessagePart<'_>], depth: usize) -> usize {
         .sum()
 }
 
+/// A part's content with its transfer encoding undone, and the charset it is in.
+type Decoded<'a> = (Cow<'a, [u8]>, &'static encoding_rs::Encoding);
+
 /// The state of one walk over a parsed message.
 struct Walk<'a, 'c> {
     ctx: &'a RewriteContext<'c>,
@@ -125,7 +128,7 @@ impl<'a, 'c> Walk<'a, 'c> {
                 list_unsubscribe_targets(value, &mut unsubscribe_targets);
             }
         }
-        let tracker = Tracker {
+        let mut tracker = Tracker {
             scope: TokenScope {
                 keyring: ctx.keyring,
                 account: ctx.account,
@@ -138,6 +141,7 @@ impl<'a, 'c> Walk<'a, 'c> {
             exclude_domains: &ctx.options.exclude_domains,
             unsubscribe_targets,
             next_index: 0,
+            payload: Vec::new(),
         };
         let pixel_url = if ctx.options.opens {
             tracker.open_url()
@@ -234,7 +238,7 @@ impl<'a, 'c> Walk<'a, 'c> {
         &self,
         part: &MessagePart<'_>,
         encoding: Encoding,
-    ) -> Result<Option<(Cow<'a, [u8]>, &'static encoding_rs::Encoding)>, PassReason> {
+    ) -> Result<Option<Decoded<'a>>, PassReason> {
         let (header, body, end) = (
             part.offset_header as usize,
             part.offset_body as usize,
