@@ -2,9 +2,11 @@
 //! the received bytes.
 //!
 //! mail-parser gives every part's offsets into the whole message, nested `message/rfc822`
-//! parts included (when the nested message is not itself transfer-encoded). A leaf part's
-//! body is `offset_body..offset_end`, which excludes the CRLF before the next boundary, so a
-//! re-encoded body drops straight into that range.
+//! parts included. It is not told any part's transfer encoding, so it decodes no body (the
+//! candidate parts are decoded afterwards, see `lenient`), and a transfer-encoded nested
+//! message is parsed in place and left alone. A leaf part's body is `offset_body..offset_end`,
+//! which excludes the CRLF before the next boundary, so a re-encoded body drops straight into
+//! that range.
 //!
 //! 7bit/8bit parts stay 7bit/8bit when their rewritten lines still fit in 998 bytes (tracking
 //! URLs make lines longer). When a line would not fit, the part is switched to
@@ -234,11 +236,7 @@ impl<'a, 'c> Walk<'a, 'c> {
     /// The body is first decoded as mail-parser's parse decodes it (leniently, like mail
     /// clients). When the part is UTF-8 (or unlabelled) and that is valid UTF-8, it is the
     /// content. Otherwise the body is decoded strictly and kept in its own charset.
-    fn prepare(
-        &self,
-        part: &MessagePart<'_>,
-        encoding: Encoding,
-    ) -> Result<Option<Decoded<'a>>, PassReason> {
+    fn prepare(&self, part: &MessagePart<'_>, encoding: Encoding) -> Result<Option<Decoded<'a>>, PassReason> {
         let (header, body, end) = (
             part.offset_header as usize,
             part.offset_body as usize,

@@ -228,7 +228,7 @@ fn the_rewrite_of_the_corpus_is_exactly_what_it_always_was() {
 }
 
 /// Changed once on purpose, when mail-parser stopped decoding bodies (`lenient`): 6 of the
-/// 1,052 items changed, all quoted-printable bodies that end inside an escape or on a soft
+/// 1,052 rewrites changed, all quoted-printable bodies that end inside an escape or on a soft
 /// break right before the boundary, where mail-parser's decoder dropped real content; every
 /// fixture, every well-formed item and the newsletter kept their bytes.
 const PINNED_CORPUS_DIGEST: &str = "9f5f0c4f1f810e50cffb6fc08b1402d1be928776e62c73522858c1934d5ffb6a";
