@@ -16,8 +16,12 @@ use std::rc::Rc;
 use encoding_rs::Encoding;
 use lol_html::errors::RewritingError;
 use lol_html::html_content::ContentType;
+use std::sync::LazyLock;
+
+use lol_html::html_content::Element;
 use lol_html::{
-    AsciiCompatibleEncoding, EndTagHandler, HtmlRewriter, MemorySettings, Settings, element, end,
+    AsciiCompatibleEncoding, ElementContentHandlers, EndTagHandler, HandlerResult, HtmlRewriter,
+    LocalHandlerTypes, MemorySettings, Selector, Settings, end,
 };
 
 use super::links::{Tracker, escape_html};
@@ -25,6 +29,13 @@ use super::links::{Tracker, escape_html};
 /// lol_html buffers a tag split across writes, and a huge tag would grow that buffer; past
 /// this the part is passed through instead.
 pub const MAX_HTML_REWRITER_MEMORY_BYTES: usize = 4 << 20;
+
+/// The selectors, parsed once: parsing them per part was a measurable share of the rewrite
+/// of a small message. Matched by tag name alone: an `[href]` condition makes the selector
+/// VM build an attribute matcher for every `<a>` before the handler runs, and the handler
+/// skips elements without `href` itself, so what is rewritten is the same.
+static LINKS: LazyLock<Option<Selector>> = LazyLock::new(|| "a, area".parse().ok());
+static BODY: LazyLock<Option<Selector>> = LazyLock::new(|| "body".parse().ok());
 
 /// What the HTML rewrite should do to one part.
 pub(crate) struct HtmlJob<'a> {
@@ -77,11 +88,11 @@ fn run(input: &[u8], job: &HtmlJob<'_>, tracker: &mut Tracker<'_>) -> Result<Htm
     let mut settings = Settings::new().with_encoding(encoding).with_memory_settings(
         MemorySettings::new().with_max_allowed_memory_usage(MAX_HTML_REWRITER_MEMORY_BYTES),
     );
+    let (Some(links_selector), Some(body_selector)) = (LINKS.as_ref(), BODY.as_ref()) else {
+        return Err(RewritingError::ContentHandlerError("selector".into()));
+    };
     if job.clicks {
-        // Matched by tag name alone: an `[href]` condition makes the selector VM build an
-        // attribute matcher for every `<a>` before the handler runs. The handler skips
-        // elements without `href` itself, so what is rewritten is the same.
-        settings = settings.append_element_content_handler(element!("a, area", |el| {
+        settings = settings.append_element_content_handler(on(links_selector, |el| {
             if el.has_attribute(job.exclude_attribute) {
                 return Ok(());
             }
@@ -102,7 +113,7 @@ fn run(input: &[u8], job: &HtmlJob<'_>, tracker: &mut Tracker<'_>) -> Result<Htm
     }
     if let Some(pixel) = &pixel_html {
         settings = settings
-            .append_element_content_handler(element!("body", |el| {
+            .append_element_content_handler(on(body_selector, |el| {
                 if let Some(handlers) = el.end_tag_handlers() {
                     handlers.push(pixel_before_end_tag(pixel.clone(), placed.clone()));
                 }
@@ -123,6 +134,18 @@ fn run(input: &[u8], job: &HtmlJob<'_>, tracker: &mut Tracker<'_>) -> Result<Htm
         links: links.get(),
         pixel: placed.get(),
     })
+}
+
+/// An element handler on a pre-parsed selector (what lol_html's `element!` does with a
+/// selector it parses each time).
+fn on<'s, 'h>(
+    selector: &'s Selector,
+    handler: impl FnMut(&mut Element<'_, '_>) -> HandlerResult + 'h,
+) -> (Cow<'s, Selector>, ElementContentHandlers<'h, LocalHandlerTypes>) {
+    (
+        Cow::Borrowed(selector),
+        ElementContentHandlers::default().element(handler),
+    )
 }
 
 /// The end-tag handler lol_html requires to be `'static`, hence the shared ownership.
@@ -168,6 +191,7 @@ mod tests {
             exclude_domains: &[],
             unsubscribe_targets: vec!["https://a.example/unsub".to_string()],
             next_index: 0,
+            payload: Vec::new(),
         }
     }
 

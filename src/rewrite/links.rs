@@ -52,6 +52,8 @@ pub(crate) struct Tracker<'a> {
     pub unsubscribe_targets: Vec<String>,
     /// The index the next tracked link gets (links are numbered in document order).
     pub next_index: u32,
+    /// Scratch room for token payloads, reused for every link of the message.
+    pub payload: Vec<u8>,
 }
 
 impl Tracker<'_> {
@@ -67,23 +69,16 @@ impl Tracker<'_> {
         if !self.should_track(&url) || self.next_index >= MAX_TRACKED_LINKS_COUNT {
             return None;
         }
-        let tracking =
-            self.tracking_url("/c/", &self.scope.claims(TokenKind::Click, self.next_index, &url))?;
+        let claims = self.scope.claims(TokenKind::Click, self.next_index, &url);
+        let tracking = tracking_url(self.scope.keyring, self.base, "/c/", &claims, &mut self.payload)?;
         self.next_index += 1;
         Some(tracking)
     }
 
     /// The tracking pixel's URL.
-    pub fn open_url(&self) -> Option<String> {
-        self.tracking_url("/o/", &self.scope.claims(TokenKind::Open, 0, ""))
-    }
-
-    fn tracking_url(&self, path: &str, claims: &Claims<'_>) -> Option<String> {
-        let mut url = String::with_capacity(self.base.len() + path.len() + 96 + claims.url.len() * 4 / 3);
-        url.push_str(self.base);
-        url.push_str(path);
-        self.scope.keyring.mint_into(claims, &mut url).ok()?;
-        Some(url)
+    pub fn open_url(&mut self) -> Option<String> {
+        let claims = self.scope.claims(TokenKind::Open, 0, "");
+        tracking_url(self.scope.keyring, self.base, "/o/", &claims, &mut self.payload)
     }
 
     fn should_track(&self, url: &str) -> bool {
@@ -103,6 +98,21 @@ impl Tracker<'_> {
         }
         !self.unsubscribe_targets.iter().any(|t| t == url)
     }
+}
+
+/// `base` `path` token, in one allocation.
+fn tracking_url(
+    keyring: &Keyring,
+    base: &str,
+    path: &str,
+    claims: &Claims<'_>,
+    payload: &mut Vec<u8>,
+) -> Option<String> {
+    let mut url = String::with_capacity(base.len() + path.len() + 96 + claims.url.len() * 4 / 3);
+    url.push_str(base);
+    url.push_str(path);
+    keyring.mint_with(claims, payload, &mut url).ok()?;
+    Some(url)
 }
 
 /// The `<...>` URIs of a `List-Unsubscribe` header value (RFC 2369).

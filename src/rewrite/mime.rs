@@ -2,9 +2,11 @@
 //! the received bytes.
 //!
 //! mail-parser gives every part's offsets into the whole message, nested `message/rfc822`
-//! parts included (when the nested message is not itself transfer-encoded). A leaf part's
-//! body is `offset_body..offset_end`, which excludes the CRLF before the next boundary, so a
-//! re-encoded body drops straight into that range.
+//! parts included. It is not told any part's transfer encoding, so it decodes no body (the
+//! candidate parts are decoded afterwards, see `lenient`), and a transfer-encoded nested
+//! message is parsed in place and left alone. A leaf part's body is `offset_body..offset_end`,
+//! which excludes the CRLF before the next boundary, so a re-encoded body drops straight into
+//! that range.
 //!
 //! 7bit/8bit parts stay 7bit/8bit when their rewritten lines still fit in 998 bytes (tracking
 //! URLs make lines longer). When a line would not fit, the part is switched to
@@ -20,6 +22,7 @@ use mail_parser::{Encoding, HeaderName, MessageParser, MessagePart, MimeHeaders,
 
 use super::charset::{self, CharsetProblem};
 use super::html::{HtmlJob, rewrite_html};
+use super::lenient::{self, transfer_encoding};
 use super::links::{TokenScope, Tracker, list_unsubscribe_targets};
 use super::splice::{Edit, Source, assemble, header_block};
 use super::text::rewrite_text;
@@ -33,10 +36,13 @@ pub const MAX_MIME_PARTS_COUNT: usize = 1024;
 pub const MAX_MESSAGE_NESTING_DEPTH: usize = 8;
 
 /// Parses only what the walk reads: MIME fields for every part and `List-Unsubscribe`;
-/// every other field is skipped, not decoded.
+/// every other field is skipped, not decoded. `Content-Transfer-Encoding` is skipped too, so
+/// mail-parser decodes no body (it only finds the parts): the walk reads the field and
+/// decodes the few parts it rewrites itself ([`lenient`]).
 static PARSER: LazyLock<MessageParser> = LazyLock::new(|| {
     MessageParser::new()
         .with_mime_headers()
+        .ignore_header(HeaderName::ContentTransferEncoding)
         .header_raw(HeaderName::ListUnsubscribe)
         .default_header_ignore()
 });
@@ -87,6 +93,9 @@ fn count_parts(parts: &[MessagePart<'_>], depth: usize) -> usize {
         .sum()
 }
 
+/// A part's content with its transfer encoding undone, and the charset it is in.
+type Decoded<'a> = (Cow<'a, [u8]>, &'static encoding_rs::Encoding);
+
 /// The state of one walk over a parsed message.
 struct Walk<'a, 'c> {
     ctx: &'a RewriteContext<'c>,
@@ -121,7 +130,7 @@ impl<'a, 'c> Walk<'a, 'c> {
                 list_unsubscribe_targets(value, &mut unsubscribe_targets);
             }
         }
-        let tracker = Tracker {
+        let mut tracker = Tracker {
             scope: TokenScope {
                 keyring: ctx.keyring,
                 account: ctx.account,
@@ -134,6 +143,7 @@ impl<'a, 'c> Walk<'a, 'c> {
             exclude_domains: &ctx.options.exclude_domains,
             unsubscribe_targets,
             next_index: 0,
+            payload: Vec::new(),
         };
         let pixel_url = if ctx.options.opens {
             tracker.open_url()
@@ -159,7 +169,9 @@ impl<'a, 'c> Walk<'a, 'c> {
     fn message(&mut self, parts: &[MessagePart<'_>], body_parts: &[u32], depth: usize) {
         for (id, part) in parts.iter().enumerate() {
             match &part.body {
-                PartType::Message(nested) if part.encoding == Encoding::None => {
+                // A transfer-encoded message is not rewritten (mail-parser, not told the
+                // encoding, parses its encoded text in place: offsets, no copies).
+                PartType::Message(nested) if transfer_encoding(self.raw, part) == Encoding::None => {
                     if depth < MAX_MESSAGE_NESTING_DEPTH {
                         self.message(&nested.parts, &[], depth + 1);
                     } else {
@@ -168,8 +180,9 @@ impl<'a, 'c> Walk<'a, 'c> {
                 }
                 PartType::Html(_) if !is_attachment(part) => {
                     let pixel = depth == 0 && !self.pixel && body_parts.contains(&(id as u32));
-                    self.candidate(part, |walk, decoded, encoding| {
-                        walk.html(decoded, encoding, pixel)
+                    self.candidate(part, |walk, decoded, encoding| match decoded {
+                        Some(decoded) => walk.html(decoded, encoding, pixel),
+                        None => Err(PassReason::EncodingProblem),
                     });
                 }
                 // mail-parser demotes a text/html part it cannot decode to text.
@@ -177,7 +190,12 @@ impl<'a, 'c> Walk<'a, 'c> {
                     self.untouched(PassReason::EncodingProblem);
                 }
                 PartType::Text(_) if self.ctx.options.plain_text_clicks && is_plain_text(part) => {
-                    self.candidate(part, |walk, decoded, _| walk.text(decoded));
+                    // mail-parser used to flag a text part it could not decode, and such
+                    // parts were never candidates: not counted as untouched either.
+                    self.candidate(part, |walk, decoded, _| match decoded {
+                        Some(decoded) => walk.text(decoded),
+                        None => Ok(None),
+                    });
                 }
                 _ => {}
             }
@@ -185,21 +203,25 @@ impl<'a, 'c> Walk<'a, 'c> {
     }
 
     /// Decodes a candidate part, lets `rewrite` produce its new decoded content (or `None`
-    /// for "unchanged"), and records the splice.
+    /// for "unchanged"), and records the splice. `rewrite` gets `None` instead of content
+    /// when the part's transfer encoding is broken where mail-parser flags it.
     fn candidate(
         &mut self,
         part: &MessagePart<'_>,
         rewrite: impl FnOnce(
             &mut Self,
-            &[u8],
+            Option<&[u8]>,
             &'static encoding_rs::Encoding,
         ) -> Result<Option<Vec<u8>>, PassReason>,
     ) {
-        match self
-            .prepare(part)
-            .and_then(|(decoded, encoding)| rewrite(self, &decoded, encoding))
-        {
-            Ok(Some(content)) => match self.splice(part, content) {
+        let encoding = transfer_encoding(self.raw, part);
+        let prepared = match self.prepare(part, encoding) {
+            Ok(Some((decoded, charset))) => rewrite(self, Some(decoded.as_ref()), charset),
+            Ok(None) => rewrite(self, None, encoding_rs::UTF_8),
+            Err(reason) => Err(reason),
+        };
+        match prepared {
+            Ok(Some(content)) => match self.splice(part, encoding, content) {
                 Ok(()) => self.parts_rewritten += 1,
                 Err(reason) => self.untouched(reason),
             },
@@ -208,19 +230,13 @@ impl<'a, 'c> Walk<'a, 'c> {
         }
     }
 
-    /// The part's content with its transfer encoding undone, and its charset.
+    /// The part's content with its transfer encoding undone, and its charset; `Ok(None)`
+    /// when the transfer encoding is broken in a way mail-parser flags.
     ///
-    /// mail-parser already decoded the part while parsing, into UTF-8. When the part is
-    /// UTF-8 (or unlabelled) and that decoding replaced nothing, its text is the content, and
-    /// decoding the body a second time is skipped. Otherwise the body is decoded here,
-    /// strictly, and kept in its own charset.
-    fn prepare<'p>(
-        &self,
-        part: &'p MessagePart<'_>,
-    ) -> Result<(Cow<'p, [u8]>, &'static encoding_rs::Encoding), PassReason>
-    where
-        'a: 'p,
-    {
+    /// The body is first decoded as mail-parser's parse decodes it (leniently, like mail
+    /// clients). When the part is UTF-8 (or unlabelled) and that is valid UTF-8, it is the
+    /// content. Otherwise the body is decoded strictly and kept in its own charset.
+    fn prepare(&self, part: &MessagePart<'_>, encoding: Encoding) -> Result<Option<Decoded<'a>>, PassReason> {
         let (header, body, end) = (
             part.offset_header as usize,
             part.offset_body as usize,
@@ -229,22 +245,30 @@ impl<'a, 'c> Walk<'a, 'c> {
         if part.is_encoding_problem || !(header <= body && body <= end && end <= self.raw.len()) {
             return Err(PassReason::EncodingProblem);
         }
+        let raw: &'a [u8] = self.raw;
+        let line_break_follows = raw[end..].starts_with(b"\n") || raw[end..].starts_with(b"\r\n");
+        let Some(lenient) = lenient::decode(encoding, &raw[body..end], line_break_follows) else {
+            return Ok(None);
+        };
         let label = part.content_type().and_then(|ct| ct.attribute("charset"));
         let utf8_label = label.is_none_or(|l| {
             encoding_rs::Encoding::for_label(l.trim().as_bytes()) == Some(encoding_rs::UTF_8)
         });
-        if let (true, PartType::Html(text) | PartType::Text(text)) = (utf8_label, &part.body)
+        // What mail-parser's text of the part was, byte for byte: no U+FFFD, neither one
+        // it would have put in for invalid UTF-8 nor one the sender wrote.
+        if utf8_label
+            && let Ok(text) = std::str::from_utf8(&lenient)
             && !text.contains('\u{FFFD}')
         {
-            return Ok((Cow::Borrowed(text.as_bytes()), encoding_rs::UTF_8));
+            return Ok(Some((lenient, encoding_rs::UTF_8)));
         }
-        let decoded = transfer::decode(part.encoding, &self.raw[body..end])
-            .ok_or(PassReason::MalformedTransferEncoding)?;
-        let encoding = charset::resolve(label, &decoded).map_err(|e| match e {
+        let decoded =
+            transfer::decode(encoding, &raw[body..end]).ok_or(PassReason::MalformedTransferEncoding)?;
+        let charset = charset::resolve(label, &decoded).map_err(|e| match e {
             CharsetProblem::Unknown => PassReason::UnknownCharset,
             CharsetProblem::NotAsciiCompatible => PassReason::UnsupportedCharset,
         })?;
-        Ok((decoded, encoding))
+        Ok(Some((decoded, charset)))
     }
 
     fn html(
@@ -277,9 +301,14 @@ impl<'a, 'c> Walk<'a, 'c> {
     }
 
     /// Re-encodes `content` in the part's transfer encoding and records the edits.
-    fn splice(&mut self, part: &MessagePart<'_>, content: Vec<u8>) -> Result<(), PassReason> {
+    fn splice(
+        &mut self,
+        part: &MessagePart<'_>,
+        encoding: Encoding,
+        content: Vec<u8>,
+    ) -> Result<(), PassReason> {
         let (body_start, body_end) = (part.offset_body as usize, part.offset_end as usize);
-        let encoded = match part.encoding {
+        let encoded = match encoding {
             Encoding::QuotedPrintable => transfer::encode_quoted_printable(&content),
             Encoding::Base64 => {
                 let trailing_crlf = self

@@ -5,8 +5,8 @@
 //!
 //! [`rewrite`] parses the message with mail-parser to learn every part's byte offsets, then
 //! handles each `text/html` part that is not an attachment (in nested `message/rfc822`
-//! parts too): undo its transfer encoding ([`transfer`]), stream it through lol_html in its
-//! own charset ([`charset`], [`html`]) so `<a>`/`<area>` links become `<base>/c/<token>` and
+//! parts too): undo its transfer encoding (`lenient`, [`transfer`]), stream it through
+//! lol_html in its own charset ([`charset`], [`html`]) so `<a>`/`<area>` links become `<base>/c/<token>` and
 //! a 1×1 `<base>/o/<token>` pixel lands before `</body>`, re-encode it in its original
 //! transfer encoding, and splice it back. With `plain_text_clicks`, bare URLs in
 //! `text/plain` parts are rewritten too ([`text`]). Tokens ([`token`]) are signed and
@@ -34,6 +34,7 @@
 
 pub mod charset;
 pub mod html;
+mod lenient;
 pub mod links;
 pub mod mime;
 pub mod options;
@@ -44,6 +45,8 @@ pub mod transfer;
 
 #[cfg(test)]
 mod fixtures;
+#[cfg(test)]
+mod stability;
 
 use std::fmt;
 

@@ -51,16 +51,31 @@ pub fn encode_quoted_printable(data: &[u8]) -> Vec<u8> {
 }
 
 /// Bytes kept as they are inside a line: printable ASCII but `=`, and space and tab (which
-/// are escaped instead when they end the line).
-const QP_LITERAL: [bool; 256] = {
-    let mut table = [false; 256];
-    let mut b = 0;
-    while b < 256 {
-        table[b] = matches!(b as u8, b'!'..=b'<' | b'>'..=b'~' | b' ' | b'\t');
-        b += 1;
+/// are escaped instead when they end the line). Arithmetic, not a table, so the compiler
+/// turns it into vector compares.
+#[inline(always)]
+fn is_qp_literal(b: u8) -> bool {
+    (b.wrapping_sub(b' ') < 0x5f && b != b'=') || b == b'\t'
+}
+
+/// How many bytes at the start of `s` are kept as they are. Runs of text are long in HTML,
+/// so whole 16-byte blocks are checked at once (without an early exit, so the check is
+/// vectorised); only the block that ends the run is searched byte by byte.
+fn literal_run_len(s: &[u8]) -> usize {
+    const BLOCK_BYTES: usize = 16;
+    let mut at = 0;
+    for block in s.chunks_exact(BLOCK_BYTES) {
+        if block.iter().fold(true, |all, &b| all & is_qp_literal(b)) {
+            at += BLOCK_BYTES;
+        } else {
+            break;
+        }
     }
-    table
-};
+    at + s[at..]
+        .iter()
+        .position(|&b| !is_qp_literal(b))
+        .unwrap_or(s.len() - at)
+}
 
 /// One line without its break, with soft breaks where it exceeds the line length. Runs of
 /// literal bytes are copied whole; only escapes go byte by byte.
@@ -71,10 +86,7 @@ fn encode_qp_line(line: &[u8], out: &mut Vec<u8>) {
     let mut column = 0;
     let mut i = 0;
     while i < n {
-        let mut run_end = i + line[i..]
-            .iter()
-            .position(|&b| !QP_LITERAL[usize::from(b)])
-            .unwrap_or(n - i);
+        let mut run_end = i + literal_run_len(&line[i..]);
         if run_end == n && matches!(line[n - 1], b' ' | b'\t') {
             run_end -= 1; // trailing whitespace is escaped below
         }
@@ -284,6 +296,33 @@ mod tests {
             decode(Encoding::QuotedPrintable, b"soft=\r\nbreak=3D").unwrap(),
             &b"softbreak="[..]
         );
+    }
+
+    /// Bytes kept as they are inside a line: printable ASCII but `=`, and space and tab (which
+    /// are escaped instead when they end the line).
+    const QP_LITERAL: [bool; 256] = {
+        let mut table = [false; 256];
+        let mut b = 0;
+        while b < 256 {
+            table[b] = matches!(b as u8, b'!'..=b'<' | b'>'..=b'~' | b' ' | b'\t');
+            b += 1;
+        }
+        table
+    };
+
+    #[test]
+    fn the_literal_test_is_the_table() {
+        for b in 0..=255u8 {
+            assert_eq!(is_qp_literal(b), QP_LITERAL[usize::from(b)], "{b:#x}");
+        }
+        let text = b"0123456789abcdef0123456789abcdef01234=5";
+        for start in 0..text.len() {
+            let want = text[start..]
+                .iter()
+                .position(|&b| b == b'=')
+                .unwrap_or(text.len() - start);
+            assert_eq!(literal_run_len(&text[start..]), want, "from {start}");
+        }
     }
 
     #[test]
