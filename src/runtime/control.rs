@@ -115,11 +115,9 @@ impl Control {
     }
 }
 
-/// Builds a reload snapshot from the configuration source, refusing what cannot be
-/// loaded, and naming the settings that only a restart applies.
-pub fn prepare(source: &Source, running: &Config, cores: usize) -> Result<Reload, String> {
-    let config = Config::load(source.path.as_deref(), &source.overrides)?;
-    config.check_pinned_against(cores).map_err(|e| e.to_string())?;
+/// The sections of `config` that differ from the running configuration and that only a
+/// restart applies (listeners, executors, spool, log files, task-queue shares, lending).
+fn restart_only(config: &Config, running: &Config) -> Vec<&'static str> {
     let mut needs_restart = Vec::new();
     let same = |a: &dyn std::fmt::Debug, b: &dyn std::fmt::Debug| format!("{a:?}") == format!("{b:?}");
     if !same(&config.smtp.listeners, &running.smtp.listeners) {
@@ -137,6 +135,33 @@ pub fn prepare(source: &Source, running: &Config, cores: usize) -> Result<Reload
     if !same(&config.log, &running.log) {
         needs_restart.push("[log]");
     }
+    // Task-queue shares and the preempt timer are set when the executors start.
+    let (f, r) = (&config.fairness, &running.fairness);
+    if (
+        f.ingress_shares,
+        f.ingress_latency,
+        f.io_poll_max,
+        f.delivery_shares,
+    ) != (
+        r.ingress_shares,
+        r.ingress_latency,
+        r.io_poll_max,
+        r.delivery_shares,
+    ) {
+        needs_restart.push("fairness shares, ingress_latency_ms, io_poll_max_ms");
+    }
+    if config.lending != running.lending {
+        needs_restart.push("[lending]");
+    }
+    needs_restart
+}
+
+/// Builds a reload snapshot from the configuration source, refusing what cannot be
+/// loaded, and naming the settings that only a restart applies.
+pub fn prepare(source: &Source, running: &Config, cores: usize) -> Result<Reload, String> {
+    let config = Config::load(source.path.as_deref(), &source.overrides)?;
+    config.check_pinned_against(cores).map_err(|e| e.to_string())?;
+    let mut needs_restart = restart_only(&config, running);
     crate::deliver::settings::check_new_sources(&config, running)?;
     needs_restart.extend(crate::deliver::settings::needs_restart(&config, running));
     let tls =
@@ -204,4 +229,26 @@ pub fn spawn_signal_thread(
         })
         .map_err(|e| format!("cannot start the signal thread: {e}"))?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::restart_only;
+    use crate::config::Config;
+
+    #[test]
+    fn start_time_settings_are_named_live_ones_are_not() {
+        let running = Config::from_toml("").unwrap();
+        let changed = |toml: &str| restart_only(&Config::from_toml(toml).unwrap(), &running);
+        assert!(changed("").is_empty());
+        assert_eq!(changed("[lending]\nwindow_count = 0\n"), vec!["[lending]"]);
+        assert_eq!(
+            changed("[fairness]\ningress_shares = 500\n"),
+            vec!["fairness shares, ingress_latency_ms, io_poll_max_ms"]
+        );
+        // Live on reload: the spool quantum, the default limits and steering.
+        assert!(
+            changed("[fairness]\nspool_quantum_bytes = 8192\nsteer_placed_connections = false\n").is_empty()
+        );
+    }
 }
