@@ -106,7 +106,7 @@ fn decode_qp(body: &[u8], line_break_follows: bool) -> Option<(Vec<u8>, bool)> {
             if i == body.len() {
                 break;
             }
-            // The two sequences that stop nearly every run, taken whole: what the state
+            // The sequences that stop nearly every run, taken whole: what the state
             // machine below does with them byte by byte, without its three round trips.
             match body[i..] {
                 [b'=', h, l, ..] if let (Some(high), Some(low)) = (hex(h), hex(l)) => {
