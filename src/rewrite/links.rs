@@ -135,8 +135,11 @@ pub(crate) fn list_unsubscribe_targets(value: &str, out: &mut Vec<String>) {
 pub(crate) fn clean_url(url: &str) -> Cow<'_, str> {
     // Byte tests, not `char` patterns: this runs for every link, and the bytes tested are
     // ASCII, which never occur inside a multi-byte UTF-8 sequence.
-    let trimmed = url.trim_matches(|c: char| c <= ' ');
-    if trimmed.bytes().any(|b| matches!(b, b'\t' | b'\n' | b'\r')) {
+    let bytes = url.as_bytes();
+    let start = bytes.iter().position(|&b| b > b' ').unwrap_or(bytes.len());
+    let end = bytes.iter().rposition(|&b| b > b' ').map_or(start, |i| i + 1);
+    let trimmed = url.get(start..end).unwrap_or_default();
+    if memchr::memchr3(b'\t', b'\n', b'\r', trimmed.as_bytes()).is_some() {
         Cow::Owned(
             trimmed
                 .chars()
@@ -326,6 +329,11 @@ mod tests {
     fn urls_are_cleaned_as_browsers_do() {
         assert_eq!(clean_url("  https://a.example/\n  x\t "), "https://a.example/  x");
         assert_eq!(clean_url("https://a.example/"), "https://a.example/");
+        assert_eq!(
+            clean_url("\u{1}\x1f https://a.example/é\r\n\u{0}"),
+            "https://a.example/é"
+        );
+        assert_eq!(clean_url(" \t\u{7} "), "");
     }
 
     #[test]

@@ -258,7 +258,7 @@ impl<'a, 'c> Walk<'a, 'c> {
         // it would have put in for invalid UTF-8 nor one the sender wrote.
         if utf8_label
             && let Ok(text) = std::str::from_utf8(&lenient)
-            && !text.contains('\u{FFFD}')
+            && memchr::memmem::find(text.as_bytes(), "\u{FFFD}".as_bytes()).is_none()
         {
             return Ok(Some((lenient, encoding_rs::UTF_8)));
         }
