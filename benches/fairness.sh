@@ -23,10 +23,13 @@
 # Postfix listens only on a loopback port. The Postfix rows need root (apt-get, postfix -c).
 #
 # usage: benches/fairness.sh [--big N] [--big-conns C] [--small-rate R] [--smalls K]
-#                            [--size BYTES] [--repeat R] [--no-postfix] [--tools-cpus LIST] [--out DIR]
+#                            [--size BYTES] [--repeat R] [--no-postfix] [--tools-cpus LIST]
+#                            [--relay-extra TOML] [--out DIR]
 #   --tools-cpus LIST  run the load generators and the sink under `taskset -c LIST` (e.g. 1:
 #                      the CPU of corerelay's core 1, so core 0, where the small accounts
 #                      live in both placements, runs only the relay). Default: not pinned.
+#   --relay-extra TOML put before the accounts in corerelay's configuration (an experiment,
+#                      e.g. $'[fairness]\ndelivery_shares = 1000'); recorded in commands.txt.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -38,6 +41,7 @@ size=2048
 repeat=1
 postfix=1
 tools_cpus=""
+relay_extra=""
 out=""
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -49,6 +53,7 @@ while [ $# -gt 0 ]; do
     --repeat) repeat=$2; shift 2 ;;
     --no-postfix) postfix=0; shift ;;
     --tools-cpus) tools_cpus=$2; shift 2 ;;
+    --relay-extra) relay_extra=$2; shift 2 ;;
     --out) out=$2; shift 2 ;;
     *) echo "unknown option $1" >&2; exit 2 ;;
   esac
@@ -221,7 +226,7 @@ run_corerelay() {
   local placement=$1 what=$2
   rm -rf "$work/spool" "$work/log"
   start_sink 127.0.0.1:0
-  accounts_toml "$placement" > "$work/accounts.toml"
+  { [ -n "$relay_extra" ] && printf '%s\n\n' "$relay_extra"; accounts_toml "$placement"; } > "$work/accounts.toml"
   [ "$r" = 1 ] && [ "$what" = idle ] && sed "s/^/# $placement accounts.toml: /" "$work/accounts.toml" >> "$out/commands.txt"
   local cmd=("$bin" serve --config "$work/accounts.toml" --listen 127.0.0.1:0 --http-listen 127.0.0.1:0
              --smarthost "$sink_addr" --spool-dir "$work/spool" --log-dir "$work/log")
