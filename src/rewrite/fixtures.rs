@@ -735,30 +735,12 @@ fn damaged_messages_never_panic_and_are_never_lost() {
     for case in CASES {
         let input = fixture(case.file);
         for round in 0..40 {
-            let mut damaged = input.clone();
-            match round % 4 {
-                0 => damaged.truncate(rng.below(input.len())),
-                1 => {
-                    for _ in 0..1 + rng.below(8) {
-                        let at = rng.below(damaged.len());
-                        damaged[at] = b"\r\n-=<>\"&\x00\xff"[rng.below(10)];
-                    }
-                }
-                2 => {
-                    let at = rng.below(damaged.len());
-                    let len = rng.below(200).min(damaged.len() - at);
-                    damaged.drain(at..at + len);
-                }
-                _ => {
-                    let at = rng.below(damaged.len());
-                    damaged.splice(
-                        at..at,
-                        b"\r\n--alt-b1\r\nContent-Type: text/html\r\n\r\n<a href=\"https://x.example/\">"
-                            .iter()
-                            .copied(),
-                    );
-                }
-            }
+            let damaged = damage(
+                &input,
+                round,
+                &mut rng,
+                b"\r\n--alt-b1\r\nContent-Type: text/html\r\n\r\n<a href=\"https://x.example/\">",
+            );
             let damaged = Bytes::from(damaged);
             let out = rewrite(&rng.split(&damaged), &ctx);
             if out.links == 0 && !out.pixel {
@@ -773,4 +755,29 @@ fn damaged_messages_never_panic_and_are_never_lost() {
             }
         }
     }
+}
+
+/// A damaged copy of `input` (round by round: truncated, bytes overwritten, a run cut out, or
+/// `inserted` spliced in), for the tests that a rewrite survives malformed mail.
+pub(super) fn damage(input: &[u8], round: usize, rng: &mut Lcg, inserted: &[u8]) -> Vec<u8> {
+    let mut damaged = input.to_vec();
+    match round % 4 {
+        0 => damaged.truncate(rng.below(input.len())),
+        1 => {
+            for _ in 0..1 + rng.below(8) {
+                let at = rng.below(damaged.len());
+                damaged[at] = b"\r\n-=<>\"&\x00\xff"[rng.below(10)];
+            }
+        }
+        2 => {
+            let at = rng.below(damaged.len());
+            let len = rng.below(200).min(damaged.len() - at);
+            damaged.drain(at..at + len);
+        }
+        _ => {
+            let at = rng.below(damaged.len());
+            damaged.splice(at..at, inserted.iter().copied());
+        }
+    }
+    damaged
 }

@@ -12,10 +12,15 @@
 use bytes::Bytes;
 use ring::digest::{Context, SHA256};
 
+use super::fixtures::damage;
 use super::{RewriteContext, Rewritten, TrackingOptions, rewrite};
 use crate::dkim::testkit::Lcg;
 use crate::message::MessageId;
 use crate::rewrite::token::{Claims, Keyring, TokenKind};
+
+/// What round 3 of [`damage`] inserts: the start of a quoted-printable HTML part.
+const INSERTED_PART: &[u8] =
+    b"\r\n--b1\r\nContent-Type: text/html\r\nContent-Transfer-Encoding: quoted-printable\r\n\r\n<a href=3D\"https://x.example/?a=3D1&amp;b\">";
 
 const FIXTURES: &[&str] = &[
     "alternative-qp.eml",
@@ -91,7 +96,7 @@ fn corpus() -> Vec<(String, Bytes)> {
         for round in 0..24 {
             items.push((
                 format!("{file}/damaged-{round}"),
-                Bytes::from(damage(&input, round, &mut rng)),
+                Bytes::from(damage(&input, round, &mut rng, INSERTED_PART)),
             ));
         }
     }
@@ -100,34 +105,6 @@ fn corpus() -> Vec<(String, Bytes)> {
     }
     items.push(("newsletter".into(), Bytes::from(newsletter())));
     items
-}
-
-fn damage(input: &[u8], round: usize, rng: &mut Lcg) -> Vec<u8> {
-    let mut damaged = input.to_vec();
-    match round % 4 {
-        0 => damaged.truncate(rng.below(input.len())),
-        1 => {
-            for _ in 0..1 + rng.below(8) {
-                let at = rng.below(damaged.len());
-                damaged[at] = b"\r\n-=<>\"&\x00\xff"[rng.below(10)];
-            }
-        }
-        2 => {
-            let at = rng.below(damaged.len());
-            let len = rng.below(200).min(damaged.len() - at);
-            damaged.drain(at..at + len);
-        }
-        _ => {
-            let at = rng.below(damaged.len());
-            damaged.splice(
-                at..at,
-                b"\r\n--b1\r\nContent-Type: text/html\r\nContent-Transfer-Encoding: quoted-printable\r\n\r\n<a href=3D\"https://x.example/?a=3D1&amp;b\">"
-                    .iter()
-                    .copied(),
-            );
-        }
-    }
-    damaged
 }
 
 /// A multipart/alternative message whose HTML part is random quoted-printable, well formed
