@@ -27,12 +27,13 @@ stop_bench_postfix() {
 # A free TCP port on 127.0.0.1 (free when asked; the caller binds it soon after).
 free_port() { python3 benches/proctree.py free-port; }
 
-# Waits for a process to print its "listening on ADDR" line and echoes ADDR. The caller
-# empties the file before it starts the process: a background process's redirection may not
-# have truncated it yet, and the previous process's address would be read instead.
+# Waits for a process to print its "listening on ADDR" line in file $1 and echoes ADDR;
+# $2: how many 50 ms polls (default 400: 20 s). The caller empties the file before it starts
+# the process: a background process's redirection may not have truncated it yet, and the
+# previous process's address would be read instead.
 addr_of() {
-  local file=$1 addr
-  for _ in $(seq 1 400); do
+  local file=$1 tries=${2:-400} addr
+  for _ in $(seq 1 "$tries"); do
     addr=$(sed -n 's/.*listening on \([0-9.]*:[0-9][0-9]*\).*/\1/p' "$file" 2>/dev/null | head -1)
     [ -n "$addr" ] && { echo "$addr"; return 0; }
     sleep 0.05

@@ -53,19 +53,12 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-addr_of() {
-  local addr
-  for _ in $(seq 1 1200); do
-    addr=$(sed -n 's/.*listening on \([0-9.]*:[0-9][0-9]*\).*/\1/p' "$1" 2>/dev/null | head -1)
-    [ -n "$addr" ] && { echo "$addr"; return 0; }
-    sleep 0.05
-  done
-  echo "no listening line in $1:" >&2; cat "$1" >&2; return 1
-}
+# shellcheck source=benches/lib.sh
+. benches/lib.sh
 
 "$bin" sink --listen 127.0.0.1:0 > "$work/sink.out" 2>&1 &
 sink_pid=$!; pids+=("$sink_pid")
-sink_addr=$(addr_of "$work/sink.out")
+sink_addr=$(addr_of "$work/sink.out" 1200)
 relay=("$bin" serve --listen 127.0.0.1:0 --http-listen 127.0.0.1:0 --cores "$cores" --smarthost "$sink_addr"
        --spool-dir "$work/spool" --log-dir "$work/log")
 if [ "$mode" = callgrind ]; then
@@ -73,7 +66,7 @@ if [ "$mode" = callgrind ]; then
 fi
 "${relay[@]}" > "$work/relay.out" 2>&1 &
 relay_pid=$!; pids+=("$relay_pid")
-relay_addr=$(addr_of "$work/relay.out")
+relay_addr=$(addr_of "$work/relay.out" 1200)
 
 if [ "$mode" = perf ]; then
   perf record -e cpu-clock -F 2000 -g -p "$relay_pid" -o "$out/perf.data" 2> "$work/perf.err" &

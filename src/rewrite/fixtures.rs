@@ -164,7 +164,7 @@ fn options() -> TrackingOptions {
     }
 }
 
-fn context<'a>(
+pub(super) fn context<'a>(
     options: &'a TrackingOptions,
     keyring: &'a Keyring,
     extra: &'a [(String, String)],
