@@ -241,6 +241,10 @@ run_corerelay() {
     solo) run_one corerelay "$placement" big "$relay_addr" ;;
     mixed) run_one corerelay "$placement" both "$relay_addr" ;;
   esac
+  # The relay's own view of the run (stage latencies per account, commit sizes, lateness).
+  local metrics_addr
+  metrics_addr=$(sed -n 's|.*metrics and health on http://\([0-9.]*:[0-9]*\)/metrics.*|\1|p' "$work/relay.out" | head -1)
+  [ -n "$metrics_addr" ] && curl -s "http://$metrics_addr/metrics" > "$out/metrics-corerelay-$placement-$what-$r.txt" || true
   kill -9 "$relay_pid" 2>/dev/null || true
   kill -INT "$sink_pid" 2>/dev/null || true
   wait "$relay_pid" "$sink_pid" 2>/dev/null || true
