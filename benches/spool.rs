@@ -54,6 +54,7 @@ impl Runner {
             segment_max_bytes: 16 << 20,
             commit_batch_max_count: 64,
             commit_batch_max_bytes: 8 << 20,
+            express: false,
             memory_max_bytes: 256 << 20,
         };
         let (jobs, rx) = async_mpsc::unbounded();

@@ -77,7 +77,7 @@
 //! - [`message`]: the unit that flows: id, envelope, chunk list.
 //! - [`mesh`], [`handoff`]: acceptor → owner transfer and the spool acknowledgement back.
 //! - [`schedule`]: deficit round robin over per-account queues (fairness on a core).
-//! - [`spool`]: per-core durable segments, group commit, recovery.
+//! - [`spool`]: per-core durable segments (a bulk and an express stream), group commit, recovery.
 //! - [`route`]: DNS (hickory on glommio), MX selection, egress decisions (pools, sources,
 //!   domain routes, classes).
 //! - [`rewrite`]: MIME walk, transfer codecs, HTML link and pixel rewrite, tracking tokens.

@@ -206,6 +206,9 @@ pub struct SpoolConfig {
     pub segment_max_bytes: u64,
     pub commit_batch_max_count: usize,
     pub commit_batch_max_bytes: usize,
+    /// New messages of accounts with nothing waiting for a commit go to the express stream
+    /// (`spool::Spool`); false: every message to the bulk stream.
+    pub express: bool,
     pub memory_max_bytes: usize,
 }
 
@@ -477,6 +480,7 @@ impl Config {
                 sp.commit_batch_max_bytes,
                 64 << 10,
             )?,
+            express: sp.express,
             memory_max_bytes: sp.memory_max_bytes,
         };
         let log = LogConfig {

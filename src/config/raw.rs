@@ -137,6 +137,7 @@ pub struct RawSpool {
     pub segment_max_bytes: u64,
     pub commit_batch_max_count: usize,
     pub commit_batch_max_bytes: usize,
+    pub express: bool,
     pub memory_max_bytes: usize,
 }
 
@@ -147,6 +148,7 @@ impl Default for RawSpool {
             segment_max_bytes: 64 << 20,
             commit_batch_max_count: 64,
             commit_batch_max_bytes: 8 << 20,
+            express: true,
             memory_max_bytes: 256 << 20,
         }
     }

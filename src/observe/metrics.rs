@@ -130,6 +130,8 @@ metrics_table! {
             "Group commits (one write and one fdatasync each); records/commits is the mean group size.";
         spool_records_total: Counter, "corerelay_spool_records_total", Count,
             "Records made durable by group commits.";
+        spool_express_records_total: Counter, "corerelay_spool_express_records_total", Count,
+            "Of corerelay_spool_records_total, records made durable by the express stream (messages of accounts with nothing else waiting for a commit, and their progress).";
         delivery_transaction_seconds: Histogram, "corerelay_delivery_transaction_seconds", Seconds,
             "Time of one outbound SMTP transaction, MAIL to the reply after the data.";
         tls_handshakes_out_total: Counter, "corerelay_tls_handshakes_out_total", Count,

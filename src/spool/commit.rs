@@ -1,5 +1,6 @@
-//! The group committer: one task per core that turns every record submitted since the last
-//! write into one DMA write and one fdatasync, then answers all of their waiters.
+//! The group committer: one task per spool stream (a core has two, see `stream`) that
+//! turns every record submitted since the last write into one DMA write and one
+//! fdatasync, then answers all of their waiters.
 //!
 //! While a batch is being written and synced, new submissions wait in the bounded channel
 //! and form the next batch; when more are pending than one batch takes, the batch is filled
@@ -148,6 +149,7 @@ impl Shared {
             bytes: st.segments.values().map(|s| s.size_bytes).sum(),
             commits: st.commits,
             records: st.records,
+            express_records: 0,
         }
     }
 

@@ -4,7 +4,10 @@
 //! finished are reclaimed. A crash, `kill -9` or a full disk never loses an acknowledged
 //! message and never corrupts the spool: damage is found by checksum and skipped.
 //!
-//! One [`Spool`] per core, used only on that core's executor. Its parts:
+//! One [`Spool`] per core, used only on that core's executor; it runs two segment streams,
+//! bulk and express (see [`Spool`] for why), each with its own directory tree, index and
+//! committer. Its parts:
+//! - `stream`: one stream: its committer's channel, recovery at open, the record calls.
 //! - `record`: the pure on-disk framing (header, CRCs, padding, End marker, the scanner).
 //! - `payload`: the pure Message / Update / Done payloads.
 //! - `index`: the pure in-memory index: live messages, their state, which segments can go
@@ -15,7 +18,8 @@
 //! - `recover`: the scan and fold at open.
 //!
 //! Directory layout: `<dir>/core-<N>/seg-<seq:016x>.log` (plus up to two `free-*.log`
-//! files kept for reuse, and `lock`). Core `i` of `n` adopts every `core-<j>` with
+//! files kept for reuse, and `lock`) for the bulk stream, the same under `<dir>/express/`
+//! for the express stream. Core `i` of `n` adopts every `core-<j>` with
 //! `j % n == i` (the core count may change between runs), and writes only to new segments
 //! in its own `core-<i>`. Messages found in another core's directory are relocated (copied
 //! with their state) into this core's directory in the background, after which the foreign
@@ -36,25 +40,22 @@ pub mod payload;
 pub mod record;
 mod recover;
 mod segment;
+mod stream;
 
 use std::cell::RefCell;
-use std::collections::BTreeMap;
+use std::collections::HashMap;
 use std::fmt;
 use std::io;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::rc::Rc;
 
-use futures_channel::oneshot;
-use glommio::Task;
-use glommio::channels::local_channel::{self, LocalSender};
 use serde::{Deserialize, Serialize};
 
 use crate::config::SpoolConfig;
 use crate::message::{Message, MessageId};
-use commit::{Effect, Limits, Shared, State, Submission};
+use commit::Limits;
 use index::RelocationPolicy;
-use payload::{DonePayload, UpdatePayload};
-use record::RecordKind;
+use stream::Stream;
 
 /// Where delivery stands for one recipient.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -87,6 +88,17 @@ pub struct RecoveryReport {
     pub messages: usize,
     pub corrupt_records: usize,
     pub bytes: u64,
+}
+
+impl RecoveryReport {
+    /// Adds what another stream's recovery found.
+    fn absorb(&mut self, other: &RecoveryReport) {
+        self.segments += other.segments;
+        self.records += other.records;
+        self.messages += other.messages;
+        self.corrupt_records += other.corrupt_records;
+        self.bytes += other.bytes;
+    }
 }
 
 /// Delivery progress to record: recipients whose state changed (index into the envelope's
@@ -139,38 +151,74 @@ pub struct SpoolStats {
     pub commits: u64,
     /// Records made durable.
     pub records: u64,
+    /// Of those, records made durable by the express stream.
+    pub express_records: u64,
 }
 
-/// This core's spool. Cheap to clone; every clone talks to the same committer.
+/// This core's spool: two segment streams, bulk and express, under one API. Cheap to
+/// clone; every clone talks to the same committers.
+///
+/// Why two: a stream commits one batch at a time (a write, then an fdatasync), so under a
+/// big sender's steady flow every record waits for the batch in progress and then its own,
+/// whoever it belongs to. A record of an account that has nothing else waiting for a commit
+/// goes to the express stream (`spool.express`), whose batches hold at most one record per
+/// account: a small sender's `250` then waits for a small write and one fdatasync of its
+/// own, running beside the bulk stream's, not behind it. Every record about a message goes
+/// to the stream its Message record is in, so each stream keeps its own ordering rules.
 #[derive(Clone)]
 pub struct Spool {
-    shared: Rc<Shared>,
-    handle: Rc<Handle>,
+    bulk: Stream,
+    express: Stream,
+    /// New messages of accounts with nothing waiting go to the express stream.
+    express_enabled: bool,
+    /// Records of each account waiting for a commit now, in either stream.
+    waiting: Rc<RefCell<HashMap<Rc<str>, usize>>>,
 }
 
-/// The submission side, apart from `Shared` so the committer (which holds `Shared`) does
-/// not keep its own channel open: when the last handle goes, the channel closes and the
-/// committer drains and ends.
-struct Handle {
-    tx: RefCell<Option<Rc<LocalSender<Submission>>>>,
-    task: RefCell<Option<Task<()>>>,
+/// Counts one record of an account as waiting while it lives.
+struct Waiting {
+    map: Rc<RefCell<HashMap<Rc<str>, usize>>>,
+    account: Rc<str>,
 }
 
-impl Drop for Handle {
+impl Waiting {
+    /// Counts the record and returns how many of the account's were waiting before it.
+    fn enter(map: &Rc<RefCell<HashMap<Rc<str>, usize>>>, account: Rc<str>) -> (Waiting, usize) {
+        let before = {
+            let mut m = map.borrow_mut();
+            let n = m.entry(account.clone()).or_insert(0);
+            *n += 1;
+            *n - 1
+        };
+        let guard = Waiting {
+            map: map.clone(),
+            account,
+        };
+        (guard, before)
+    }
+}
+
+impl Drop for Waiting {
     fn drop(&mut self) {
-        if let Some(task) = self.task.get_mut().take() {
-            task.detach();
+        let mut m = self.map.borrow_mut();
+        if let Some(n) = m.get_mut(&self.account) {
+            *n -= 1;
+            if *n == 0 {
+                m.remove(&self.account);
+            }
         }
     }
 }
 
-fn closed() -> SpoolError {
-    SpoolError::Io(io::Error::new(io::ErrorKind::BrokenPipe, "the spool is closed"))
+/// The express stream's directory tree, inside the spool directory.
+pub fn express_dir(dir: &Path) -> PathBuf {
+    dir.join("express")
 }
 
 impl Spool {
-    /// Opens this core's spool, recovers what it adopts, spawns the committer on the current
-    /// executor.
+    /// Opens this core's spool (both streams), recovers what it adopts, spawns the
+    /// committers on the current executor. The express stream is always opened, so what a
+    /// previous run left in it is recovered even when `spool.express` is now off.
     pub async fn open(
         config: &SpoolConfig,
         core: usize,
@@ -180,68 +228,43 @@ impl Spool {
             let msg = format!("spool core {core} is not below the core count {cores}");
             return Err(SpoolError::Io(io::Error::new(io::ErrorKind::InvalidInput, msg)));
         }
-        let rec = recover::recover(&config.dir, core, cores, config.memory_max_bytes).await?;
-        let segments: BTreeMap<_, _> = rec.segments.into_iter().map(|s| (s.key, s)).collect();
-        let shared = Rc::new(Shared {
-            limits: limits(config),
-            core,
-            own_dir: segment::core_dir(&config.dir, core),
-            fairness: RefCell::new(fair::Fairness::default()),
-            metrics: RefCell::new(commit::CommitMetrics::default()),
-            state: RefCell::new(State {
-                index: rec.index,
-                segments,
-                dirs: rec.dirs,
-                active: None,
-                next_seq: rec.next_seq,
-                commits: 0,
-                records: 0,
-                relocation_paused: false,
-                done_retry: Vec::new(),
-                free: rec.free,
-                _locks: rec.locks,
-            }),
-        });
-        let queue_max_count = config.commit_batch_max_count.max(1).saturating_mul(2);
-        let (tx, rx) = local_channel::new_bounded(queue_max_count);
-        let task = glommio::spawn_local(commit::run(shared.clone(), rx));
-        let handle = Rc::new(Handle {
-            tx: RefCell::new(Some(Rc::new(tx))),
-            task: RefCell::new(Some(task)),
-        });
-        Ok((Spool { shared, handle }, rec.messages, rec.report))
+        let (bulk, mut messages, mut report) = Stream::open(config, &config.dir, core, cores).await?;
+        let express_base = express_dir(&config.dir);
+        if !express_base.is_dir() {
+            std::fs::create_dir_all(&express_base).map_err(SpoolError::Io)?;
+            // The new directory's entry must survive a crash before a record in it is acked.
+            std::fs::File::open(&config.dir)
+                .and_then(|d| d.sync_all())
+                .map_err(SpoolError::Io)?;
+        }
+        let (express, more, found) = Stream::open(config, &express_base, core, cores).await?;
+        messages.extend(more);
+        report.absorb(&found);
+        let spool = Spool {
+            bulk,
+            express,
+            express_enabled: config.express,
+            waiting: Rc::new(RefCell::new(HashMap::new())),
+        };
+        Ok((spool, messages, report))
     }
 
     /// Appends a message; resolves once the record is durable (after the fdatasync covering
     /// it).
     pub async fn append(&self, message: &Message) -> Result<(), SpoolError> {
-        let mp = payload::message_parts(message).ok_or(SpoolError::TooLarge)?;
-        let submission = Submission {
-            kind: RecordKind::Message,
-            parts: mp.parts,
-            payload_len: mp.payload_len,
-            effect: Effect::Message {
-                id: message.envelope.id,
-                rcpt_count: message.envelope.rcpts.len(),
-            },
-            reply: None,
-            account: Some(Rc::from(message.envelope.account.as_str())),
+        let account: Rc<str> = Rc::from(message.envelope.account.as_str());
+        let (_waiting, before) = Waiting::enter(&self.waiting, account);
+        let stream = if self.express_enabled && before == 0 {
+            &self.express
+        } else {
+            &self.bulk
         };
-        self.submit(submission).await
+        stream.append(message).await
     }
 
     /// Records delivery progress durably.
     pub async fn update(&self, id: MessageId, update: Update) -> Result<(), SpoolError> {
-        self.known(id)?;
-        let u = UpdatePayload {
-            id,
-            rcpt_states: update.rcpt_states,
-            attempts: update.attempts,
-            next_attempt_ms: update.next_attempt_ms,
-        };
-        let part = payload::encode_small(&u).ok_or(SpoolError::TooLarge)?;
-        self.submit(Submission::system(RecordKind::Update, part, Effect::Update(u)))
-            .await
+        self.stream_of(id).update(id, update).await
     }
 
     /// The message is finished (every recipient delivered or failed): durable Done record;
@@ -249,83 +272,56 @@ impl Spool {
     /// written (`Err`), the spool still writes it with a later batch, so the message's
     /// segments are freed once the disk is back rather than at the next restart.
     pub async fn complete(&self, id: MessageId) -> Result<(), SpoolError> {
-        self.known(id)?;
-        let part = payload::encode_small(&DonePayload { id }).ok_or(SpoolError::TooLarge)?;
-        self.submit(Submission::system(RecordKind::Done, part, Effect::Done(id)))
-            .await
+        self.stream_of(id).complete(id).await
     }
 
     /// Reads a live message back from disk; its body is one chunk.
     pub async fn load(&self, id: MessageId) -> Result<Message, SpoolError> {
-        let bytes = self.shared.read_message_record(id).await?;
-        match payload::decode_message(&bytes) {
-            // The trace and body are slices of the one buffer read from disk.
-            Some(view) if view.envelope.id == id => Ok(Message {
-                trace: bytes.slice_ref(view.trace),
-                body: vec![bytes.slice_ref(view.body)],
-                envelope: view.envelope,
-            }),
-            _ => Err(SpoolError::Io(io::Error::new(
-                io::ErrorKind::InvalidData,
-                format!("spool record of {id} does not decode"),
-            ))),
-        }
+        self.stream_of(id).load(id).await
     }
 
+    /// Both streams' counters together.
     pub fn stats(&self) -> SpoolStats {
-        self.shared.stats()
+        let (b, e) = (self.bulk.stats(), self.express.stats());
+        SpoolStats {
+            segments: b.segments + e.segments,
+            live_messages: b.live_messages + e.live_messages,
+            bytes: b.bytes + e.bytes,
+            commits: b.commits + e.commits,
+            records: b.records + e.records,
+            express_records: e.records,
+        }
     }
 
     /// Sets the DRR quantum (bytes per round for weight 1) and the account weights that
     /// fill group commits when more is pending than one takes. The quantum is read when
     /// the committer starts; weights apply to records submitted from now on.
-    pub fn set_fairness(&self, quantum_bytes: u64, weights: std::collections::HashMap<String, u32>) {
-        *self.shared.fairness.borrow_mut() = fair::Fairness {
-            quantum_bytes,
-            weights,
-        };
+    pub fn set_fairness(&self, quantum_bytes: u64, weights: HashMap<String, u32>) {
+        self.express.set_fairness(quantum_bytes, weights.clone());
+        self.bulk.set_fairness(quantum_bytes, weights);
     }
 
-    /// Sets the histograms the committer records each fdatasync's time and each group
+    /// Sets the histograms the committers record each fdatasync's time and each group
     /// commit's record count in.
     pub fn set_metrics(&self, fsync_seconds: metrics::Histogram, commit_records: metrics::Histogram) {
-        *self.shared.metrics.borrow_mut() = commit::CommitMetrics {
-            fsync_seconds,
-            commit_records,
-        };
+        self.express
+            .set_metrics(fsync_seconds.clone(), commit_records.clone());
+        self.bulk.set_metrics(fsync_seconds, commit_records);
     }
 
-    /// Flushes and stops the committer (pending appends are still committed first). Other
+    /// Flushes and stops the committers (pending appends are still committed first). Other
     /// clones of this spool get `Io` errors afterwards.
     pub async fn close(self) {
-        self.handle.tx.borrow_mut().take();
-        let task = self.handle.task.borrow_mut().take();
-        if let Some(task) = task {
-            task.await;
-        }
+        self.express.close().await;
+        self.bulk.close().await;
     }
 
-    fn known(&self, id: MessageId) -> Result<(), SpoolError> {
-        if self.shared.state.borrow().index.contains(id) {
-            Ok(())
+    /// The stream a live message's records go to: the one holding its Message record.
+    fn stream_of(&self, id: MessageId) -> &Stream {
+        if self.express.known(id).is_ok() {
+            &self.express
         } else {
-            Err(SpoolError::Unknown(id))
-        }
-    }
-
-    async fn submit(&self, mut submission: Submission) -> Result<(), SpoolError> {
-        if submission.payload_len > record::PAYLOAD_MAX_BYTES {
-            return Err(SpoolError::TooLarge);
-        }
-        let (reply, done) = oneshot::channel();
-        submission.reply = Some(reply);
-        let tx = self.handle.tx.borrow().clone().ok_or_else(closed)?;
-        tx.send(submission).await.map_err(|_| closed())?;
-        drop(tx);
-        match done.await {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(e)) => Err(SpoolError::Io(e)),
-            Err(oneshot::Canceled) => Err(closed()),
+            &self.bulk
         }
     }
 }

@@ -29,6 +29,7 @@ fn config(dir: &Path, segment_max_bytes: u64) -> SpoolConfig {
         segment_max_bytes,
         commit_batch_max_count: 64,
         commit_batch_max_bytes: 1 << 20,
+        express: false,
         memory_max_bytes: 64 << 20,
     }
 }
@@ -515,7 +516,7 @@ fn a_refused_write_seals_the_segment_and_the_next_batch_starts_a_new_one() {
         // Point the active segment's end past the largest file ext4 allows: the kernel
         // refuses the next write (EFBIG), as it would refuse one on a full or failing disk.
         let active = {
-            let mut st = spool.shared.state.borrow_mut();
+            let mut st = spool.bulk.shared.state.borrow_mut();
             let key = st.active.unwrap();
             st.segments.get_mut(&key).unwrap().size_bytes = 1 << 50;
             key
@@ -524,10 +525,10 @@ fn a_refused_write_seals_the_segment_and_the_next_batch_starts_a_new_one() {
             Err(SpoolError::Io(e)) => assert_eq!(e.kind(), std::io::ErrorKind::FileTooLarge, "{e}"),
             other => panic!("expected an I/O error, got {other:?}"),
         }
-        assert!(spool.shared.state.borrow().segments[&active].sealed);
+        assert!(spool.bulk.shared.state.borrow().segments[&active].sealed);
         spool.append(&msgs[2]).await.unwrap();
         assert_ne!(
-            spool.shared.state.borrow().active,
+            spool.bulk.shared.state.borrow().active,
             Some(active),
             "a new segment took over"
         );
@@ -554,7 +555,7 @@ fn a_failed_completion_is_written_with_the_next_batch() {
         append_each(&spool, &msgs[..2]).await;
         // As in the refused-write test: the kernel refuses the next write (EFBIG).
         {
-            let mut st = spool.shared.state.borrow_mut();
+            let mut st = spool.bulk.shared.state.borrow_mut();
             let key = st.active.unwrap();
             st.segments.get_mut(&key).unwrap().size_bytes = 1 << 50;
         }
@@ -566,7 +567,7 @@ fn a_failed_completion_is_written_with_the_next_batch() {
         // The next batch (a new segment) carries the Done record too.
         spool.append(&msgs[2]).await.unwrap();
         assert_eq!(spool.stats().live_messages, 2, "message 0 is finished now");
-        assert!(spool.shared.state.borrow().done_retry.is_empty());
+        assert!(spool.bulk.shared.state.borrow().done_retry.is_empty());
         spool.close().await;
 
         let (spool, recovered, report) = Spool::open(&cfg, 0, 1).await.unwrap();
@@ -578,11 +579,17 @@ fn a_failed_completion_is_written_with_the_next_batch() {
 }
 
 /// The body of message `i` in the kill test, derived from its id so the parent can check it.
+/// Every seventh message is from an account of its own, so both spool streams are written.
 fn kill_test_message(i: u128) -> Message {
     let body: Vec<u8> = (0..(i as usize * 37) % 9000)
         .map(|b| (b as u128 ^ i) as u8)
         .collect();
-    sample(i, 2, &[b"Subject: kill\r\n\r\n", &body])
+    let message = sample(i, 2, &[b"Subject: kill\r\n\r\n", &body]);
+    if i.is_multiple_of(7) {
+        with_account(message, &format!("solo{i}"))
+    } else {
+        message
+    }
 }
 
 const KILL_CHILD_ENV: &str = "CORERELAY_SPOOL_KILL_CHILD_DIR";
@@ -595,7 +602,10 @@ fn kill_child_writer() {
     let Some(dir) = std::env::var_os(KILL_CHILD_ENV) else {
         return;
     };
-    let cfg = config(Path::new(&dir), 64 << 10);
+    let cfg = SpoolConfig {
+        express: true,
+        ..config(Path::new(&dir), 64 << 10)
+    };
     run(|| async move {
         use std::io::Write;
         let (spool, _, _) = Spool::open(&cfg, 0, 1).await.unwrap();
@@ -687,7 +697,12 @@ fn kill_9_loses_no_acknowledged_message() {
         for i in &done {
             assert!(!found.contains_key(i), "completed message {i} came back");
         }
-        assert!(report.corrupt_records <= 1, "{report:?}");
+        // A torn tail in each of the two streams at most.
+        assert!(report.corrupt_records <= 2, "{report:?}");
+        assert!(
+            found.keys().any(|i| spool.express.known(MessageId(*i)).is_ok()),
+            "the express stream was written and recovered"
+        );
         spool.close().await;
     });
 }
@@ -707,6 +722,7 @@ fn reclaimed_segments_are_reused_and_their_old_records_stay_dead() {
         let inode = |p: &Path| std::os::unix::fs::MetadataExt::ino(&std::fs::metadata(p).unwrap());
         for i in 0..40u128 {
             let free_inodes: Vec<u64> = spool
+                .bulk
                 .shared
                 .state
                 .borrow()
@@ -717,7 +733,7 @@ fn reclaimed_segments_are_reused_and_their_old_records_stay_dead() {
             let m = sample(i, 1, &[&[i as u8; 1500]]);
             spool.append(&m).await.unwrap();
             {
-                let st = spool.shared.state.borrow();
+                let st = spool.bulk.shared.state.borrow();
                 if free_inodes.contains(&inode(&st.segments[&st.active.unwrap()].path)) {
                     reused += 1;
                 }
@@ -743,4 +759,140 @@ fn reclaimed_segments_are_reused_and_their_old_records_stay_dead() {
         );
         spool.close().await;
     });
+}
+
+fn segment_count(dir: &Path) -> usize {
+    list_segments(dir).unwrap().len()
+}
+
+fn with_account(mut message: Message, account: &str) -> Message {
+    message.envelope.account = account.into();
+    message
+}
+
+/// The express stream: a message of an account with nothing else waiting for a commit goes
+/// there, the rest of a busy account's go to the bulk stream; progress and completion follow
+/// the message to its stream, and a reopen recovers both streams with their state (a
+/// finished message stays finished, a delivered recipient stays delivered).
+#[test]
+fn an_account_with_nothing_waiting_goes_to_the_express_stream_and_both_recover() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg = SpoolConfig {
+        express: true,
+        ..config(tmp.path(), 1 << 20)
+    };
+    let check = cfg.clone();
+    run(|| async move {
+        let (spool, _, _) = Spool::open(&cfg, 0, 1).await.unwrap();
+        // The big account: 20 appends at once; one of them finds nothing waiting.
+        let big: Vec<_> = (0..20u128)
+            .map(|i| {
+                let spool = spool.clone();
+                glommio::spawn_local(async move {
+                    spool
+                        .append(&with_account(sample(i, 2, &[b"big\r\n"]), "big"))
+                        .await
+                        .unwrap()
+                })
+            })
+            .collect();
+        // A small account while the big one's records wait.
+        let small = with_account(sample(100, 2, &[b"small\r\n"]), "small");
+        spool.append(&small).await.unwrap();
+        for task in big {
+            task.await;
+        }
+        assert!(
+            spool.express.known(MessageId(100)).is_ok(),
+            "the small account's message"
+        );
+        let big_in_express = (0..20u128)
+            .filter(|i| spool.express.known(MessageId(*i)).is_ok())
+            .count();
+        assert_eq!(big_in_express, 1, "only the first of the big account's");
+        assert_eq!(spool.stats().live_messages, 21);
+        assert!(spool.stats().express_records >= 2);
+        // Progress and completion, in both streams.
+        let delivered_first = Update {
+            rcpt_states: vec![(0, RcptState::Delivered)],
+            attempts: 1,
+            next_attempt_ms: 5,
+        };
+        spool
+            .update(MessageId(100), delivered_first.clone())
+            .await
+            .unwrap();
+        spool.update(MessageId(5), delivered_first).await.unwrap();
+        for id in [1u128, 2, 3] {
+            spool.complete(MessageId(id)).await.unwrap();
+        }
+        let express_id = (0..20u128)
+            .find(|i| spool.express.known(MessageId(*i)).is_ok())
+            .unwrap();
+        spool.complete(MessageId(express_id)).await.unwrap();
+        let finished = [1u128, 2, 3, express_id]
+            .into_iter()
+            .collect::<std::collections::HashSet<_>>();
+        assert_eq!(spool.stats().live_messages, 21 - finished.len());
+        spool.close().await;
+    });
+    let (recovered, report) = reopen(&check);
+    assert_eq!(report.corrupt_records, 0);
+    let mut ids: Vec<u128> = recovered.iter().map(|r| r.message.envelope.id.0).collect();
+    ids.sort_unstable();
+    assert_eq!(ids.len(), recovered.len());
+    assert!(
+        !ids.contains(&1) && !ids.contains(&2) && !ids.contains(&3),
+        "finished stay finished"
+    );
+    assert!(ids.contains(&100));
+    for r in &recovered {
+        let id = r.message.envelope.id.0;
+        if id == 100 || id == 5 {
+            assert_eq!(
+                r.rcpt_states,
+                vec![RcptState::Delivered, RcptState::Pending],
+                "message {id}"
+            );
+            assert_eq!(r.next_attempt_ms, 5);
+        } else {
+            assert_eq!(
+                r.rcpt_states,
+                vec![RcptState::Pending, RcptState::Pending],
+                "message {id}"
+            );
+        }
+    }
+    assert!(
+        segment_count(&express_dir(tmp.path()).join("core-0")) >= 1,
+        "the express stream has its own segments"
+    );
+}
+
+/// Switching the express stream off keeps what it holds: it is still recovered, and the
+/// progress of its messages still goes to it.
+#[test]
+fn messages_in_the_express_stream_are_kept_when_it_is_switched_off() {
+    let tmp = tempfile::tempdir().unwrap();
+    let on = SpoolConfig {
+        express: true,
+        ..config(tmp.path(), 1 << 20)
+    };
+    let off = config(tmp.path(), 1 << 20);
+    run(|| async move {
+        let (spool, _, _) = Spool::open(&on, 0, 1).await.unwrap();
+        spool.append(&sample(7, 1, &[b"x\r\n"])).await.unwrap();
+        assert!(spool.express.known(MessageId(7)).is_ok());
+        spool.close().await;
+        let (spool, recovered, _) = Spool::open(&off, 0, 1).await.unwrap();
+        assert_eq!(recovered.len(), 1);
+        spool.append(&sample(8, 1, &[b"y\r\n"])).await.unwrap();
+        assert!(spool.bulk.known(MessageId(8)).is_ok(), "new messages go to bulk");
+        spool.complete(MessageId(7)).await.unwrap();
+        assert_eq!(spool.stats().live_messages, 1);
+        spool.close().await;
+    });
+    let (recovered, _) = reopen(&config(tmp.path(), 1 << 20));
+    let ids: Vec<u128> = recovered.iter().map(|r| r.message.envelope.id.0).collect();
+    assert_eq!(ids, vec![8]);
 }
