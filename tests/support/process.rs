@@ -1,6 +1,7 @@
 //! The real `corerelay` binary as a test fixture: a relay (`serve`) or a sink started with a
 //! config in a temporary directory, its address read from what it prints, stopped (with
-//! SIGKILL, like a crash, or SIGTERM) when dropped or asked.
+//! SIGKILL, like a crash, or SIGTERM) when dropped or asked. [`RelayConfig`] writes the part
+//! of a relay's configuration every test shares, so a test file writes only its own part.
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
@@ -188,6 +189,141 @@ pub fn relay(dir: &Path, config: &str) -> Running {
     }
     std::fs::write(&path, config).unwrap();
     Running::start(&["serve", "--config", path.to_str().unwrap()], "listening on ")
+}
+
+/// A relay configuration for a test: the part every test shares, plus what the test adds.
+///
+/// The shared part is `[server]` with `cores` unpinned cores (tests share the machine's
+/// CPUs) and a small `io_memory_bytes` (io_uring buffers count against RLIMIT_MEMLOCK, and
+/// many relays run at once); `[smtp]` and `[http]` listening on free ports of 127.0.0.1 (so
+/// parallel tests never share one); and `[spool]` and `[log]` under the test's directory.
+///
+/// TOML forbids opening a table twice, so keys of these tables go through [`server`],
+/// [`smtp`], [`http`] and [`spool`], which put them inside the table; a key the table
+/// already has is replaced, so a test can move a listener to a port it chose. Everything
+/// else goes through [`section`] (or [`listeners`]), written after the shared tables in
+/// the order added.
+///
+/// [`server`]: RelayConfig::server
+/// [`smtp`]: RelayConfig::smtp
+/// [`http`]: RelayConfig::http
+/// [`spool`]: RelayConfig::spool
+/// [`section`]: RelayConfig::section
+/// [`listeners`]: RelayConfig::listeners
+#[derive(Clone, Debug)]
+pub struct RelayConfig {
+    server: Vec<String>,
+    smtp: Vec<String>,
+    http: Vec<String>,
+    spool: Vec<String>,
+    log: Vec<String>,
+    sections: Vec<String>,
+}
+
+impl RelayConfig {
+    /// The shared part for a relay of `cores` cores whose spool and log live in `dir`.
+    pub fn new(dir: &Path, cores: usize) -> RelayConfig {
+        RelayConfig {
+            server: vec![
+                format!("cores = {cores}"),
+                "pin = false".to_string(),
+                "io_memory_bytes = 524288".to_string(),
+            ],
+            smtp: vec![r#"listen = "127.0.0.1:0""#.to_string()],
+            http: vec![r#"listen = "127.0.0.1:0""#.to_string()],
+            spool: vec![format!("dir = \"{}\"", dir.join("spool").display())],
+            log: vec![format!("dir = \"{}\"", dir.join("log").display())],
+            sections: Vec::new(),
+        }
+    }
+
+    /// Sets keys of `[server]`: `keys` holds `key = value` lines.
+    pub fn server(mut self, keys: &str) -> RelayConfig {
+        set_keys(&mut self.server, keys);
+        self
+    }
+
+    /// Sets keys of `[smtp]`: `keys` holds `key = value` lines.
+    pub fn smtp(mut self, keys: &str) -> RelayConfig {
+        set_keys(&mut self.smtp, keys);
+        self
+    }
+
+    /// Sets keys of `[http]`: `keys` holds `key = value` lines.
+    pub fn http(mut self, keys: &str) -> RelayConfig {
+        set_keys(&mut self.http, keys);
+        self
+    }
+
+    /// Sets keys of `[spool]`: `keys` holds `key = value` lines.
+    pub fn spool(mut self, keys: &str) -> RelayConfig {
+        set_keys(&mut self.spool, keys);
+        self
+    }
+
+    /// Serves SMTP on the `[[listeners]]` entries in `toml` instead of `smtp.listen`: the
+    /// relay refuses a configuration that names both.
+    pub fn listeners(mut self, toml: &str) -> RelayConfig {
+        self.smtp.retain(|line| key_of(line) != "listen");
+        self.section(toml)
+    }
+
+    /// Adds raw TOML after the shared tables. It must open with its own table header
+    /// (`[delivery]`, `[[accounts]]`…); otherwise its keys would silently land in the table
+    /// written before it. Empty text adds nothing.
+    pub fn section(mut self, toml: &str) -> RelayConfig {
+        let first = toml
+            .lines()
+            .map(str::trim)
+            .find(|l| !l.is_empty() && !l.starts_with('#'));
+        if let Some(first) = first {
+            assert!(
+                first.starts_with('['),
+                "a section must open with a table header: {toml}"
+            );
+            self.sections.push(toml.to_string());
+        }
+        self
+    }
+
+    /// The configuration file's text.
+    pub fn build(&self) -> String {
+        let mut out = String::new();
+        let tables = [
+            ("server", &self.server),
+            ("smtp", &self.smtp),
+            ("http", &self.http),
+            ("spool", &self.spool),
+            ("log", &self.log),
+        ];
+        for (name, keys) in tables.into_iter().filter(|(_, keys)| !keys.is_empty()) {
+            out.push_str(&format!("[{name}]\n{}\n\n", keys.join("\n")));
+        }
+        for section in &self.sections {
+            out.push_str(section.trim_matches('\n'));
+            out.push_str("\n\n");
+        }
+        out
+    }
+}
+
+/// Puts each `key = value` line of `keys` into `table`, in place of a line with the same key.
+fn set_keys(table: &mut Vec<String>, keys: &str) {
+    for line in keys.lines().map(str::trim).filter(|l| !l.is_empty()) {
+        let key = key_of(line);
+        match table.iter_mut().find(|old| key_of(old) == key) {
+            Some(old) => *old = line.to_string(),
+            None => table.push(line.to_string()),
+        }
+    }
+}
+
+/// The key of a `key = value` line.
+fn key_of(line: &str) -> &str {
+    match line.split_once('=') {
+        Some((key, _)) => key.trim(),
+        None => panic!("not a `key = value` line: {line}"),
+    }
 }
 
 /// A sink on a free port storing messages in `maildir`, with optional scripted replies.
