@@ -10,30 +10,17 @@ use mail_parser::{MessageParser, MimeHeaders};
 use serde_json::Value;
 
 use crate::support::dns::TestDns;
-use crate::support::process::{self, Running, events, maildir_messages, wait_for};
+use crate::support::process::{self, RelayConfig, Running, events, maildir_messages, wait_for};
 use crate::support::smtp::Client;
 
 /// A relay configuration: test DNS, the sinks' MX port, short retries, plus `extra`
 /// (egress sections and accounts).
 fn config(dir: &Path, dns: &TestDns, mx_port: u16, extra: &str) -> String {
-    format!(
-        r#"
-[server]
-cores = 1
-pin = false
-hostname = "relay.test"
-io_memory_bytes = 524288
-
-[smtp]
-listen = "127.0.0.1:0"
-
-[spool]
-dir = "{spool}"
-segment_max_bytes = 1048576
-
-[log]
-dir = "{log}"
-
+    RelayConfig::new(dir, 1)
+        .server(r#"hostname = "relay.test""#)
+        .spool("segment_max_bytes = 1048576")
+        .section(&format!(
+            r#"
 [delivery]
 mx_port = {mx_port}
 dns_servers = ["{dns}"]
@@ -42,13 +29,11 @@ connect_timeout_ms = 2000
 command_timeout_ms = 5000
 retry_schedule_ms = [300]
 idle_connection_ms = 300
-
-{extra}
 "#,
-        spool = dir.join("spool").display(),
-        log = dir.join("log").display(),
-        dns = dns.addr,
-    )
+            dns = dns.addr,
+        ))
+        .section(extra)
+        .build()
 }
 
 const ACCOUNTS: &str = r#"

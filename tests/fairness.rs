@@ -8,33 +8,17 @@ use std::net::{SocketAddr, TcpStream};
 use std::path::Path;
 use std::process::Command;
 
-use crate::support::process::{self, BIN, Running, events, maildir_messages, wait_for};
+use crate::support::process::{self, BIN, RelayConfig, Running, events, maildir_messages, wait_for};
 use crate::support::smtp::Client;
 
 /// A relay configuration: `cores` unpinned cores, everything to the sink, one outbound
 /// connection per site (so the order of delivery is the order the ready queue serves),
 /// plus `accounts`.
 fn config(dir: &Path, cores: usize, sink: SocketAddr, accounts: &str) -> String {
-    format!(
-        r#"
-[server]
-cores = {cores}
-pin = false
-hostname = "relay.test"
-io_memory_bytes = 524288
-
-[smtp]
-listen = "127.0.0.1:0"
-
-[http]
-listen = "127.0.0.1:0"
-
-[spool]
-dir = "{spool}"
-
-[log]
-dir = "{log}"
-
+    RelayConfig::new(dir, cores)
+        .server(r#"hostname = "relay.test""#)
+        .section(&format!(
+            r#"
 [delivery]
 smarthost = "{sink}"
 retry_schedule_ms = [300]
@@ -42,12 +26,10 @@ idle_connection_ms = 2000
 
 [egress]
 site_connections_max_count = 1
-
-{accounts}
-"#,
-        spool = dir.join("spool").display(),
-        log = dir.join("log").display(),
-    )
+"#
+        ))
+        .section(accounts)
+        .build()
 }
 
 fn account(id: &str, extra: &str) -> String {

@@ -15,7 +15,7 @@ use lettre::transport::smtp::commands::{Mail, Rcpt};
 use lettre::transport::smtp::extension::{ClientId, Extension, MailParameter, RcptParameter};
 use lettre::{Address, SmtpTransport, Transport};
 
-use crate::support::process::{self, Running, events, maildir_messages, wait_for};
+use crate::support::process::{self, RelayConfig, Running, events, maildir_messages, wait_for};
 
 /// What an ingress test runs: a sink, a relay in front of it, the certificate it trusts.
 pub struct Setup {
@@ -86,47 +86,32 @@ pub fn start_with_sink(smtp: &str, listeners: &str, extra: &str, sink_args: &[&s
     std::fs::write(&cert, issued.cert.pem()).unwrap();
     std::fs::write(&key, issued.signing_key.serialize_pem()).unwrap();
     let hash = hash_once();
-    let config = format!(
-        r#"
-[server]
-cores = 1
-pin = false
-hostname = "relay.test"
-io_memory_bytes = 524288
-
-[smtp]
-{smtp}
-
-{listeners}
-
+    let mut config = RelayConfig::new(dir.path(), 1)
+        .server(r#"hostname = "relay.test""#)
+        .smtp(smtp)
+        .spool("segment_max_bytes = 1048576")
+        .section(&format!(
+            r#"
 [tls]
 cert_file = "{cert}"
 key_file = "{key}"
-
-[spool]
-dir = "{spool}"
-segment_max_bytes = 1048576
-
-[log]
-dir = "{log}"
 
 [delivery]
 smarthost = "127.0.0.1:{sink_port}"
 dns_servers = ["127.0.0.1:1"]
 retry_schedule_ms = [300]
 idle_connection_ms = 200
-
-{extra}
-{accounts}
 "#,
-        cert = cert.display(),
-        key = key.display(),
-        spool = dir.path().join("spool").display(),
-        log = dir.path().join("log").display(),
-        sink_port = sink.addr.port(),
-        accounts = accounts(&hash),
-    );
-    let relay = process::relay(dir.path(), &config);
+            cert = cert.display(),
+            key = key.display(),
+            sink_port = sink.addr.port(),
+        ))
+        .section(extra)
+        .section(&accounts(&hash));
+    if !listeners.is_empty() {
+        config = config.listeners(listeners);
+    }
+    let relay = process::relay(dir.path(), &config.build());
     let mut all = vec![relay.addr];
     all.extend(relay.more_listeners(listeners.matches("[[listeners]]").count().saturating_sub(1)));
     Setup {

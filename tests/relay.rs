@@ -4,33 +4,17 @@
 use std::path::Path;
 
 use crate::support::dns::TestDns;
-use crate::support::process::{self, events, maildir_messages, wait_for};
+use crate::support::process::{self, RelayConfig, events, maildir_messages, wait_for};
 use crate::support::smtp::Client;
 
 /// A relay configuration for tests: unpinned cores, a DNS server of the test's, the MX port
 /// of the test's sink, short retries.
 fn config(dir: &Path, cores: usize, dns: &TestDns, mx_port: u16, accounts: &str) -> String {
-    format!(
-        r#"
-[server]
-cores = {cores}
-pin = false
-hostname = "relay.test"
-io_memory_bytes = 524288
-
-[smtp]
-listen = "127.0.0.1:0"
-
-[spool]
-dir = "{spool}"
-segment_max_bytes = 1048576
-
-[log]
-dir = "{log}"
-
-[http]
-listen = "127.0.0.1:0"
-
+    RelayConfig::new(dir, cores)
+        .server(r#"hostname = "relay.test""#)
+        .spool("segment_max_bytes = 1048576")
+        .section(&format!(
+            r#"
 [delivery]
 mx_port = {mx_port}
 dns_servers = ["{dns}"]
@@ -38,13 +22,11 @@ dns_timeout_ms = 1000
 connect_timeout_ms = 2000
 retry_schedule_ms = [300]
 idle_connection_ms = 200
-
-{accounts}
 "#,
-        spool = dir.join("spool").display(),
-        log = dir.join("log").display(),
-        dns = dns.addr,
-    )
+            dns = dns.addr,
+        ))
+        .section(accounts)
+        .build()
 }
 
 const LOCAL: &str = r#"

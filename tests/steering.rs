@@ -10,17 +10,13 @@ use std::path::Path;
 
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 
-use crate::support::process::{self, wait_for};
+use crate::support::process::{self, RelayConfig, wait_for};
 
 fn config(dir: &Path, accounts: &str) -> String {
-    format!(
-        r#"
-[server]
-cores = 2
-pin = false
-hostname = "relay.test"
-io_memory_bytes = 524288
-
+    RelayConfig::new(dir, 2)
+        .server(r#"hostname = "relay.test""#)
+        .listeners(
+            r#"
 [[listeners]]
 address = "127.0.0.1:0"
 
@@ -28,21 +24,10 @@ address = "127.0.0.1:0"
 address = "127.0.0.1:0"
 proxy_protocol = true
 proxy_trusted_networks = ["127.0.0.0/8"]
-
-[http]
-listen = "127.0.0.1:0"
-
-[spool]
-dir = "{spool}"
-
-[log]
-dir = "{log}"
-
-{accounts}
 "#,
-        spool = dir.join("spool").display(),
-        log = dir.join("log").display(),
-    )
+        )
+        .section(accounts)
+        .build()
 }
 
 fn account(id: &str, network: &str, extra: &str) -> String {

@@ -7,32 +7,20 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 
-use super::process::BIN;
+use super::process::{BIN, RelayConfig};
 
 /// A relay configuration for the reliability tests: `cores` unpinned cores listening on
 /// `listen`, every message sent to the sink at `sink_port`, short retries, small segments
-/// (so rotation and reclaiming happen during the test). `extra` is appended verbatim
-/// (more sections, or keys of a section it opens itself).
+/// (so rotation and reclaiming happen during the test). `smtp_extra` holds more `key = value`
+/// lines of `[smtp]`.
 pub fn relay_config(dir: &Path, listen: &str, cores: usize, sink_port: u16, smtp_extra: &str) -> String {
-    format!(
-        r#"
-[server]
-cores = {cores}
-pin = false
-hostname = "relay.test"
-io_memory_bytes = 524288
-
-[smtp]
-listen = "{listen}"
-{smtp_extra}
-
-[spool]
-dir = "{spool}"
-segment_max_bytes = 1048576
-
-[log]
-dir = "{log}"
-
+    RelayConfig::new(dir, cores)
+        .server(r#"hostname = "relay.test""#)
+        .smtp(&format!("listen = \"{listen}\""))
+        .smtp(smtp_extra)
+        .spool("segment_max_bytes = 1048576")
+        .section(&format!(
+            r#"
 [delivery]
 smarthost = "127.0.0.1:{sink_port}"
 connect_timeout_ms = 2000
@@ -43,10 +31,9 @@ idle_connection_ms = 500
 id = "local"
 networks = ["127.0.0.0/8"]
 sender_domains = ["*"]
-"#,
-        spool = dir.join("spool").display(),
-        log = dir.join("log").display(),
-    )
+"#
+        ))
+        .build()
 }
 
 /// What to ask of `corerelay load`.
