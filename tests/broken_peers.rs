@@ -13,7 +13,7 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use crate::support::dns::TestDns;
-use crate::support::process::{self, events, maildir_messages, wait_for};
+use crate::support::process::{self, RelayConfig, events, maildir_messages, wait_for};
 use crate::support::smtp::Client;
 
 /// How a broken MX misbehaves on every connection.
@@ -125,18 +125,9 @@ fn misbehave(mut s: TcpStream, how: Misbehaviour) -> Option<TcpStream> {
 }
 
 fn config(dir: &Path, smarthost: &str, dns: &str) -> String {
-    format!(
-        r#"
-[server]
-cores = 1
-pin = false
-io_memory_bytes = 524288
-[smtp]
-listen = "127.0.0.1:0"
-[spool]
-dir = "{spool}"
-[log]
-dir = "{log}"
+    RelayConfig::new(dir, 1)
+        .section(&format!(
+            r#"
 [delivery]
 {smarthost}
 dns_servers = ["{dns}"]
@@ -152,10 +143,9 @@ idle_connection_ms = 100
 id = "local"
 networks = ["127.0.0.0/8"]
 sender_domains = ["*"]
-"#,
-        spool = dir.join("spool").display(),
-        log = dir.join("log").display(),
-    )
+"#
+        ))
+        .build()
 }
 
 fn send(addr: std::net::SocketAddr, subject: &str) {

@@ -13,7 +13,7 @@ use corerelay::message::MessageId;
 use corerelay::rewrite::token::{Claims, Keyring, TokenKind};
 
 use crate::support::http::{exchange, get, status};
-use crate::support::process::{self, Running};
+use crate::support::process::{self, RelayConfig, Running};
 
 const SECRET: &str = "0123456789abcdef0123456789abcdef-hostile-http";
 
@@ -23,31 +23,25 @@ fn relay(dir: &Path) -> (Running, SocketAddr) {
     let key = dir.join("tracking-1.key");
     std::fs::write(&key, SECRET).unwrap();
     let http_port = process::free_port();
-    let config = format!(
-        r#"
-[server]
-cores = 1
-pin = false
-io_memory_bytes = 524288
-[smtp]
-listen = "127.0.0.1:0"
-[http]
+    let config = RelayConfig::new(dir, 1)
+        .http(&format!(
+            r#"
 listen = "127.0.0.1:{http_port}"
 request_timeout_ms = 1000
 header_max_bytes = 2048
 connections_per_core_max_count = 2
+"#
+        ))
+        .section(&format!(
+            r#"
 [tracking]
 keys = [{{ id = 1, secret_file = "{key}" }}]
 signing_key_id = 1
 base_url = "http://127.0.0.1:{http_port}"
-[spool]
-dir = "{dir}/spool"
-[log]
-dir = "{dir}/log"
 "#,
-        key = key.display(),
-        dir = dir.display(),
-    );
+            key = key.display(),
+        ))
+        .build();
     let relay = process::relay(dir, &config);
     let http = format!("127.0.0.1:{http_port}").parse().unwrap();
     (relay, http)

@@ -7,27 +7,16 @@
 use std::path::Path;
 
 use crate::support::load::{self, LoadRun, Tally};
-use crate::support::process::{self, events, maildir_messages, wait_for};
+use crate::support::process::{self, RelayConfig, events, maildir_messages, wait_for};
 use crate::support::smtp::Client;
 
-fn config(dir: &Path, sink: std::net::SocketAddr, domains: &str) -> String {
-    format!(
-        r#"
-[server]
-cores = 2
-pin = false
-io_memory_bytes = 524288
-shutdown_grace_ms = 5000
-
-[smtp]
-listen = "127.0.0.1:0"
-
-[spool]
-dir = "{spool}"
-
-[log]
-dir = "{log}"
-
+/// A two-core relay sending everything to `sink`, with one account whose sender domains are
+/// `domains` (a TOML list's items).
+fn config(dir: &Path, sink: std::net::SocketAddr, domains: &str) -> RelayConfig {
+    RelayConfig::new(dir, 2)
+        .server("shutdown_grace_ms = 5000")
+        .section(&format!(
+            r#"
 [delivery]
 smarthost = "{sink}"
 retry_schedule_ms = [200]
@@ -36,17 +25,18 @@ retry_schedule_ms = [200]
 id = "shop"
 networks = ["127.0.0.0/8"]
 sender_domains = [{domains}]
-"#,
-        spool = dir.join("spool").display(),
-        log = dir.join("log").display(),
-    )
+"#
+        ))
 }
 
 #[test]
 fn a_reload_applies_to_the_next_mail_of_open_sessions_on_every_core() {
     let dir = tempfile::tempdir().unwrap();
     let sink = process::sink(&dir.path().join("maildir"), &[]);
-    let relay = process::relay(dir.path(), &config(dir.path(), sink.addr, r#""a.example""#));
+    let relay = process::relay(
+        dir.path(),
+        &config(dir.path(), sink.addr, r#""a.example""#).build(),
+    );
     // Enough sessions that the kernel spreads them over both cores.
     let mut sessions: Vec<Client> = (0..8)
         .map(|_| {
@@ -104,22 +94,9 @@ fn a_reload_applies_to_the_next_mail_of_open_sessions_on_every_core() {
 
 /// A relay whose route sends `dest.example` to `smarthost`; everything else has no route.
 fn routed_config(dir: &Path, smarthost: std::net::SocketAddr) -> String {
-    format!(
-        r#"
-[server]
-cores = 2
-pin = false
-io_memory_bytes = 524288
-
-[smtp]
-listen = "127.0.0.1:0"
-
-[spool]
-dir = "{spool}"
-
-[log]
-dir = "{log}"
-
+    RelayConfig::new(dir, 2)
+        .section(&format!(
+            r#"
 [delivery]
 retry_schedule_ms = [200]
 
@@ -137,15 +114,17 @@ domains = ["dest.example"]
 pool = "main"
 smarthost = "{smarthost}"
 tls = "disabled"
-"#,
-        spool = dir.join("spool").display(),
-        log = dir.join("log").display(),
-    ) + r#"
+"#
+        ))
+        .section(
+            r#"
 [[accounts]]
 id = "shop"
 networks = ["127.0.0.0/8"]
 sender_domains = ["*"]
-"#
+"#,
+        )
+        .build()
 }
 
 /// Issue 7 with issue 5's routing: a reload that sends a domain to another host applies
@@ -222,7 +201,7 @@ fn sigterm_answers_idle_sessions_421_and_exits_cleanly() {
     let dir = tempfile::tempdir().unwrap();
     let maildir = dir.path().join("maildir");
     let sink = process::sink(&maildir, &[]);
-    let mut relay = process::relay(dir.path(), &config(dir.path(), sink.addr, r#""*""#));
+    let mut relay = process::relay(dir.path(), &config(dir.path(), sink.addr, r#""*""#).build());
     let (mut idle, _) = Client::connect(relay.addr);
     assert!(idle.cmd("EHLO client.test").starts_with("250"));
     let (mut busy, _) = Client::connect(relay.addr);
@@ -246,7 +225,7 @@ fn sigterm_answers_idle_sessions_421_and_exits_cleanly() {
     assert_eq!(events(&log, "stopped").len(), 2);
 
     // Restarted, it delivers what it acknowledged.
-    let _relay = process::relay(dir.path(), &config(dir.path(), sink.addr, r#""*""#));
+    let _relay = process::relay(dir.path(), &config(dir.path(), sink.addr, r#""*""#).build());
     wait_for("the message acknowledged during the stop", || {
         maildir_messages(&maildir)
             .into_iter()
@@ -259,7 +238,7 @@ fn sigterm_during_load_loses_nothing_acknowledged() {
     let dir = tempfile::tempdir().unwrap();
     let maildir = dir.path().join("maildir");
     let sink = process::sink(&maildir, &[]);
-    let cfg = config(dir.path(), sink.addr, r#""*""#);
+    let cfg = config(dir.path(), sink.addr, r#""*""#).build();
     let mut relay = process::relay(dir.path(), &cfg);
     let ack_log = dir.path().join("acked.txt");
     let mut load = load::spawn_load(&LoadRun {
@@ -293,10 +272,9 @@ fn sigterm_during_load_loses_nothing_acknowledged() {
 #[test]
 fn a_stuck_start_restarts_the_process_then_gives_up() {
     let dir = tempfile::tempdir().unwrap();
-    let text = config(dir.path(), "127.0.0.1:9".parse().unwrap(), "\"shop.example\"").replace(
-        "shutdown_grace_ms = 5000",
-        "shutdown_grace_ms = 5000\nstartup_timeout_ms = 1",
-    ) + "\n[http]\nlisten = \"127.0.0.1:0\"\n";
+    let text = config(dir.path(), "127.0.0.1:9".parse().unwrap(), "\"shop.example\"")
+        .server("startup_timeout_ms = 1")
+        .build();
     let path = dir.path().join("corerelay.toml");
     std::fs::write(&path, text).unwrap();
     let out = std::process::Command::new(process::BIN)

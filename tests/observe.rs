@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 
 use crate::support::dns::TestDns;
 use crate::support::http::{body, get, metric_sum, metrics, status};
-use crate::support::process::{self, maildir_messages, wait_for};
+use crate::support::process::{self, RelayConfig, maildir_messages, wait_for};
 use crate::support::smtp::Client;
 
 #[test]
@@ -14,20 +14,9 @@ fn counters_follow_the_traffic_and_health_answers() {
     let maildir = dir.path().join("maildir");
     let sink = process::sink(&maildir, &[]);
     let dns = TestDns::start();
-    let config = format!(
-        r#"
-[server]
-cores = 2
-pin = false
-io_memory_bytes = 524288
-[smtp]
-listen = "127.0.0.1:0"
-[http]
-listen = "127.0.0.1:0"
-[spool]
-dir = "{dir}/spool"
-[log]
-dir = "{dir}/log"
+    let config = RelayConfig::new(dir.path(), 2)
+        .section(&format!(
+            r#"
 [delivery]
 smarthost = "{sink}"
 dns_servers = ["{dns}"]
@@ -36,10 +25,10 @@ id = "shop"
 networks = ["127.0.0.0/8"]
 sender_domains = ["shop.example"]
 "#,
-        dir = dir.path().display(),
-        sink = sink.addr,
-        dns = dns.addr,
-    );
+            sink = sink.addr,
+            dns = dns.addr,
+        ))
+        .build();
     let relay = process::relay(dir.path(), &config);
     let http: SocketAddr = relay
         .line_after("on http://")

@@ -17,7 +17,7 @@ use mail_auth::hickory_resolver::config::{ConnectionConfig, NameServerConfig, Re
 use mail_auth::{AuthenticatedMessage, DkimResult, MessageAuthenticator, Parameters, ResolverCache, Txt};
 
 use crate::support::http::{get, metric_sum, metrics, status};
-use crate::support::process::{self, maildir_messages, wait_for};
+use crate::support::process::{self, RelayConfig, maildir_messages, wait_for};
 use crate::support::smtp::Client;
 
 /// Makes a key with `corerelay dkim keygen`; returns the key file and the TXT record text.
@@ -129,22 +129,12 @@ fn setup(extra: &str) -> Setup {
     let (rsa_key, rsa_record) = keygen(dir.path(), "rsa", "rsa");
     let (ed_key, ed_record) = keygen(dir.path(), "ed", "ed25519");
     let http_port = process::free_port();
-    let config = format!(
-        r#"
-[server]
-cores = 2
-pin = false
-io_memory_bytes = 524288
-[smtp]
-listen = "127.0.0.1:0"
-[http]
-listen = "127.0.0.1:{http_port}"
+    let config = RelayConfig::new(dir.path(), 2)
+        .http(&format!(r#"listen = "127.0.0.1:{http_port}""#))
+        .section(&format!(
+            r#"
 [tracking]
 base_url = "http://127.0.0.1:{http_port}"
-[spool]
-dir = "{dir}/spool"
-[log]
-dir = "{dir}/log"
 [delivery]
 smarthost = "{sink}"
 {extra}
@@ -163,9 +153,9 @@ domain = "shop.example"
 selector = "ed"
 key_file = "{ed_key}"
 "#,
-        dir = dir.path().display(),
-        sink = sink.addr,
-    );
+            sink = sink.addr,
+        ))
+        .build();
     let relay = process::relay(dir.path(), &config);
     Setup {
         maildir,
