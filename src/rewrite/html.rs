@@ -93,17 +93,16 @@ fn run(input: &[u8], job: &HtmlJob<'_>, tracker: &mut Tracker<'_>) -> Result<Htm
     };
     if job.clicks {
         settings = settings.append_element_content_handler(on(links_selector, |el| {
-            if el.has_attribute(job.exclude_attribute) {
-                return Ok(());
-            }
-            let Some(href) = el.get_attribute("href") else {
+            let target = link_target(el, input, job);
+            debug_assert_eq!(target, link_target_allocating(el, job), "{input:?}");
+            let Some(href) = target else {
                 return Ok(());
             };
             if let Some(url) = tracker.borrow_mut().click_url(&href, true) {
                 let value = if escape {
-                    escape_html(&url)
+                    escape_html(url)
                 } else {
-                    Cow::Borrowed(url.as_str())
+                    Cow::Borrowed(url)
                 };
                 el.set_attribute("href", &value)?;
                 links.set(links.get() + 1);
@@ -134,6 +133,65 @@ fn run(input: &[u8], job: &HtmlJob<'_>, tracker: &mut Tracker<'_>) -> Result<Htm
         links: links.get(),
         pixel: placed.get(),
     })
+}
+
+/// The `href` of a link element as written (entities encoded), or `None` when it has none
+/// or carries the exclude attribute.
+///
+/// What `has_attribute` and `get_attribute` return, without their allocations (each
+/// lowercases the name it is asked for into a new `String`, and the value is copied into
+/// another): attribute names are compared where they stand in `input`, which lol_html
+/// locates for every attribute it parsed, and a UTF-8 value is borrowed from it. The
+/// allocating calls remain for what this does not cover (a name that is not plain ASCII, a
+/// value in another charset or one starting with a byte order mark, which
+/// `Encoding::decode` would strip), and tests check both give the same.
+fn link_target<'i>(el: &Element<'_, '_>, input: &'i [u8], job: &HtmlJob<'_>) -> Option<Cow<'i, str>> {
+    let exclude = job.exclude_attribute.as_bytes();
+    if !is_plain_attribute_name(exclude) {
+        return link_target_allocating(el, job);
+    }
+    let mut href = None;
+    for attr in el.attributes() {
+        let name = attr.name_source_location().and_then(|at| input.get(at.bytes()));
+        let Some(name) = name else {
+            return link_target_allocating(el, job);
+        };
+        if name.eq_ignore_ascii_case(exclude) {
+            return None;
+        }
+        if href.is_none() && name.eq_ignore_ascii_case(b"href") {
+            href = Some(attr);
+        }
+    }
+    let attr = href?;
+    let Some(at) = attr.value_source_location() else {
+        // Written without a value (`<a href>`), or not located: lol_html's own answer.
+        return Some(Cow::Owned(attr.value()));
+    };
+    let value = input
+        .get(at.bytes())
+        .filter(|_| job.encoding == encoding_rs::UTF_8);
+    match value.and_then(|v| std::str::from_utf8(v).ok()) {
+        Some(v) if !v.starts_with('\u{FEFF}') => Some(Cow::Borrowed(v)),
+        _ => Some(Cow::Owned(attr.value())),
+    }
+}
+
+/// [`link_target`] through lol_html's allocating lookups.
+fn link_target_allocating<'i>(el: &Element<'_, '_>, job: &HtmlJob<'_>) -> Option<Cow<'i, str>> {
+    if el.has_attribute(job.exclude_attribute) {
+        return None;
+    }
+    el.get_attribute("href").map(Cow::Owned)
+}
+
+/// A non-empty ASCII name without the bytes lol_html refuses in attribute names: one
+/// compared byte for byte as lol_html compares it.
+fn is_plain_attribute_name(name: &[u8]) -> bool {
+    !name.is_empty()
+        && name.iter().all(|&b| {
+            b.is_ascii() && !matches!(b, b' ' | b'\n' | b'\r' | b'\t' | b'\x0C' | b'/' | b'>' | b'=')
+        })
 }
 
 /// An element handler on a pre-parsed selector (what lol_html's `element!` does with a
@@ -191,7 +249,7 @@ mod tests {
             exclude_domains: &[],
             unsubscribe_targets: vec!["https://a.example/unsub".to_string()],
             next_index: 0,
-            payload: Vec::new(),
+            scratch: Default::default(),
         }
     }
 
@@ -299,6 +357,51 @@ mod tests {
             .collect();
         let token = String::from_utf8(token).unwrap();
         assert_eq!(k.verify(&token, 0).unwrap().url, "https://a.example/\u{e9}");
+    }
+
+    /// The allocation-free attribute lookup gives what lol_html's own lookups give (the
+    /// handler also checks this on every link in debug builds, so every rewrite test does).
+    #[test]
+    fn link_targets_are_what_lol_html_returns() {
+        let cases: [&[u8]; 9] = [
+            b"<a HREF=\"https://a.example/?x=1&amp;y=2\" Data-NoTrack>x</a>",
+            b"<a href=https://a.example/ href='https://b.example/'>x</a>",
+            b"<a href>x</a><a href=\"\">y</a><area hReF = ' https://c.example/ '>",
+            b"<a data-notrack=\"\" href=\"https://a.example/\">x</a><a data-notrackx href=\"https://a.example/\">",
+            b"<a href=\"\xef\xbb\xbfhttps://bom.example/\">x</a>",
+            b"<a href=\"https://a.example/\xe9\xff\">latin-1 or invalid UTF-8</a>",
+            b"<a\thref\n=\"https://a.example/\"/><a/href=\"https://d.example/\">",
+            b"<svg><a href=\"https://svg.example/\"/></svg><a xlink:href=\"https://x.example/\">",
+            b"<a href=\"https://a.example/\" hr\xc3\xa9f=\"x\">",
+        ];
+        for input in cases {
+            for (encoding, exclude) in [
+                (encoding_rs::UTF_8, "data-notrack"),
+                (encoding_rs::WINDOWS_1252, "DATA-NOTRACK"),
+                (encoding_rs::UTF_8, "hr\u{e9}f"),
+                (encoding_rs::UTF_8, ""),
+            ] {
+                let job = HtmlJob {
+                    encoding,
+                    exclude_attribute: exclude,
+                    ..job(None)
+                };
+                let mut seen = Vec::new();
+                let settings = Settings::new()
+                    .with_encoding(AsciiCompatibleEncoding::new(encoding).unwrap())
+                    .append_element_content_handler(on(LINKS.as_ref().unwrap(), |el| {
+                        seen.push((link_target(el, input, &job), link_target_allocating(el, &job)));
+                        Ok(())
+                    }));
+                let mut rewriter = HtmlRewriter::new(settings, |_: &[u8]| {});
+                rewriter.write(input).unwrap();
+                rewriter.end().unwrap();
+                assert!(!seen.is_empty());
+                for (fast, reference) in seen {
+                    assert_eq!(fast, reference, "{:?} {exclude}", String::from_utf8_lossy(input));
+                }
+            }
+        }
     }
 
     #[test]

@@ -52,67 +52,85 @@ pub(crate) struct Tracker<'a> {
     pub unsubscribe_targets: Vec<String>,
     /// The index the next tracked link gets (links are numbered in document order).
     pub next_index: u32,
-    /// Scratch room for token payloads, reused for every link of the message.
-    pub payload: Vec<u8>,
+    pub scratch: Scratch,
+}
+
+/// Buffers reused for every link of a message, so minting a link allocates nothing once
+/// they have grown to the message's longest link.
+#[derive(Default)]
+pub(crate) struct Scratch {
+    /// The token payload.
+    payload: Vec<u8>,
+    /// The link with its character references decoded.
+    decoded: String,
+    /// The tracking URL last minted.
+    url: String,
 }
 
 impl Tracker<'_> {
     /// The tracking URL for a link, or `None` when the link stays as it is. `href` is the
-    /// attribute value or text as written (entities still encoded for HTML).
-    pub fn click_url(&mut self, href: &str, entity_encoded: bool) -> Option<String> {
-        let decoded = if entity_encoded {
-            decode_entities(href)
+    /// attribute value or text as written (entities still encoded for HTML). The URL lives
+    /// in the tracker's scratch room until the next call.
+    pub fn click_url(&mut self, href: &str, entity_encoded: bool) -> Option<&str> {
+        let Scratch {
+            payload,
+            decoded,
+            url,
+        } = &mut self.scratch;
+        let href = if entity_encoded && memchr::memchr(b'&', href.as_bytes()).is_some() {
+            decoded.clear();
+            decode_entities_into(href, decoded);
+            decoded.as_str()
         } else {
-            Cow::Borrowed(href)
+            href
         };
-        let url = clean_url(&decoded);
-        if !self.should_track(&url) || self.next_index >= MAX_TRACKED_LINKS_COUNT {
+        let link = clean_url(href);
+        if self.next_index >= MAX_TRACKED_LINKS_COUNT
+            || !should_track(&link, self.base, self.exclude_domains, &self.unsubscribe_targets)
+        {
             return None;
         }
-        let claims = self.scope.claims(TokenKind::Click, self.next_index, &url);
-        let tracking = tracking_url(self.scope.keyring, self.base, "/c/", &claims, &mut self.payload)?;
+        let claims = self.scope.claims(TokenKind::Click, self.next_index, &link);
+        url.clear();
+        url.push_str(self.base);
+        url.push_str("/c/");
+        self.scope.keyring.mint_with(&claims, payload, url).ok()?;
         self.next_index += 1;
-        Some(tracking)
+        Some(url.as_str())
     }
 
     /// The tracking pixel's URL.
     pub fn open_url(&mut self) -> Option<String> {
         let claims = self.scope.claims(TokenKind::Open, 0, "");
-        tracking_url(self.scope.keyring, self.base, "/o/", &claims, &mut self.payload)
-    }
-
-    fn should_track(&self, url: &str) -> bool {
-        let Some(host) = http_host(url) else {
-            return false;
-        };
-        // Already a tracking link (a message relayed twice): tracking it again would only
-        // nest tokens.
-        if url
-            .get(..self.base.len())
-            .is_some_and(|p| p.eq_ignore_ascii_case(self.base))
-        {
-            return false;
-        }
-        if self.exclude_domains.iter().any(|d| host_in_domain(host, d)) {
-            return false;
-        }
-        !self.unsubscribe_targets.iter().any(|t| t == url)
+        let mut url = String::with_capacity(self.base.len() + 128);
+        url.push_str(self.base);
+        url.push_str("/o/");
+        self.scope
+            .keyring
+            .mint_with(&claims, &mut self.scratch.payload, &mut url)
+            .ok()?;
+        Some(url)
     }
 }
 
-/// `base` `path` token, in one allocation.
-fn tracking_url(
-    keyring: &Keyring,
-    base: &str,
-    path: &str,
-    claims: &Claims<'_>,
-    payload: &mut Vec<u8>,
-) -> Option<String> {
-    let mut url = String::with_capacity(base.len() + path.len() + 96 + claims.url.len() * 4 / 3);
-    url.push_str(base);
-    url.push_str(path);
-    keyring.mint_with(claims, payload, &mut url).ok()?;
-    Some(url)
+/// Whether a (decoded, cleaned) link is tracked: http or https, not ours already, not in an
+/// excluded domain, not an unsubscribe target.
+fn should_track(url: &str, base: &str, exclude_domains: &[String], unsubscribe_targets: &[String]) -> bool {
+    let Some(host) = http_host(url) else {
+        return false;
+    };
+    // Already a tracking link (a message relayed twice): tracking it again would only
+    // nest tokens.
+    if url
+        .get(..base.len())
+        .is_some_and(|p| p.eq_ignore_ascii_case(base))
+    {
+        return false;
+    }
+    if exclude_domains.iter().any(|d| host_in_domain(host, d)) {
+        return false;
+    }
+    !unsubscribe_targets.iter().any(|t| t == url)
 }
 
 /// The `<...>` URIs of a `List-Unsubscribe` header value (RFC 2369).
@@ -184,13 +202,20 @@ fn host_in_domain(host: &str, domain: &str) -> bool {
 /// `&nbsp;`). Following the HTML attribute rules, a legacy name without `;` is decoded
 /// only when the next character is neither alphanumeric nor `=`, so `?a=1&copy=2` stays.
 /// Other named references are left as written.
+#[cfg(test)]
 pub(crate) fn decode_entities(s: &str) -> Cow<'_, str> {
     if !s.contains('&') {
         return Cow::Borrowed(s);
     }
     let mut out = String::with_capacity(s.len());
+    decode_entities_into(s, &mut out);
+    Cow::Owned(out)
+}
+
+/// [`decode_entities`] appending to `out`.
+fn decode_entities_into(s: &str, out: &mut String) {
     let mut rest = s;
-    while let Some(amp) = rest.find('&') {
+    while let Some(amp) = memchr::memchr(b'&', rest.as_bytes()) {
         out.push_str(&rest[..amp]);
         let after = &rest[amp + 1..];
         match decode_reference(after) {
@@ -205,7 +230,6 @@ pub(crate) fn decode_entities(s: &str) -> Cow<'_, str> {
         }
     }
     out.push_str(rest);
-    Cow::Owned(out)
 }
 
 /// Decodes one reference after its `&`: the character and how many bytes it used.

@@ -143,7 +143,7 @@ impl<'a, 'c> Walk<'a, 'c> {
             exclude_domains: &ctx.options.exclude_domains,
             unsubscribe_targets,
             next_index: 0,
-            payload: Vec::new(),
+            scratch: Default::default(),
         };
         let pixel_url = if ctx.options.opens {
             tracker.open_url()

@@ -143,7 +143,7 @@ mod tests {
             exclude_domains: &["skip.example".to_string()],
             unsubscribe_targets: Vec::new(),
             next_index: 0,
-            payload: Vec::new(),
+            scratch: Default::default(),
         };
         let input = b"Hi\r\nGo to https://a.example/x. Or https://skip.example/y\r\n\xe9 end";
         let (out, links) = rewrite_text(input, &mut t).unwrap();
