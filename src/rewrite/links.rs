@@ -173,18 +173,25 @@ pub(crate) fn clean_url(url: &str) -> Cow<'_, str> {
 /// written, without trailing dots), or `None` for every other scheme and for relative
 /// references.
 pub(crate) fn http_host(url: &str) -> Option<&str> {
-    let scheme_len = url.find(':')?;
+    // Byte scans, not `char` patterns (this runs for every link): every delimiter is ASCII,
+    // so each position found is a character boundary.
+    let scheme_len = memchr::memchr(b':', url.as_bytes())?;
     let scheme = &url[..scheme_len];
     if !(scheme.eq_ignore_ascii_case("http") || scheme.eq_ignore_ascii_case("https")) {
         return None;
     }
-    let rest = url[scheme_len + 1..].trim_start_matches(['/', '\\']);
-    let authority = rest.split(['/', '?', '#', '\\']).next().unwrap_or("");
-    let host_port = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+    let rest = &url[scheme_len + 1..];
+    let rest = &rest[rest.bytes().take_while(|&b| b == b'/' || b == b'\\').count()..];
+    let authority_len = rest
+        .bytes()
+        .position(|b| matches!(b, b'/' | b'?' | b'#' | b'\\'))
+        .unwrap_or(rest.len());
+    let authority = &rest[..authority_len];
+    let host_port = memchr::memrchr(b'@', authority.as_bytes()).map_or(authority, |at| &authority[at + 1..]);
     let host = if host_port.starts_with('[') {
-        host_port.split_inclusive(']').next().unwrap_or(host_port)
+        memchr::memchr(b']', host_port.as_bytes()).map_or(host_port, |at| &host_port[..at + 1])
     } else {
-        host_port.split(':').next().unwrap_or(host_port)
+        memchr::memchr(b':', host_port.as_bytes()).map_or(host_port, |at| &host_port[..at])
     };
     let host = host.trim_end_matches('.');
     (!host.is_empty()).then_some(host)
@@ -336,6 +343,51 @@ mod tests {
             "",
         ] {
             assert_eq!(http_host(not_http), None, "{not_http}");
+        }
+    }
+
+    /// `http_host` as it was written with `char` patterns: the byte scans must agree with it.
+    fn http_host_by_chars(url: &str) -> Option<&str> {
+        let scheme_len = url.find(':')?;
+        let scheme = &url[..scheme_len];
+        if !(scheme.eq_ignore_ascii_case("http") || scheme.eq_ignore_ascii_case("https")) {
+            return None;
+        }
+        let rest = url[scheme_len + 1..].trim_start_matches(['/', '\\']);
+        let authority = rest.split(['/', '?', '#', '\\']).next().unwrap_or("");
+        let host_port = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+        let host = if host_port.starts_with('[') {
+            host_port.split_inclusive(']').next().unwrap_or(host_port)
+        } else {
+            host_port.split(':').next().unwrap_or(host_port)
+        };
+        let host = host.trim_end_matches('.');
+        (!host.is_empty()).then_some(host)
+    }
+
+    #[test]
+    fn http_host_agrees_with_the_char_pattern_version() {
+        let pieces = [
+            "http", "HTTPS", "ftp", ":", "/", "\\", "?", "#", "@", "[", "]", ".", "a", "\u{e9}", "\u{2028}",
+            "1",
+        ];
+        // Every string of up to 4 pieces over a small alphabet, after an http(s) scheme or not.
+        let mut strings = vec![String::new()];
+        for _ in 0..4 {
+            let mut next = Vec::new();
+            for s in &strings {
+                for p in pieces {
+                    next.push(format!("{s}{p}"));
+                }
+            }
+            strings.extend(next);
+            strings.sort();
+            strings.dedup();
+        }
+        for s in &strings {
+            for url in [s.clone(), format!("http://{s}"), format!("hTTps:{s}")] {
+                assert_eq!(http_host(&url), http_host_by_chars(&url), "{url:?}");
+            }
         }
     }
 
