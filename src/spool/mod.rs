@@ -160,29 +160,30 @@ pub struct SpoolStats {
 ///
 /// Why two: a stream commits one batch at a time (a write, then an fdatasync), so under a
 /// big sender's steady flow every record waits for the batch in progress and then its own,
-/// whoever it belongs to. A record of an account that has nothing else waiting for a commit
-/// goes to the express stream (`spool.express`), whose batches hold at most one record per
-/// account: a small sender's `250` then waits for a small write and one fdatasync of its
-/// own, running beside the bulk stream's, not behind it. Every record about a message goes
-/// to the stream its Message record is in, so each stream keeps its own ordering rules.
+/// whoever it belongs to. A new message of an account that has no other message waiting
+/// for its commit goes to the express stream (`spool.express`), whose batches then hold at
+/// most one new message per account (plus the progress records of its own messages): a
+/// small sender's `250` waits for a small write and one fdatasync of its own, running
+/// beside the bulk stream's, not behind it. Every record about a message goes to the
+/// stream its Message record is in, so each stream keeps its own ordering rules.
 #[derive(Clone)]
 pub struct Spool {
     bulk: Stream,
     express: Stream,
     /// New messages of accounts with nothing waiting go to the express stream.
     express_enabled: bool,
-    /// Records of each account waiting for a commit now, in either stream.
+    /// New messages of each account waiting for their commit now, in either stream.
     waiting: Rc<RefCell<HashMap<Rc<str>, usize>>>,
 }
 
-/// Counts one record of an account as waiting while it lives.
+/// Counts one new message of an account as waiting for its commit while it lives.
 struct Waiting {
     map: Rc<RefCell<HashMap<Rc<str>, usize>>>,
     account: Rc<str>,
 }
 
 impl Waiting {
-    /// Counts the record and returns how many of the account's were waiting before it.
+    /// Counts the message and returns how many of the account's were waiting before it.
     fn enter(map: &Rc<RefCell<HashMap<Rc<str>, usize>>>, account: Rc<str>) -> (Waiting, usize) {
         let before = {
             let mut m = map.borrow_mut();
