@@ -54,6 +54,8 @@ impl Runner {
             segment_max_bytes: 16 << 20,
             commit_batch_max_count: 64,
             commit_batch_max_bytes: 8 << 20,
+            // One account's concurrent appends: the group commit of the bulk stream is
+            // what is measured (the express stream would take one of them at a time).
             express: false,
             memory_max_bytes: 256 << 20,
         };

@@ -254,13 +254,13 @@ impl Spool {
     /// it).
     pub async fn append(&self, message: &Message) -> Result<(), SpoolError> {
         let account: Rc<str> = Rc::from(message.envelope.account.as_str());
-        let (_waiting, before) = Waiting::enter(&self.waiting, account);
+        let (_waiting, before) = Waiting::enter(&self.waiting, account.clone());
         let stream = if self.express_enabled && before == 0 {
             &self.express
         } else {
             &self.bulk
         };
-        stream.append(message).await
+        stream.append(message, account).await
     }
 
     /// Records delivery progress durably.

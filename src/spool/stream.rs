@@ -90,9 +90,9 @@ impl Stream {
         Ok((Stream { shared, handle }, rec.messages, rec.report))
     }
 
-    /// Appends a message; resolves once the record is durable (after the fdatasync covering
-    /// it).
-    pub(super) async fn append(&self, message: &Message) -> Result<(), SpoolError> {
+    /// Appends a message of `account` (its DRR flow); resolves once the record is durable
+    /// (after the fdatasync covering it).
+    pub(super) async fn append(&self, message: &Message, account: Rc<str>) -> Result<(), SpoolError> {
         let mp = payload::message_parts(message).ok_or(SpoolError::TooLarge)?;
         let submission = Submission {
             kind: RecordKind::Message,
@@ -103,7 +103,7 @@ impl Stream {
                 rcpt_count: message.envelope.rcpts.len(),
             },
             reply: None,
-            account: Some(Rc::from(message.envelope.account.as_str())),
+            account: Some(account),
         };
         self.submit(submission).await
     }

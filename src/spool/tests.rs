@@ -34,6 +34,15 @@ fn config(dir: &Path, segment_max_bytes: u64) -> SpoolConfig {
     }
 }
 
+/// `config` with the express stream on (the unit tests' default keeps every message in the
+/// bulk stream, whose internals several tests look into).
+fn express_config(dir: &Path, segment_max_bytes: u64) -> SpoolConfig {
+    SpoolConfig {
+        express: true,
+        ..config(dir, segment_max_bytes)
+    }
+}
+
 /// A message with a few random chunks (sometimes empty ones, sometimes none).
 fn random_message(rng: &mut SmallRng, id: u128) -> Message {
     let chunks: Vec<Vec<u8>> = (0..rng.random_range(0..4))
@@ -602,10 +611,7 @@ fn kill_child_writer() {
     let Some(dir) = std::env::var_os(KILL_CHILD_ENV) else {
         return;
     };
-    let cfg = SpoolConfig {
-        express: true,
-        ..config(Path::new(&dir), 64 << 10)
-    };
+    let cfg = express_config(Path::new(&dir), 64 << 10);
     run(|| async move {
         use std::io::Write;
         let (spool, _, _) = Spool::open(&cfg, 0, 1).await.unwrap();
@@ -777,10 +783,7 @@ fn with_account(mut message: Message, account: &str) -> Message {
 #[test]
 fn an_account_with_nothing_waiting_goes_to_the_express_stream_and_both_recover() {
     let tmp = tempfile::tempdir().unwrap();
-    let cfg = SpoolConfig {
-        express: true,
-        ..config(tmp.path(), 1 << 20)
-    };
+    let cfg = express_config(tmp.path(), 1 << 20);
     let check = cfg.clone();
     run(|| async move {
         let (spool, _, _) = Spool::open(&cfg, 0, 1).await.unwrap();
@@ -874,10 +877,7 @@ fn an_account_with_nothing_waiting_goes_to_the_express_stream_and_both_recover()
 #[test]
 fn messages_in_the_express_stream_are_kept_when_it_is_switched_off() {
     let tmp = tempfile::tempdir().unwrap();
-    let on = SpoolConfig {
-        express: true,
-        ..config(tmp.path(), 1 << 20)
-    };
+    let on = express_config(tmp.path(), 1 << 20);
     let off = config(tmp.path(), 1 << 20);
     run(|| async move {
         let (spool, _, _) = Spool::open(&on, 0, 1).await.unwrap();
