@@ -147,6 +147,22 @@ sender_domains = ["shop.example"]
         ),
         1.0
     );
+    // Its time in the relay (end of data to the sink's 2xx) observed once, in the
+    // histogram's own fine buckets: it took more than nothing and less than a minute.
+    let shop = "account=\"shop\"";
+    assert_eq!(
+        metric_sum(&after, "corerelay_account_delivery_seconds_count", shop),
+        1.0
+    );
+    let in_relay = metric_sum(&after, "corerelay_account_delivery_seconds_sum", shop);
+    assert!(in_relay > 0.0 && in_relay < 60.0, "{after}");
+    let fine = format!("{shop},le=\"0.00075\"");
+    assert!(
+        after
+            .lines()
+            .any(|l| l.starts_with("corerelay_account_delivery_seconds_bucket{") && l.contains(&fine)),
+        "{after}"
+    );
     // Delivered and done: nothing of the account is queued any more.
     let drained = wait_for("the queue gauges", || {
         let m = metrics(http);

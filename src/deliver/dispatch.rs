@@ -88,6 +88,11 @@ impl Deliverer {
             }
             let (host, outcomes) = self.run_job(on, &mut open, &job).await;
             settings.count_outcomes(job.pool, &outcomes);
+            if outcomes.iter().any(|(_, o)| matches!(o, Outcome::Delivered(_))) {
+                let in_relay_us = crate::observe::log::now_us().saturating_sub(job.id.unix_us());
+                let seconds = in_relay_us as f64 / 1e6;
+                self.log.metrics().delivery_time(&job.envelope.account, seconds);
+            }
             self.settle_job(job.id, host, outcomes);
         }
         cell.borrow_mut().connection_ended();

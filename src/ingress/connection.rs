@@ -557,7 +557,7 @@ async fn submit(
         reject(&reply);
         return Err(reply);
     }
-    let now_us = now_us();
+    let now_us = crate::observe::log::now_us();
     let id = ingress.ids.borrow_mut().next(now_us);
     let envelope = envelope(id, now_us, peer, hello, &txn);
     let protocol = trace_protocol(hello.protocol, txn.params.smtputf8);
@@ -660,13 +660,6 @@ fn received_header(
     }
     h.push_str(&format!(";\r\n\t{date}\r\n"));
     Bytes::from(h)
-}
-
-fn now_us() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_micros() as u64)
-        .unwrap_or(0)
 }
 
 #[cfg(test)]

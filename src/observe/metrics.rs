@@ -224,6 +224,8 @@ metrics_table! {
             "Messages of the account queued for delivery on its owner core (due, scheduled or in flight).";
         Histogram, "corerelay_account_scheduler_wait_seconds", Seconds, ["account"],
             "Time from when a message of the account was due (new, or its retry time) to the start of its delivery on a connection: the due line and ready queue wait.";
+        Histogram, "corerelay_account_delivery_seconds", Seconds, ["account"],
+            "Time a message of the account spent in the relay: from the end of its data here to the remote's 2xx for it (retry delays included), once per delivery transaction that delivered any recipient.";
         Counter, "corerelay_delivery_outcomes_total", Count, ["class", "outcome"],
             "Recipients by what a delivery attempt gave them (outcome delivered, deferred or failed), per site class: the egress pool that routed them.";
         Histogram, "corerelay_delivery_attempt_seconds", Seconds, ["class"],
@@ -240,8 +242,22 @@ pub const LATENCY_BUCKETS_SECONDS: &[f64] = &[
 /// Bucket bounds for the histograms that count things per event (records per commit).
 pub const COUNT_BUCKETS: &[f64] = &[1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0];
 
-/// The histograms that use [`COUNT_BUCKETS`]; every other one uses the latency buckets.
-pub const COUNT_HISTOGRAMS: &[&str] = &["corerelay_spool_commit_records"];
+/// Bucket bounds of `corerelay_account_delivery_seconds`: fine from half a millisecond to a
+/// few (a relay's normal time for a message, where fairness shows), then out to the retry
+/// schedule's hours and days.
+pub const DELIVERY_TIME_BUCKETS_SECONDS: &[f64] = &[
+    0.000_5, 0.000_75, 0.001, 0.001_25, 0.001_5, 0.002, 0.002_5, 0.003, 0.004, 0.005, 0.007_5, 0.01, 0.025,
+    0.05, 0.1, 0.25, 1.0, 10.0, 60.0, 300.0, 3600.0, 86400.0,
+];
+
+/// The histograms with buckets of their own; every other one uses [`LATENCY_BUCKETS_SECONDS`].
+pub const HISTOGRAM_BUCKETS: &[(&str, &[f64])] = &[
+    ("corerelay_spool_commit_records", COUNT_BUCKETS),
+    (
+        "corerelay_account_delivery_seconds",
+        DELIVERY_TIME_BUCKETS_SECONDS,
+    ),
+];
 
 /// The per-account counters of one core.
 pub struct AccountCounters {
@@ -255,6 +271,8 @@ pub struct AccountCounters {
     pub unsubscribes: Counter,
     /// Due → delivery started, for the messages this core owns.
     pub scheduler_wait: Histogram,
+    /// End of data here → the remote's 2xx, for the messages this core owns.
+    pub delivery_time: Histogram,
 }
 
 /// The gauges of an account this core owns: placement, weight, limits, queued bytes.
@@ -327,6 +345,7 @@ impl CoreMetrics {
                 clicks: metrics::counter!("corerelay_account_clicks_total", &labels),
                 unsubscribes: metrics::counter!("corerelay_account_unsubscribes_total", &labels),
                 scheduler_wait: metrics::histogram!("corerelay_account_scheduler_wait_seconds", &labels),
+                delivery_time: metrics::histogram!("corerelay_account_delivery_seconds", &labels),
             };
             accounts.insert(id.to_string(), counters);
         }
@@ -375,6 +394,12 @@ impl CoreMetrics {
     /// Records how long a message of `account` waited between due and delivery.
     pub fn scheduler_wait(&self, account: &str, seconds: f64) {
         self.account(account, |a| a.scheduler_wait.record(seconds));
+    }
+
+    /// Records how long a message of `account` took from the end of its data here to the
+    /// remote's 2xx.
+    pub fn delivery_time(&self, account: &str, seconds: f64) {
+        self.account(account, |a| a.delivery_time.record(seconds));
     }
 
     /// Resolves the delivery handles of the site class `class` (an egress pool's name).

@@ -27,7 +27,7 @@ use crate::http::tracking::load_keyring;
 use crate::ingress::tls::{self, TlsSnapshot};
 use crate::ingress::{listener, steer};
 use crate::mesh::Meshes;
-use crate::observe::metrics::{COUNT_BUCKETS, COUNT_HISTOGRAMS, LATENCY_BUCKETS_SECONDS, describe_all};
+use crate::observe::metrics::{HISTOGRAM_BUCKETS, LATENCY_BUCKETS_SECONDS, describe_all};
 use crate::rewrite::Keyring;
 use control::{Control, Source, spawn_signal_thread};
 
@@ -237,9 +237,9 @@ fn listen_and_steer(
 /// `/metrics` from its own listener) and registers every metric's help text.
 fn install_metrics() -> Result<PrometheusHandle, String> {
     let mut builder = PrometheusBuilder::new().set_buckets(LATENCY_BUCKETS_SECONDS);
-    for name in COUNT_HISTOGRAMS {
+    for (name, buckets) in HISTOGRAM_BUCKETS {
         let matcher = metrics_exporter_prometheus::Matcher::Full(name.to_string());
-        builder = builder.and_then(|b| b.set_buckets_for_metric(matcher, COUNT_BUCKETS));
+        builder = builder.and_then(|b| b.set_buckets_for_metric(matcher, buckets));
     }
     let handle = builder
         .and_then(|b| b.install_recorder())

@@ -10,7 +10,6 @@
 
 use std::collections::BTreeMap;
 use std::sync::Mutex;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use serde::Serialize;
@@ -19,13 +18,7 @@ use serde::Serialize;
 /// kept (a 50,000-message benchmark stays far below it).
 pub const SAMPLES_MAX_COUNT: usize = 2_000_000;
 
-/// Microseconds since the Unix epoch.
-pub fn now_us() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_micros() as u64)
-        .unwrap_or(0)
-}
+pub use crate::observe::log::now_us;
 
 /// The value of header `name` (ASCII, case-insensitive) in the message's header block
 /// (at most the first 16 KiB, across chunks).
