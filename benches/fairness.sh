@@ -24,10 +24,13 @@
 #
 # usage: benches/fairness.sh [--big N] [--big-conns C] [--small-rate R] [--smalls K]
 #                            [--size BYTES] [--repeat R] [--no-postfix] [--tools-cpus LIST]
-#                            [--relay-extra TOML] [--out DIR]
+#                            [--relay-extra TOML] [--big-rate R] [--placements LIST] [--out DIR]
 #   --tools-cpus LIST  run the load generators and the sink under `taskset -c LIST` (e.g. 1:
 #                      the CPU of corerelay's core 1, so core 0, where the small accounts
 #                      live in both placements, runs only the relay). Default: not pinned.
+#   --big-rate R       the big account sends R messages/s instead of as fast as taken (how
+#                      the small accounts' latency grows with the big one's load).
+#   --placements LIST  only these of "dedicated same-core" (e.g. same-core).
 #   --relay-extra TOML put before the accounts in corerelay's configuration (an experiment,
 #                      e.g. $'[fairness]\ndelivery_shares = 1000'); recorded in commands.txt.
 set -euo pipefail
@@ -42,6 +45,8 @@ repeat=1
 postfix=1
 tools_cpus=""
 relay_extra=""
+big_rate=0
+placements="dedicated same-core"
 out=""
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -54,6 +59,8 @@ while [ $# -gt 0 ]; do
     --no-postfix) postfix=0; shift ;;
     --tools-cpus) tools_cpus=$2; shift 2 ;;
     --relay-extra) relay_extra=$2; shift 2 ;;
+    --big-rate) big_rate=$2; shift 2 ;;
+    --placements) placements=$2; shift 2 ;;
     --out) out=$2; shift 2 ;;
     *) echo "unknown option $1" >&2; exit 2 ;;
   esac
@@ -108,7 +115,7 @@ trap 'exit 130' INT TERM
   [ "$postfix" = 1 ] && echo "postfix: $(postconf -d -h mail_version)"
   echo "load average at start: $(cut -d' ' -f1-3 /proc/loadavg)"
   echo "tools (load, sink) on CPUs: ${tools_cpus:-any (not pinned)}"
-  echo "scenario: big $big messages of $size bytes over $big_conns connections as fast as taken; $smalls small accounts at $small_rate messages/s each over 1 connection"
+  echo "scenario: big $big messages of $size bytes over $big_conns connections $([ "$big_rate" = 0 ] && echo "as fast as taken" || echo "at $big_rate/s"); $smalls small accounts at $small_rate messages/s each over 1 connection"
 } > "$out/machine.txt"
 : > "$out/commands.txt"
 : > "$out/raw.jsonl"
@@ -141,7 +148,7 @@ wait_delivered() {
 load_args() {
   local what=$1 args=()
   if [ "$what" = big ]; then
-    args+=(--account "name=big,from=load@big.example,source=127.0.0.2,messages=$big,size=$size,concurrency=$big_conns")
+    args+=(--account "name=big,from=load@big.example,source=127.0.0.2,messages=$big,size=$size,concurrency=$big_conns,rate=$big_rate")
   fi
   if [ "$what" = small ]; then
     for i in $(seq 1 "$smalls"); do
@@ -245,6 +252,9 @@ run_corerelay() {
   local metrics_addr
   metrics_addr=$(sed -n 's|.*metrics and health on http://\([0-9.]*:[0-9]*\)/metrics.*|\1|p' "$work/relay.out" | head -1)
   [ -n "$metrics_addr" ] && curl -s "http://$metrics_addr/metrics" > "$out/metrics-corerelay-$placement-$what-$r.txt" || true
+  # With benches/stage-trace.patch built in and CORERELAY_DIAG=1, the per-message stage
+  # trace of the small accounts (benches/stage_trace.py reads it).
+  grep "^DIAG" "$work/relay.out" > "$out/diag-$placement-$what-$r.txt" || rm -f "$out/diag-$placement-$what-$r.txt"
   kill -9 "$relay_pid" 2>/dev/null || true
   kill -INT "$sink_pid" 2>/dev/null || true
   wait "$relay_pid" "$sink_pid" 2>/dev/null || true
@@ -290,7 +300,7 @@ EOF
 
 started=$SECONDS
 for r in $(seq 1 "$repeat"); do
-  for placement in dedicated same-core; do
+  for placement in $placements; do
     trickle_s=20
     run_corerelay "$placement" solo
     trickle_s=$(solo_seconds "corerelay/$placement")
