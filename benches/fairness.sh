@@ -189,6 +189,9 @@ start_load() {
 run_one() {
   local system=$1 placement=$2 what=$3 target=$4
   warm_up "$target"
+  # The relay's metrics after the warm-up: the summary subtracts them, so its relay-side
+  # figures cover the measured messages only.
+  [ -n "${before_file:-}" ] && [ -n "$metrics_addr" ] && curl -s "http://$metrics_addr/metrics" > "$before_file" || true
   local expect_small=0
   [ "$what" != big ] && expect_small=$(awk -v s="$smalls" -v r="$small_rate" -v d="$trickle_s" 'BEGIN{printf "%d", s*r*d*0.95}')
   rm -f "$work"/load-*.json
@@ -243,14 +246,20 @@ run_corerelay() {
   local relay_addr
   relay_addr=$(addr_of "$work/relay.out")
   grep 'account big on' "$work/relay.out" >> "$out/commands.txt" || true
+  metrics_addr=""
+  for _ in $(seq 1 50); do
+    metrics_addr=$(sed -n 's|.*metrics and health on http://\([0-9.]*:[0-9]*\)/metrics.*|\1|p' "$work/relay.out" | head -1)
+    [ -n "$metrics_addr" ] && break
+    sleep 0.1
+  done
+  before_file="$out/metrics-corerelay-$placement-$what-$r-before.txt"
   case $what in
     idle) run_one corerelay "$placement" small "$relay_addr" ;;
     solo) run_one corerelay "$placement" big "$relay_addr" ;;
     mixed) run_one corerelay "$placement" both "$relay_addr" ;;
   esac
+  before_file=""
   # The relay's own view of the run (stage latencies per account, commit sizes, lateness).
-  local metrics_addr
-  metrics_addr=$(sed -n 's|.*metrics and health on http://\([0-9.]*:[0-9]*\)/metrics.*|\1|p' "$work/relay.out" | head -1)
   [ -n "$metrics_addr" ] && curl -s "http://$metrics_addr/metrics" > "$out/metrics-corerelay-$placement-$what-$r.txt" || true
   # With benches/stage-trace.patch built in and CORERELAY_DIAG=1, the per-message stage
   # trace of the small accounts (benches/stage_trace.py reads it).

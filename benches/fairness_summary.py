@@ -40,19 +40,29 @@ def load_account(row, name):
     return next((a for a in row["load"].get("accounts", []) if a["account"] == name), None)
 
 
-def relay_quantiles(path, prefix="small"):
-    """p50 and p99 (ms) of the relay's own time for the accounts named `prefix`*, from a
-    saved /metrics page: corerelay_account_delivery_seconds (end of data at the relay to the
-    sink's 2xx), its buckets summed over those accounts and cores, interpolated within a
-    bucket as Prometheus' histogram_quantile does. None when the file or the series is missing."""
-    if not path.exists():
-        return None
+def delivery_buckets(path, prefix):
+    """corerelay_account_delivery_seconds' cumulative buckets of a saved /metrics page, summed
+    over the accounts named `prefix`* and the cores; empty when the file is missing."""
     buckets = {}
+    if not path.exists():
+        return buckets
     for line in path.read_text().splitlines():
         m = BUCKET.match(line)
         if m and m["account"].startswith(prefix):
             le = float("inf") if m["le"] == "+Inf" else float(m["le"])
             buckets[le] = buckets.get(le, 0) + int(m["n"])
+    return buckets
+
+
+def relay_quantiles(path, before, prefix="small"):
+    """p50 and p99 (ms) of the relay's own time for the accounts named `prefix`*:
+    corerelay_account_delivery_seconds (end of data at the relay to the sink's 2xx) at the end
+    of the run minus what the warm-up left in it (`before`, saved after the warm-up),
+    interpolated within a bucket as Prometheus' histogram_quantile does. None when the
+    series is missing."""
+    buckets = delivery_buckets(path, prefix)
+    warm = delivery_buckets(before, prefix)
+    buckets = {le: n - warm.get(le, 0) for le, n in buckets.items()}
     bounds = sorted(buckets)
     if not bounds or buckets[bounds[-1]] == 0:
         return None
@@ -128,8 +138,9 @@ def main():
         "",
         "The relay's own share of the small accounts' latency: corerelay_account_delivery_seconds",
         "(end of data at the relay to the sink's 2xx, so the load tool's SMTP client and the sink's",
-        "arrival stamp are left out), summed over the small accounts, median over repeats; p99 is",
-        "interpolated within the histogram's buckets.",
+        "arrival stamp are left out), summed over the small accounts, the warm-up messages",
+        "subtracted (a snapshot after the warm-up; runs recorded before fairness.sh took it",
+        "include them), median over repeats; p99 is interpolated within the histogram's buckets.",
         "",
         "| placement | relay p50 idle | relay p99 idle | relay p50 mixed | relay p99 mixed | p99 mixed/idle |",
         "|---|---:|---:|---:|---:|---:|",
@@ -140,7 +151,13 @@ def main():
         repeats = sorted({r["repeat"] for r in rows if r["system"] == system and r["placement"] == placement})
 
         def relay(what, i):
-            qs = [relay_quantiles(out / f"metrics-corerelay-{placement}-{what}-{r}.txt") for r in repeats]
+            qs = [
+                relay_quantiles(
+                    out / f"metrics-corerelay-{placement}-{what}-{r}.txt",
+                    out / f"metrics-corerelay-{placement}-{what}-{r}-before.txt",
+                )
+                for r in repeats
+            ]
             return median([q[i] for q in qs if q])
 
         p50_idle, p99_idle, p50_mixed, p99_mixed = relay("idle", 0), relay("idle", 1), relay("mixed", 0), relay("mixed", 1)
