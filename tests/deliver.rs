@@ -396,7 +396,11 @@ fn a_failed_handshake_is_remembered_and_plaintext_used_where_allowed() {
 #[test]
 fn remote_capabilities_and_limits_are_honoured() {
     let dir = tempfile::tempdir().unwrap();
-    let (chunking, chunking_record) = sink(dir.path(), "chunking", &["--chunking"]);
+    let (chunking, chunking_record) = sink(
+        dir.path(),
+        "chunking",
+        &["--chunking", "--rcpt-reply", "gone@chunking.test=550"],
+    );
     let (lockstep, lockstep_record) = sink(dir.path(), "lockstep", &["--no-pipelining", "--max-rcpts", "2"]);
     let (dropper, dropper_record) = sink(dir.path(), "dropper", &["--drop-mid-data", "1"]);
     let (small, _small_record) = sink(dir.path(), "small", &["--size", "100"]);
@@ -412,6 +416,9 @@ fn remote_capabilities_and_limits_are_honoured() {
     }
     egress += ACCOUNTS;
     let relay = process::relay(dir.path(), &config(dir.path(), &dns, 25, &egress));
+    // Its only recipient refused: the chunk that went with the RCPT is refused and skipped
+    // by the server, the recipient fails, and the next message still goes.
+    send(&relay, "a@shop.example", &["gone@chunking.test"], "refused");
     send(&relay, "a@shop.example", &["r@chunking.test"], "bdat");
     let five: Vec<String> = (0..5).map(|i| format!("r{i}@lockstep.test")).collect();
     send(
@@ -429,6 +436,17 @@ fn remote_capabilities_and_limits_are_honoured() {
         maildir_messages(&dir.path().join("chunking")).pop()
     });
     assert!(String::from_utf8_lossy(&stored).contains("Subject: bdat\r\n\r\nhello\r\n"));
+    let gone = wait_for("the refused recipient failed", || {
+        events(&dir.path().join("log"), "failed")
+            .into_iter()
+            .find(|r| r["rcpt"] == "gone@chunking.test")
+    });
+    assert!(gone["reason"].as_str().unwrap().contains("550"), "{gone}");
+    assert_eq!(
+        maildir_messages(&dir.path().join("chunking")).len(),
+        1,
+        "only the accepted message is stored"
+    );
 
     let lockstep_got = wait_records(&lockstep_record, 3);
     let mut sizes: Vec<usize> = lockstep_got.iter().map(|r| rcpts_of(r).len()).collect();

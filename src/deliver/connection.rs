@@ -335,10 +335,13 @@ impl Connection {
                     self.write_body(body).await?;
                     self.exchange(Phase::DataEnd, self.timeouts.data).await?
                 }
+                // The chunk follows its BDAT, and with it MAIL and the RCPTs when it went in
+                // their flight (then the MAIL reply is the one read here); a server may hold
+                // its replies until it has read the chunk, so the data timeout applies.
                 Next::Chunk => {
-                    self.flush(Phase::DataEnd, self.timeouts.command).await?;
-                    self.write_chunk(body).await?;
-                    self.exchange(Phase::DataEnd, self.timeouts.data).await?
+                    self.flush(phase, self.timeouts.command).await?;
+                    self.write_chunk(phase, body).await?;
+                    self.exchange(phase, self.timeouts.data).await?
                 }
             };
             next = tx
@@ -365,10 +368,13 @@ impl Connection {
     }
 
     /// Writes the body as stored, straight from its chunks (BDAT: no stuffing, no copy).
-    async fn write_chunk(&mut self, body: &[Bytes]) -> Result<(), AttemptError> {
+    /// `phase` is the transaction's: `Mail` when the chunk went with MAIL and the RCPTs, so
+    /// a warm connection the server had closed fails before any recipient, as it would
+    /// without the chunk, and is replaced.
+    async fn write_chunk(&mut self, phase: Phase, body: &[Bytes]) -> Result<(), AttemptError> {
         for chunk in body {
-            let io_error = |e| AttemptError::Io(Phase::DataEnd, e);
-            within(self.timeouts.data, Phase::DataEnd, async {
+            let io_error = |e| AttemptError::Io(phase, e);
+            within(self.timeouts.data, phase, async {
                 self.stream.write_all(chunk).await.map_err(io_error)
             })
             .await?;

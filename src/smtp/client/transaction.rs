@@ -11,10 +11,14 @@
 //! ignores the outcome. Without PIPELINING it is one command per round trip, and it stops
 //! early: no RCPT after a refused MAIL, no DATA when every RCPT was refused.
 //!
-//! With CHUNKING (RFC 3030) there is no DATA: once the RCPT replies are in and one was
-//! accepted, `BDAT <size> LAST` and the message as is (no dot-stuffing) go out in one
-//! write, and its reply is the data phase's. Pipelined, that is the same two round trips
-//! as MAIL/RCPT/DATA then the body; the body is written straight from its chunks.
+//! With CHUNKING (RFC 3030) there is no DATA: `BDAT <size> LAST` and the message as is (no
+//! dot-stuffing), written straight from its chunks; its reply is the data phase's. With
+//! PIPELINING too, a message of at most [`PIPELINED_BDAT_MAX_BYTES`] goes out with MAIL and
+//! the RCPTs in one flight, as in RFC 3030 §4.2's example: one round trip per transaction
+//! instead of two (MAIL/RCPT/DATA, then the body after the 354). If every recipient is
+//! refused the server refuses the BDAT and discards its chunk (RFC 3030 §2); the bytes sent
+//! for nothing are bounded by that size. A larger message, or one without PIPELINING, waits
+//! for the RCPT replies and is not sent when none was accepted.
 //!
 //! A `421` to any command means the server is closing the session (RFC 5321 §3.8): the
 //! transaction stops there and the commands not yet answered stay unanswered.
@@ -91,6 +95,10 @@ enum State {
     Done,
 }
 
+/// The largest message sent with PIPELINING in the same flight as MAIL and the RCPTs (BDAT
+/// LAST), before the server has accepted a recipient: what a refused transaction can waste.
+pub const PIPELINED_BDAT_MAX_BYTES: u64 = 64 * 1024;
+
 /// One transaction on an established session.
 #[derive(Debug)]
 pub struct Transaction<'a> {
@@ -103,6 +111,8 @@ pub struct Transaction<'a> {
     state: State,
     mail: Option<Reply>,
     rcpt_replies: Vec<Option<Reply>>,
+    /// BDAT LAST and the message went out with MAIL and the RCPTs.
+    chunk_sent: bool,
 }
 
 impl<'a> Transaction<'a> {
@@ -150,6 +160,7 @@ impl<'a> Transaction<'a> {
             state: State::Start,
             mail: None,
             rcpt_replies: vec![None; rcpts.len()],
+            chunk_sent: false,
         })
     }
 
@@ -166,18 +177,27 @@ impl<'a> Transaction<'a> {
     }
 
     /// Appends the first command(s) to `out`: MAIL alone, or with PIPELINING MAIL, every
-    /// RCPT and (without CHUNKING) DATA.
+    /// RCPT and DATA — or, with CHUNKING, `BDAT <size> LAST` when the message is small
+    /// enough to go in the same flight ([`Next::Chunk`]: the message follows before the
+    /// first reply is read).
     pub fn start(&mut self, out: &mut BytesMut) -> Next {
         Command::Mail(self.mail_from, self.params).write_to(out);
-        if self.pipelining {
-            for rcpt in self.rcpts {
-                Command::Rcpt(rcpt).write_to(out);
-            }
-            if !self.chunking {
-                Command::Data.write_to(out);
-            }
-        }
         self.state = State::Mail;
+        if !self.pipelining {
+            return Next::Reply;
+        }
+        for rcpt in self.rcpts {
+            Command::Rcpt(rcpt).write_to(out);
+        }
+        if !self.chunking {
+            Command::Data.write_to(out);
+            return Next::Reply;
+        }
+        if self.size_bytes <= PIPELINED_BDAT_MAX_BYTES {
+            Command::BdatLast(self.size_bytes).write_to(out);
+            self.chunk_sent = true;
+            return Next::Chunk;
+        }
         Next::Reply
     }
 
@@ -261,6 +281,11 @@ impl<'a> Transaction<'a> {
                 Command::Rcpt(next).write_to(out);
             }
             self.state = State::Rcpt(i + 1);
+            return Ok(Next::Reply);
+        }
+        if self.chunk_sent {
+            // The BDAT went out with the RCPTs: its reply comes next, accepted or not.
+            self.state = State::DataEnd;
             return Ok(Next::Reply);
         }
         if self.chunking {

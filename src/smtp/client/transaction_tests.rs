@@ -37,13 +37,24 @@ fn run_with(
     rcpts: &[&str],
     replies: &[&str],
 ) -> (String, Result<TransactionResult, UnexpectedReply>) {
+    run_sized(pipelining, chunking, 42, rcpts, replies)
+}
+
+/// A dialogue for a message of `size_bytes`.
+fn run_sized(
+    pipelining: bool,
+    chunking: bool,
+    size_bytes: u64,
+    rcpts: &[&str],
+    replies: &[&str],
+) -> (String, Result<TransactionResult, UnexpectedReply>) {
     let caps = Capabilities {
         pipelining,
         chunking,
-        size: Some(1000),
+        size: Some(1 << 30),
         ..Capabilities::default()
     };
-    let mut tx = Transaction::new(&caps, "s@a.example", rcpts, 42, false).unwrap();
+    let mut tx = Transaction::new(&caps, "s@a.example", rcpts, size_bytes, false).unwrap();
     let mut out = BytesMut::new();
     let mut sent = String::new();
     let mut replies = replies.iter();
@@ -257,13 +268,13 @@ fn dialogues() {
 fn chunking_dialogues() {
     let cases = [
         Case {
-            name: "pipelined BDAT: MAIL and RCPTs, then BDAT with the body in one write",
+            name: "pipelined BDAT: MAIL, RCPTs, BDAT and the chunk in one flight, then the replies",
             pipelining: true,
             chunking: true,
             rcpts: TWO,
             replies: &["250 ok\r\n", "250 ok\r\n", "550 no\r\n", "250 2.0.0 queued\r\n"],
             sent: "MAIL FROM:<s@a.example> SIZE=42\r\nRCPT TO:<r1@b.example>\r\nRCPT TO:<r2@b.example>\r\n\
-                   [250][250][550]BDAT 42 LAST\r\n<CHUNK>[250]",
+                   BDAT 42 LAST\r\n<CHUNK>[250][250][550][250]",
             mail: 250,
             rcpt_codes: &[Some(250), Some(550)],
             data: Some(250),
@@ -283,22 +294,83 @@ fn chunking_dialogues() {
             reset_needed: true,
         },
         Case {
-            name: "BDAT with every recipient refused: no chunk at all",
+            name: "pipelined BDAT with every recipient refused: the server's refusal of the chunk is read too",
             pipelining: true,
             chunking: true,
             rcpts: TWO,
-            replies: &["250 ok\r\n", "550 no\r\n", "450 later\r\n"],
+            replies: &[
+                "250 ok\r\n",
+                "550 no\r\n",
+                "450 later\r\n",
+                "554 5.5.1 No valid recipients\r\n",
+            ],
             sent: "MAIL FROM:<s@a.example> SIZE=42\r\nRCPT TO:<r1@b.example>\r\nRCPT TO:<r2@b.example>\r\n\
-                   [250][550][450]",
+                   BDAT 42 LAST\r\n<CHUNK>[250][550][450][554]",
             mail: 250,
             rcpt_codes: &[Some(550), Some(450)],
-            data: None,
+            data: Some(554),
+            reset_needed: true,
+        },
+        Case {
+            name: "pipelined BDAT after a refused MAIL: every reply consumed",
+            pipelining: true,
+            chunking: true,
+            rcpts: &["r1@b.example"],
+            replies: &[
+                "451 later\r\n",
+                "503 no MAIL\r\n",
+                "503 5.5.1 No mail transaction for BDAT; chunk discarded\r\n",
+            ],
+            sent: "MAIL FROM:<s@a.example> SIZE=42\r\nRCPT TO:<r1@b.example>\r\nBDAT 42 LAST\r\n<CHUNK>[451][503][503]",
+            mail: 451,
+            rcpt_codes: &[Some(503)],
+            data: Some(503),
             reset_needed: true,
         },
     ];
     for case in &cases {
         check(case);
     }
+}
+
+#[test]
+fn a_large_message_waits_for_an_accepted_recipient_before_its_chunk() {
+    let big = PIPELINED_BDAT_MAX_BYTES + 1;
+    let head =
+        format!("MAIL FROM:<s@a.example> SIZE={big}\r\nRCPT TO:<r1@b.example>\r\nRCPT TO:<r2@b.example>\r\n");
+    // One accepted: then BDAT and the chunk, a second round trip.
+    let replies = ["250 ok\r\n", "250 ok\r\n", "550 no\r\n", "250 2.0.0 queued\r\n"];
+    let (sent, result) = run_sized(true, true, big, TWO, &replies);
+    assert_eq!(
+        sent,
+        format!("{head}[250][250][550]BDAT {big} LAST\r\n<CHUNK>[250]")
+    );
+    assert_eq!(result.unwrap().data.map(|r| r.code), Some(250));
+    // None accepted: no chunk at all, and RSET before the next transaction.
+    let (sent, result) = run_sized(
+        true,
+        true,
+        big,
+        TWO,
+        &["250 ok\r\n", "550 no\r\n", "450 later\r\n"],
+    );
+    assert_eq!(sent, format!("{head}[250][550][450]"));
+    let result = result.unwrap();
+    assert_eq!(result.data, None);
+    assert!(result.reset_needed);
+    // At the bound it still goes in the first flight.
+    let at = PIPELINED_BDAT_MAX_BYTES;
+    let (sent, _) = run_sized(
+        true,
+        true,
+        at,
+        &["r1@b.example"],
+        &["250 ok\r\n", "250 ok\r\n", "250 ok\r\n"],
+    );
+    assert!(
+        sent.contains(&format!("BDAT {at} LAST\r\n<CHUNK>[250]")),
+        "{sent}"
+    );
 }
 
 #[test]
