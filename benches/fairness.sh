@@ -24,13 +24,16 @@
 #
 # usage: benches/fairness.sh [--big N] [--big-conns C] [--small-rate R] [--smalls K]
 #                            [--size BYTES] [--repeat R] [--no-postfix] [--tools-cpus LIST]
-#                            [--relay-extra TOML] [--big-rate R] [--placements LIST] [--out DIR]
+#                            [--relay-extra TOML] [--big-rate R] [--placements LIST] [--bin PATH]
+#                            [--out DIR]
 #   --tools-cpus LIST  run the load generators and the sink under `taskset -c LIST` (e.g. 1:
 #                      the CPU of corerelay's core 1, so core 0, where the small accounts
 #                      live in both placements, runs only the relay). Default: not pinned.
 #   --big-rate R       the big account sends R messages/s instead of as fast as taken (how
 #                      the small accounts' latency grows with the big one's load).
 #   --placements LIST  only these of "dedicated same-core" (e.g. same-core).
+#   --bin PATH         run this corerelay binary (relay, load and sink) instead of building
+#                      the work tree: for A/B runs of two builds, interleaved.
 #   --relay-extra TOML put before the accounts in corerelay's configuration (an experiment,
 #                      e.g. $'[fairness]\ndelivery_shares = 1000'); recorded in commands.txt.
 set -euo pipefail
@@ -47,6 +50,7 @@ tools_cpus=""
 relay_extra=""
 big_rate=0
 placements="dedicated same-core"
+bin=""
 out=""
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -61,6 +65,7 @@ while [ $# -gt 0 ]; do
     --relay-extra) relay_extra=$2; shift 2 ;;
     --big-rate) big_rate=$2; shift 2 ;;
     --placements) placements=$2; shift 2 ;;
+    --bin) bin=$(realpath "$2"); shift 2 ;;
     --out) out=$2; shift 2 ;;
     *) echo "unknown option $1" >&2; exit 2 ;;
   esac
@@ -84,8 +89,10 @@ if [ "$postfix" = 1 ]; then
   stop_system_postfix
 fi
 
-cargo build --release --quiet
-bin=$PWD/target/release/corerelay
+if [ -z "$bin" ]; then
+  cargo build --release --quiet
+  bin=$PWD/target/release/corerelay
+fi
 stamp=$(date -u +%Y-%m-%d)
 out=${out:-benches/runs/$stamp-$(hostname -s)-fairness}
 mkdir -p "$out"
@@ -104,6 +111,7 @@ trap 'exit 130' INT TERM
 
 {
   echo "commit: $(git rev-parse --short HEAD)$(git diff --quiet HEAD -- src Cargo.toml Cargo.lock || echo ' (dirty)')"
+  echo "binary: $bin"
   echo "date: $(date -u +%FT%TZ)"
   echo "host: $(hostname -s)"
   echo "kernel: $(uname -r)"
