@@ -46,6 +46,8 @@
 #                     --postfix-rates the same for Postfix (plain). "" skips them.
 #   --no-smtp-source  skip the extra row loaded by Postfix's smtp-source instead of
 #                     corerelay load (20 KB, 10 connections, corerelay all cores and Postfix).
+#   --bin PATH        run this corerelay binary (relay, load, sink) instead of building the
+#                     work tree: for A/B runs of two builds, interleaved.
 #   --relay-extra TOML  appended to corerelay's configuration in every row (an experiment,
 #                     e.g. $'[lending]\nwindow_count = 0' for a run without lending);
 #                     recorded in commands.txt.
@@ -78,6 +80,7 @@ rate_modes="plain"
 smtp_source=1
 spread_accounts=2
 relay_extra=""
+bin=""
 out=""
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -102,6 +105,7 @@ while [ $# -gt 0 ]; do
     --no-smtp-source) smtp_source=0; shift ;;
     --spread-accounts) spread_accounts=$2; shift 2 ;;
     --relay-extra) relay_extra=$2; shift 2 ;;
+    --bin) bin=$(realpath "$2"); shift 2 ;;
     --out) out=$2; shift 2 ;;
     *) echo "unknown option $1" >&2; exit 2 ;;
   esac
@@ -148,8 +152,10 @@ if uses_postfix; then
   stop_system_instances
 fi
 
-cargo build --release --quiet
-bin=$PWD/target/release/corerelay
+if [ -z "$bin" ]; then
+  cargo build --release --quiet
+  bin=$PWD/target/release/corerelay
+fi
 stamp=$(date -u +%Y-%m-%d)
 out=${out:-benches/runs/$stamp-$(hostname -s)}
 mkdir -p "$out"
@@ -171,6 +177,7 @@ trap 'exit 130' INT TERM
 
 {
   echo "commit: $(git rev-parse --short HEAD)$(git diff --quiet HEAD -- src Cargo.toml Cargo.lock || echo ' (dirty)')"
+  echo "binary: $bin"
   echo "date: $(date -u +%FT%TZ)"
   echo "host: $(hostname -s)"
   echo "kernel: $(uname -r)"
