@@ -152,10 +152,7 @@ if uses_postfix; then
   stop_system_instances
 fi
 
-if [ -z "$bin" ]; then
-  cargo build --release --quiet
-  bin=$PWD/target/release/corerelay
-fi
+bin=$(release_bin "$bin")
 stamp=$(date -u +%Y-%m-%d)
 out=${out:-benches/runs/$stamp-$(hostname -s)}
 mkdir -p "$out"

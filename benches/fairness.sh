@@ -89,10 +89,7 @@ if [ "$postfix" = 1 ]; then
   stop_system_postfix
 fi
 
-if [ -z "$bin" ]; then
-  cargo build --release --quiet
-  bin=$PWD/target/release/corerelay
-fi
+bin=$(release_bin "$bin")
 stamp=$(date -u +%Y-%m-%d)
 out=${out:-benches/runs/$stamp-$(hostname -s)-fairness}
 mkdir -p "$out"

@@ -3,6 +3,17 @@
 # Needs: $out (the results folder, with commands.txt), and for configure_postfix $pf_dir,
 # $pf_port and $pf_sink_port.
 
+# The corerelay binary to measure: $bin when given (--bin, an A/B of prebuilt binaries),
+# else the work tree's release build, built now.
+release_bin() {
+  if [ -n "$1" ]; then
+    echo "$1"
+  else
+    cargo build --release --quiet >&2 || return 1
+    echo "$PWD/target/release/corerelay"
+  fi
+}
+
 # True when process $1 exists and its command name is $2 (a pid file can be stale).
 pid_is() { [ -n "$1" ] && [ "$(cat "/proc/$1/comm" 2>/dev/null)" = "$2" ]; }
 

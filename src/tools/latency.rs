@@ -4,7 +4,9 @@
 //! and last arrival, and the latencies (sent → arrived), from which the summary gives
 //! messages per second and p50 / p99 / max. Sender and sink share the machine's clock.
 //! Messages that carry `X-Load-Group` are counted under `group:<name>` as well, for one
-//! percentile over several accounts' messages.
+//! percentile over several accounts' messages; a group's summary also carries its latencies
+//! one by one, so a benchmark can pool them over repeated runs (a p99 of a few hundred
+//! messages is one of their three slowest; pooled over runs it rests on more).
 //!
 //! Also the percentile helper the load tool uses for its 250-reply latencies.
 
@@ -19,6 +21,9 @@ use serde::Serialize;
 pub const SAMPLES_MAX_COUNT: usize = 2_000_000;
 
 pub use crate::observe::log::now_us;
+
+/// How a group's figures are named among the accounts'.
+const GROUP_PREFIX: &str = "group:";
 
 /// The value of header `name` (ASCII, case-insensitive) in the message's header block
 /// (at most the first 16 KiB, across chunks).
@@ -59,6 +64,10 @@ pub struct AccountSummary {
     pub p50_ms: f64,
     pub p99_ms: f64,
     pub max_ms: f64,
+    /// Every latency in arrival order, µs: groups only (empty and left out of the JSON for
+    /// single accounts, whose samples a 50,000-message run would make large).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub latencies_us: Vec<u64>,
 }
 
 /// The sink's per-account bookkeeping (shared by its executors: a lock is fine in a test
@@ -75,7 +84,7 @@ impl Arrivals {
             return;
         };
         let account = header(body, "x-load-account").unwrap_or_else(|| "-".into());
-        let group = header(body, "x-load-group").map(|g| format!("group:{g}"));
+        let group = header(body, "x-load-group").map(|g| format!("{GROUP_PREFIX}{g}"));
         let mut flows = self.flows.lock().unwrap_or_else(|e| e.into_inner());
         for key in std::iter::once(account).chain(group) {
             let flow = flows.entry(key).or_default();
@@ -98,6 +107,10 @@ impl Arrivals {
             .map(|(account, f)| {
                 let mut l = f.latencies_us.clone();
                 l.sort_unstable();
+                let samples = match account.starts_with(GROUP_PREFIX) {
+                    true => f.latencies_us.clone(),
+                    false => Vec::new(),
+                };
                 let span_us = f.last_us.saturating_sub(f.first_us);
                 AccountSummary {
                     account: account.clone(),
@@ -109,6 +122,7 @@ impl Arrivals {
                     p50_ms: percentile_ms(&l, 0.50),
                     p99_ms: percentile_ms(&l, 0.99),
                     max_ms: l.last().map_or(0.0, |&v| v as f64 / 1000.0),
+                    latencies_us: samples,
                 }
             })
             .collect()
@@ -164,7 +178,12 @@ mod tests {
         let names: Vec<&str> = s.iter().map(|a| a.account.as_str()).collect();
         assert_eq!(names, ["-", "big", "group:g", "small"]);
         assert_eq!(s[2].messages, 101, "the group sums its accounts");
+        assert_eq!(s[2].latencies_us.len(), 101, "a group keeps its samples");
+        assert_eq!(s[2].latencies_us[..2], [1000, 2000], "in arrival order");
         let small = &s[3];
+        assert!(small.latencies_us.is_empty(), "an account does not");
+        let json = serde_json::to_value(&s).unwrap();
+        assert!(json[2].get("latencies_us").is_some() && json[3].get("latencies_us").is_none());
         assert_eq!(small.messages, 100);
         assert_eq!((small.p50_ms, small.p99_ms, small.max_ms), (50.0, 99.0, 100.0));
         assert!((small.messages_per_second - 1000.0).abs() < 1e-6, "{small:?}");
