@@ -57,6 +57,7 @@ impl Runner {
             // One account's concurrent appends: the group commit of the bulk stream is
             // what is measured (the express stream would take one of them at a time).
             express: false,
+            prepared_segment_count: 1,
             memory_max_bytes: 256 << 20,
         };
         let (jobs, rx) = async_mpsc::unbounded();

@@ -209,6 +209,9 @@ pub struct SpoolConfig {
     /// New messages of accounts with nothing waiting for a commit go to the express stream
     /// (`spool::Spool`); false: every message to the bulk stream.
     pub express: bool,
+    /// Written free files each segment stream keeps ready for its next segment (0..=2; see
+    /// `spool::commit`, "prepared segments").
+    pub prepared_segment_count: usize,
     pub memory_max_bytes: usize,
 }
 
@@ -481,6 +484,15 @@ impl Config {
                 64 << 10,
             )?,
             express: sp.express,
+            prepared_segment_count: match sp.prepared_segment_count {
+                n @ 0..=2 => n,
+                _ => {
+                    return Err(ConfigError::new(
+                        "spool.prepared_segment_count",
+                        "must be 0, 1 or 2 (a stream keeps at most two free files)",
+                    ));
+                }
+            },
             memory_max_bytes: sp.memory_max_bytes,
         };
         let log = LogConfig {
@@ -1155,6 +1167,10 @@ mod tests {
         assert_eq!(e.key, "accounts[0].core");
         let e = Config::from_toml("[delivery]\nsmarthost = \"localhost\"\n").unwrap_err();
         assert_eq!(e.key, "delivery.smarthost");
+        let e = Config::from_toml("[spool]\nprepared_segment_count = 3\n").unwrap_err();
+        assert_eq!(e.key, "spool.prepared_segment_count");
+        let c = Config::from_toml("[spool]\nprepared_segment_count = 0\n").unwrap();
+        assert_eq!(c.spool.prepared_segment_count, 0);
     }
 
     #[test]

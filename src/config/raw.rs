@@ -138,6 +138,7 @@ pub struct RawSpool {
     pub commit_batch_max_count: usize,
     pub commit_batch_max_bytes: usize,
     pub express: bool,
+    pub prepared_segment_count: usize,
     pub memory_max_bytes: usize,
 }
 
@@ -149,6 +150,7 @@ impl Default for RawSpool {
             commit_batch_max_count: 64,
             commit_batch_max_bytes: 8 << 20,
             express: true,
+            prepared_segment_count: 1,
             memory_max_bytes: 256 << 20,
         }
     }

@@ -132,6 +132,10 @@ metrics_table! {
             "Records made durable by group commits.";
         spool_express_records_total: Counter, "corerelay_spool_express_records_total", Count,
             "Of corerelay_spool_records_total, records made durable by the express stream (messages of accounts with nothing else waiting for a commit, and their progress).";
+        spool_segments_prepared_total: Counter, "corerelay_spool_segments_prepared_total", Count,
+            "Free segment files written full of zeros ahead of need (spool.prepared_segment_count), so commits into them change no metadata.";
+        spool_segments_fresh_total: Counter, "corerelay_spool_segments_fresh_total", Count,
+            "Segments started as new empty files because no reclaimed or prepared file was ready (commits into them cost more).";
         delivery_transaction_seconds: Histogram, "corerelay_delivery_transaction_seconds", Seconds,
             "Time of one outbound SMTP transaction, MAIL to the reply after the data.";
         tls_handshakes_out_total: Counter, "corerelay_tls_handshakes_out_total", Count,

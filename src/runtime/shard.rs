@@ -461,6 +461,9 @@ async fn gauges(deliverer: Rc<Deliverer>, ingress: Rc<Ingress>, spool: Spool, lo
         core.spool_commits_total.absolute(stats.commits);
         core.spool_records_total.absolute(stats.records);
         core.spool_express_records_total.absolute(stats.express_records);
+        core.spool_segments_prepared_total
+            .absolute(stats.prepared_segments);
+        core.spool_segments_fresh_total.absolute(stats.fresh_segments);
         let (messages, bytes) = ingress.handoff.in_flight();
         core.handoff_inflight_messages.set(messages as f64);
         core.handoff_inflight_bytes.set(bytes as f64);

@@ -17,6 +17,14 @@
 //! End marker block (see `record`) so the stale bytes of the file's previous life are
 //! never read as records or as damage.
 //!
+//! Prepared segments: while the spool grows (nothing reclaimed yet, or a backlog), there is
+//! no reclaimed file to reuse, and every commit into a brand-new file also allocates its
+//! blocks and journals the file's new size; on ext4 the write then goes through io_uring's
+//! worker threads instead of being issued at once, and a core saturated by one sender took
+//! 15-20% fewer messages/s (BENCHMARKS.md). So once the active segment is half full and
+//! fewer than `prepared_count` free files wait, [`prepare`] writes one full of zeros in the
+//! background (a separate task, in chunks, never holding the committer).
+//!
 //! On a failed write or sync the segment is sealed (its tail is unknown, so it is never
 //! written again), every waiter of the batch gets the error, and the next batch starts a new
 //! segment. When the disk recovers, commits resume by themselves.
@@ -51,6 +59,8 @@ pub struct Limits {
     pub batch_max_count: usize,
     pub batch_max_bytes: usize,
     pub relocation: RelocationPolicy,
+    /// Written free files to keep ready (at most [`FREE_MAX_COUNT`]).
+    pub prepared_count: usize,
 }
 
 /// What the index learns once a record is durable.
@@ -100,6 +110,9 @@ pub struct Shared {
     pub fairness: RefCell<Fairness>,
     /// Where the committer records its fdatasync times and batch sizes.
     pub metrics: RefCell<CommitMetrics>,
+    /// Wakes [`prepare`] (the committer signals it when the active segment is half full);
+    /// closed when the stream closes.
+    pub prepare_wake: glommio::sync::Semaphore,
 }
 
 /// The committer's histograms (no-ops until the core sets its own).
@@ -136,6 +149,10 @@ pub struct State {
     pub done_retry: Vec<MessageId>,
     /// Free files of the own directory, ready to become segments.
     pub free: Vec<PathBuf>,
+    /// Free files written by [`prepare`], and segments that had to start as new empty files
+    /// (no free file was ready), since open.
+    pub prepared: u64,
+    pub fresh: u64,
     /// Held for the spool's lifetime.
     pub _locks: Vec<File>,
 }
@@ -150,6 +167,8 @@ impl Shared {
             commits: st.commits,
             records: st.records,
             express_records: 0,
+            prepared_segments: st.prepared,
+            fresh_segments: st.fresh,
         }
     }
 
@@ -370,6 +389,14 @@ async fn write_batch(shared: &Shared, batch: &[Submission]) -> io::Result<Vec<Lo
     match (result, seg) {
         (Ok(()), Some(seg)) => {
             seg.size_bytes = pos + body_len as u64;
+            let half_full = seg.size_bytes >= shared.limits.segment_max_bytes / 2;
+            // At most one wake-up pending: the preparer checks what is missing itself.
+            if half_full
+                && st.free.len() < shared.limits.prepared_count
+                && shared.prepare_wake.available() == 0
+            {
+                shared.prepare_wake.signal(1);
+            }
             Ok(locations)
         }
         (result, seg) => {
@@ -425,7 +452,10 @@ async fn active_segment(shared: &Shared) -> io::Result<(SegKey, Rc<DmaFile>, u64
             glommio::io::rename(&from, &path).await?;
             segment::open_for_reuse(&path).await?
         }
-        None => segment::create(&path).await?,
+        None => {
+            shared.state.borrow_mut().fresh += 1;
+            segment::create(&path).await?
+        }
     };
     let file = Rc::new(file);
     {
@@ -452,6 +482,43 @@ async fn active_segment(shared: &Shared) -> io::Result<(SegKey, Rc<DmaFile>, u64
     st.active = Some(key);
     st.relocation_paused = false;
     Ok((key, file, 0))
+}
+
+/// The preparer task: whenever the committer wakes it, writes free files until
+/// `prepared_count` wait (each named after a sequence number no segment will take). Runs
+/// until the stream closes. A file that fails (a full disk) is removed, and the next wake-up
+/// (the next segment half full) tries again: the committer never waits for it.
+pub async fn prepare(shared: Rc<Shared>) {
+    while shared.prepare_wake.acquire(1).await.is_ok() {
+        loop {
+            let seq = {
+                let mut st = shared.state.borrow_mut();
+                if st.free.len() >= shared.limits.prepared_count {
+                    break;
+                }
+                let seq = st.next_seq;
+                st.next_seq += 1;
+                seq
+            };
+            let path = segment::free_path(&shared.own_dir, seq);
+            if segment::prepare(&path, shared.limits.segment_max_bytes)
+                .await
+                .is_err()
+            {
+                let _ = std::fs::remove_file(&path);
+                break;
+            }
+            let mut st = shared.state.borrow_mut();
+            // Reclaiming may have filled the free list meanwhile.
+            if st.free.len() >= FREE_MAX_COUNT {
+                drop(st);
+                let _ = std::fs::remove_file(&path);
+                break;
+            }
+            st.free.push(path);
+            st.prepared += 1;
+        }
+    }
 }
 
 /// Deletes (or keeps for reuse) the segments nothing needs any more, oldest first (see

@@ -129,6 +129,7 @@ mod tests {
                 batch_max_count: 1,
                 batch_max_bytes: 0,
             },
+            prepared_count: 0,
         }
     }
 

@@ -153,6 +153,10 @@ pub struct SpoolStats {
     pub records: u64,
     /// Of those, records made durable by the express stream.
     pub express_records: u64,
+    /// Free files written ahead of need (`spool.prepared_segment_count`), and segments that
+    /// started as new empty files because none was ready.
+    pub prepared_segments: u64,
+    pub fresh_segments: u64,
 }
 
 /// This core's spool: two segment streams, bulk and express, under one API. Cheap to
@@ -291,6 +295,8 @@ impl Spool {
             commits: b.commits + e.commits,
             records: b.records + e.records,
             express_records: e.records,
+            prepared_segments: b.prepared_segments + e.prepared_segments,
+            fresh_segments: b.fresh_segments + e.fresh_segments,
         }
     }
 
@@ -342,6 +348,7 @@ fn limits(config: &SpoolConfig) -> Limits {
             batch_max_count: (batch_max_count / 4).max(1),
             batch_max_bytes: (config.commit_batch_max_bytes / 4) as u64,
         },
+        prepared_count: config.prepared_segment_count.min(commit::FREE_MAX_COUNT),
     }
 }
 

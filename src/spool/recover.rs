@@ -88,7 +88,17 @@ pub async fn recover(
             failed: false,
         });
     }
-    let next_seq = segments.iter().map(|s| s.key.seq + 1).max().unwrap_or(1);
+    // Above every segment and every free file of the own directory: a free file keeps the
+    // number of the segment it was (or a fresh one), and a new segment reclaimed under a
+    // free file's number would replace that file while the free list still names it.
+    let free_seqs = free_files.iter().filter_map(|p: &PathBuf| segment::free_seq(p));
+    let next_seq = segments
+        .iter()
+        .map(|s| s.key.seq)
+        .chain(free_seqs)
+        .map(|seq| seq + 1)
+        .max()
+        .unwrap_or(1);
     let (index, messages, report) = fold.finish(segments.len());
     Ok(Recovered {
         index,

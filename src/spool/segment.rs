@@ -1,10 +1,10 @@
 //! Segment files and core directories: naming, which directories a core adopts, the lock
 //! that keeps a second relay out, and the DmaFile operations on whole segments (create,
-//! read back, delete).
+//! prepare a written free file, read back, delete).
 //!
 //! Layout: `<dir>/core-<N>/seg-<seq:016x>.log`, `<dir>/core-<N>/free-<seq:016x>.log` (a
-//! reclaimed segment kept for reuse: its blocks are already written, so writing over them
-//! needs no metadata change at fdatasync) and `<dir>/core-<N>/lock`. Files with other names
+//! reclaimed segment kept for reuse, or a file written full of zeros ahead of need: its
+//! blocks are already written, so writing over them needs no metadata change at fdatasync) and `<dir>/core-<N>/lock`. Files with other names
 //! are left alone, so an operator's notes or a stray temp file never confuse recovery.
 
 use std::fs::{File, TryLockError};
@@ -40,6 +40,11 @@ fn parse_core_dir(name: &str) -> Option<usize> {
 /// Where a reclaimed segment waits for reuse; named after the segment it was.
 pub fn free_path(dir: &Path, seq: u64) -> PathBuf {
     dir.join(format!("free-{seq:016x}.log"))
+}
+
+/// The sequence number in a free file's name.
+pub fn free_seq(path: &Path) -> Option<u64> {
+    parse_seq_name(path.file_name()?.to_str()?, "free-")
 }
 
 fn parse_seq_name(name: &str, prefix: &str) -> Option<u64> {
@@ -168,6 +173,38 @@ pub async fn create(path: &Path) -> io::Result<DmaFile> {
 /// Opens a free file for reuse as a segment, read-write.
 pub async fn open_for_reuse(path: &Path) -> io::Result<DmaFile> {
     Ok(OpenOptions::new().read(true).write(true).dma_open(path).await?)
+}
+
+/// A prepared free file is written in DMA writes of this size: small enough that a commit
+/// of the other stream never waits long behind one at the device.
+pub const PREPARE_CHUNK_BYTES: usize = 256 << 10;
+
+/// Writes a new free file at `path`: `len` bytes (rounded up to whole chunks) of zeros, then
+/// an fdatasync, so its blocks are allocated and written and a segment made from it commits
+/// without any metadata change. The name need not be durable: a file lost in a crash was
+/// only ever spare space, and one cut short by a crash is still a valid (shorter) free file.
+pub async fn prepare(path: &Path, len: u64) -> io::Result<()> {
+    let file = create(path).await?;
+    let written = async {
+        let mut at = 0u64;
+        while at < len {
+            let mut buf = file.alloc_dma_buffer(PREPARE_CHUNK_BYTES);
+            // The pool hands out recycled memory.
+            buf.as_bytes_mut().fill(0);
+            if file.write_at(buf, at).await? < PREPARE_CHUNK_BYTES {
+                return Err(io::Error::new(
+                    io::ErrorKind::WriteZero,
+                    "short write to a free file",
+                ));
+            }
+            at += PREPARE_CHUNK_BYTES as u64;
+        }
+        Ok(file.fdatasync().await?)
+    }
+    .await;
+    let closed = file.close().await;
+    written?;
+    Ok(closed?)
 }
 
 /// Renames a file within its directory and makes the rename durable.

@@ -35,6 +35,9 @@ pub(super) struct Stream {
 struct Handle {
     tx: RefCell<Option<Rc<LocalSender<Submission>>>>,
     task: RefCell<Option<Task<()>>>,
+    /// The preparer (`commit::prepare`): cancelled, not awaited, when the stream goes (a
+    /// free file it was writing is still a valid, shorter free file).
+    preparer: RefCell<Option<Task<()>>>,
 }
 
 impl Drop for Handle {
@@ -42,6 +45,7 @@ impl Drop for Handle {
         if let Some(task) = self.task.get_mut().take() {
             task.detach();
         }
+        self.preparer.get_mut().take();
     }
 }
 
@@ -66,6 +70,7 @@ impl Stream {
             own_dir: segment::core_dir(base, core),
             fairness: RefCell::new(fair::Fairness::default()),
             metrics: RefCell::new(commit::CommitMetrics::default()),
+            prepare_wake: glommio::sync::Semaphore::new(0),
             state: RefCell::new(State {
                 index: rec.index,
                 segments,
@@ -77,15 +82,19 @@ impl Stream {
                 relocation_paused: false,
                 done_retry: Vec::new(),
                 free: rec.free,
+                prepared: 0,
+                fresh: 0,
                 _locks: rec.locks,
             }),
         });
         let queue_max_count = config.commit_batch_max_count.max(1).saturating_mul(2);
         let (tx, rx) = local_channel::new_bounded(queue_max_count);
         let task = glommio::spawn_local(commit::run(shared.clone(), rx));
+        let preparer = glommio::spawn_local(commit::prepare(shared.clone()));
         let handle = Rc::new(Handle {
             tx: RefCell::new(Some(Rc::new(tx))),
             task: RefCell::new(Some(task)),
+            preparer: RefCell::new(Some(preparer)),
         });
         Ok((Stream { shared, handle }, rec.messages, rec.report))
     }
@@ -176,6 +185,8 @@ impl Stream {
     /// Flushes and stops the committer (pending appends are still committed first). Other
     /// clones of this spool get `Io` errors afterwards.
     pub(super) async fn close(self) {
+        self.shared.prepare_wake.close();
+        self.handle.preparer.borrow_mut().take();
         self.handle.tx.borrow_mut().take();
         let task = self.handle.task.borrow_mut().take();
         if let Some(task) = task {

@@ -30,6 +30,8 @@ fn config(dir: &Path, segment_max_bytes: u64) -> SpoolConfig {
         commit_batch_max_count: 64,
         commit_batch_max_bytes: 1 << 20,
         express: false,
+        // Files appear only when a test asks (a test of them sets 1).
+        prepared_segment_count: 0,
         memory_max_bytes: 64 << 20,
     }
 }
@@ -895,4 +897,86 @@ fn messages_in_the_express_stream_are_kept_when_it_is_switched_off() {
     let (recovered, _) = reopen(&config(tmp.path(), 1 << 20));
     let ids: Vec<u128> = recovered.iter().map(|r| r.message.envelope.id.0).collect();
     assert_eq!(ids, vec![8]);
+}
+
+/// Prepared segments: once the active segment is half full, a free file full of zeros is
+/// written in the background; the next rotation takes it (no new empty file), and what was
+/// written into it recovers like any other segment.
+#[test]
+fn a_half_full_segment_gets_a_prepared_successor_which_the_next_rotation_takes() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg = SpoolConfig {
+        prepared_segment_count: 1,
+        ..config(tmp.path(), 64 << 10)
+    };
+    let reopen_cfg = cfg.clone();
+    let dir = tmp.path().to_path_buf();
+    run(|| async move {
+        let (spool, _, _) = Spool::open(&cfg, 0, 1).await.unwrap();
+        let inode = |p: &Path| std::os::unix::fs::MetadataExt::ino(&std::fs::metadata(p).unwrap());
+        let msgs: Vec<Message> = (0..12u128).map(|i| sample(i, 1, &[&[i as u8; 10_000]])).collect();
+        // Four 10 KB records pass half of the first (new, empty) 64 KiB segment.
+        append_each(&spool, &msgs[..4]).await;
+        assert_eq!(segment_files(&dir, 0).len(), 1);
+        let s = spool.clone();
+        wait_for("a prepared free file", move || s.stats().prepared_segments == 1).await;
+        let free = list_free(&core_dir(&dir, 0)).unwrap();
+        assert_eq!(free.len(), 1, "one file, as configured");
+        let free_path = super::segment::free_path(&core_dir(&dir, 0), free[0]);
+        let content = std::fs::read(&free_path).unwrap();
+        assert!(
+            content.len() >= 64 << 10,
+            "a whole segment's size: {}",
+            content.len()
+        );
+        assert!(content.iter().all(|&b| b == 0), "written full of zeros");
+        let prepared_inode = inode(&free_path);
+        // The rest rotate into the prepared file.
+        append_each(&spool, &msgs[4..]).await;
+        {
+            let st = spool.bulk.shared.state.borrow();
+            let segments: Vec<u64> = st.segments.values().map(|s| inode(&s.path)).collect();
+            assert!(
+                segments.contains(&prepared_inode),
+                "the prepared file became a segment"
+            );
+        }
+        let stats = spool.stats();
+        assert_eq!(
+            stats.fresh_segments, 1,
+            "only the first segment started empty: {stats:?}"
+        );
+        spool.close().await;
+
+        let (spool, recovered, report) = Spool::open(&reopen_cfg, 0, 1).await.unwrap();
+        assert_eq!(report.corrupt_records, 0, "{report:?}");
+        assert_eq!(recovered.len(), msgs.len());
+        for (r, m) in recovered.iter().zip(&msgs) {
+            assert_same(&r.message, m);
+        }
+        spool.close().await;
+    });
+}
+
+/// A free file left by an earlier run keeps its number; new segments are numbered above
+/// it, so a segment reclaimed later never takes (and replaces) a free file's name.
+#[test]
+fn recovery_numbers_new_segments_above_every_free_file() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg = config(tmp.path(), 1 << 20);
+    let own = core_dir(tmp.path(), 0);
+    std::fs::create_dir_all(&own).unwrap();
+    std::fs::write(super::segment::free_path(&own, 9), vec![0u8; 8192]).unwrap();
+    let dir = tmp.path().to_path_buf();
+    run(|| async move {
+        let (spool, _, _) = Spool::open(&cfg, 0, 1).await.unwrap();
+        spool.append(&sample(1, 1, &[b"hello"])).await.unwrap();
+        assert_eq!(
+            segment_files(&dir, 0),
+            vec![10],
+            "the free file became segment 10"
+        );
+        assert!(list_free(&core_dir(&dir, 0)).unwrap().is_empty());
+        spool.close().await;
+    });
 }
