@@ -341,6 +341,15 @@ impl Connection {
                 Next::Chunk => {
                     self.flush(phase, self.timeouts.command).await?;
                     self.write_chunk(phase, body).await?;
+                    if phase == Phase::Mail {
+                        // A server may send the MAIL and RCPT replies while the chunk is still
+                        // arriving, and the BDAT reply later. Without TCP_NODELAY on its side
+                        // (Postfix) that last reply waits for our ACK of the first, which the
+                        // kernel delays up to 40 ms: acknowledge at once. Measured through
+                        // Postfix 3.7, one connection, 20 KB: 23 messages/s without this.
+                        // Best effort: a socket that refuses it only costs that delay.
+                        let _ = self.stream.quickack();
+                    }
                     self.exchange(phase, self.timeouts.data).await?
                 }
             };

@@ -8,7 +8,7 @@
 
 use std::io;
 use std::net::{IpAddr, SocketAddr};
-use std::os::fd::{FromRawFd, IntoRawFd};
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, IntoRawFd};
 use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -16,7 +16,7 @@ use std::time::Duration;
 use futures_lite::io::{AsyncRead, AsyncWrite};
 use futures_rustls::client::TlsStream;
 use glommio::net::TcpStream;
-use socket2::{Domain, Protocol, SockAddr, Socket, Type};
+use socket2::{Domain, Protocol, SockAddr, SockRef, Socket, Type};
 
 /// An outbound connection's stream.
 pub enum Stream {
@@ -33,6 +33,21 @@ fn closed() -> io::Error {
 impl Stream {
     pub fn is_tls(&self) -> bool {
         matches!(self, Stream::Tls(_))
+    }
+
+    /// Acknowledges the next segments from the server at once instead of delaying the ACK
+    /// (`TCP_QUICKACK`, which the kernel clears again by itself). Needed after a flight
+    /// that the server may answer in two writes (see `Connection::run`, pipelined BDAT).
+    pub fn quickack(&self) -> io::Result<()> {
+        let fd = match self {
+            Stream::Plain(tcp) => tcp.as_raw_fd(),
+            Stream::Tls(tls) => tls.get_ref().0.as_raw_fd(),
+            Stream::Closed => return Err(closed()),
+        };
+        // SAFETY: `self` owns the socket and keeps it open while the borrow lives (it ends
+        // with this call).
+        let socket = unsafe { BorrowedFd::borrow_raw(fd) };
+        SockRef::from(&socket).set_tcp_quickack(true)
     }
 }
 
@@ -172,6 +187,38 @@ mod tests {
                 assert_eq!(e.kind(), io::ErrorKind::ConnectionRefused, "{e}");
                 let v6: IpAddr = "::1".parse().unwrap();
                 assert!(connect(addr, Some(v6), Duration::from_secs(1)).await.is_err());
+            })
+            .unwrap()
+            .join()
+            .unwrap();
+    }
+
+    /// The quick-ACK switch reaches the socket under the stream (the kernel reports it set
+    /// right after), and a closed stream says so rather than touching a stale descriptor.
+    #[test]
+    fn quickack_is_set_on_the_socket_and_refused_on_a_closed_stream() {
+        LocalExecutorBuilder::default()
+            .io_memory(512 << 10)
+            .spawn(|| async {
+                let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+                let addr = listener.local_addr().unwrap();
+                let accept = glommio::spawn_local(async move { listener.accept().await.unwrap() });
+                let tcp = connect(addr, None, Duration::from_secs(2)).await.unwrap();
+                let _accepted = accept.await;
+                let fd = tcp.as_raw_fd();
+                let stream = Stream::Plain(tcp);
+                // SAFETY: `stream` owns the socket and outlives the borrow.
+                let socket = unsafe { BorrowedFd::borrow_raw(fd) };
+                SockRef::from(&socket).set_tcp_quickack(false).unwrap();
+                stream.quickack().unwrap();
+                assert!(
+                    SockRef::from(&socket).tcp_quickack().unwrap(),
+                    "TCP_QUICKACK is on"
+                );
+                assert_eq!(
+                    Stream::Closed.quickack().unwrap_err().kind(),
+                    io::ErrorKind::NotConnected
+                );
             })
             .unwrap()
             .join()
