@@ -162,66 +162,70 @@ mod tests {
     use glommio::LocalExecutorBuilder;
     use glommio::net::TcpListener;
 
-    #[test]
-    fn connects_from_the_chosen_loopback_source() {
+    /// Runs `test` on an executor of its own with a listener on 127.0.0.1 and the task
+    /// accepting its first connection.
+    fn with_listener<F, Fut>(test: F)
+    where
+        F: FnOnce(SocketAddr, glommio::Task<TcpStream>) -> Fut + Send + 'static,
+        Fut: std::future::Future<Output = ()>,
+    {
         LocalExecutorBuilder::default()
             .io_memory(512 << 10)
-            .spawn(|| async {
+            .spawn(|| async move {
                 let listener = TcpListener::bind("127.0.0.1:0").unwrap();
                 let addr = listener.local_addr().unwrap();
                 let accept = glommio::spawn_local(async move { listener.accept().await.unwrap() });
-                let source: IpAddr = "127.0.0.7".parse().unwrap();
-                let out = connect(addr, Some(source), Duration::from_secs(2)).await.unwrap();
-                let accepted = accept.await;
-                assert_eq!(accepted.peer_addr().unwrap().ip(), source);
-                assert_eq!(out.local_addr().unwrap().ip(), source);
-
-                // Nobody listens: refused, not a hang.
-                drop(accepted);
-                let closed = TcpListener::bind("127.0.0.1:0").unwrap();
-                let dead = closed.local_addr().unwrap();
-                drop(closed);
-                let e = connect(dead, Some(source), Duration::from_secs(2))
-                    .await
-                    .unwrap_err();
-                assert_eq!(e.kind(), io::ErrorKind::ConnectionRefused, "{e}");
-                let v6: IpAddr = "::1".parse().unwrap();
-                assert!(connect(addr, Some(v6), Duration::from_secs(1)).await.is_err());
+                test(addr, accept).await
             })
             .unwrap()
             .join()
             .unwrap();
     }
 
+    #[test]
+    fn connects_from_the_chosen_loopback_source() {
+        with_listener(|addr, accept| async move {
+            let source: IpAddr = "127.0.0.7".parse().unwrap();
+            let out = connect(addr, Some(source), Duration::from_secs(2)).await.unwrap();
+            let accepted = accept.await;
+            assert_eq!(accepted.peer_addr().unwrap().ip(), source);
+            assert_eq!(out.local_addr().unwrap().ip(), source);
+
+            // Nobody listens: refused, not a hang.
+            drop(accepted);
+            let closed = TcpListener::bind("127.0.0.1:0").unwrap();
+            let dead = closed.local_addr().unwrap();
+            drop(closed);
+            let e = connect(dead, Some(source), Duration::from_secs(2))
+                .await
+                .unwrap_err();
+            assert_eq!(e.kind(), io::ErrorKind::ConnectionRefused, "{e}");
+            let v6: IpAddr = "::1".parse().unwrap();
+            assert!(connect(addr, Some(v6), Duration::from_secs(1)).await.is_err());
+        });
+    }
+
     /// The quick-ACK switch reaches the socket under the stream (the kernel reports it set
     /// right after), and a closed stream says so rather than touching a stale descriptor.
     #[test]
     fn quickack_is_set_on_the_socket_and_refused_on_a_closed_stream() {
-        LocalExecutorBuilder::default()
-            .io_memory(512 << 10)
-            .spawn(|| async {
-                let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-                let addr = listener.local_addr().unwrap();
-                let accept = glommio::spawn_local(async move { listener.accept().await.unwrap() });
-                let tcp = connect(addr, None, Duration::from_secs(2)).await.unwrap();
-                let _accepted = accept.await;
-                let fd = tcp.as_raw_fd();
-                let stream = Stream::Plain(tcp);
-                // SAFETY: `stream` owns the socket and outlives the borrow.
-                let socket = unsafe { BorrowedFd::borrow_raw(fd) };
-                SockRef::from(&socket).set_tcp_quickack(false).unwrap();
-                stream.quickack().unwrap();
-                assert!(
-                    SockRef::from(&socket).tcp_quickack().unwrap(),
-                    "TCP_QUICKACK is on"
-                );
-                assert_eq!(
-                    Stream::Closed.quickack().unwrap_err().kind(),
-                    io::ErrorKind::NotConnected
-                );
-            })
-            .unwrap()
-            .join()
-            .unwrap();
+        with_listener(|addr, accept| async move {
+            let tcp = connect(addr, None, Duration::from_secs(2)).await.unwrap();
+            let _accepted = accept.await;
+            let fd = tcp.as_raw_fd();
+            let stream = Stream::Plain(tcp);
+            // SAFETY: `stream` owns the socket and outlives the borrow.
+            let socket = unsafe { BorrowedFd::borrow_raw(fd) };
+            SockRef::from(&socket).set_tcp_quickack(false).unwrap();
+            stream.quickack().unwrap();
+            assert!(
+                SockRef::from(&socket).tcp_quickack().unwrap(),
+                "TCP_QUICKACK is on"
+            );
+            assert_eq!(
+                Stream::Closed.quickack().unwrap_err().kind(),
+                io::ErrorKind::NotConnected
+            );
+        });
     }
 }
