@@ -4,8 +4,9 @@
 //!
 //! Layout: `<dir>/core-<N>/seg-<seq:016x>.log`, `<dir>/core-<N>/free-<seq:016x>.log` (a
 //! reclaimed segment kept for reuse, or a file written full of zeros ahead of need: its
-//! blocks are already written, so writing over them needs no metadata change at fdatasync) and `<dir>/core-<N>/lock`. Files with other names
-//! are left alone, so an operator's notes or a stray temp file never confuse recovery.
+//! blocks are already written, so writing over them needs no metadata change at
+//! fdatasync) and `<dir>/core-<N>/lock`. Files with other names are left alone, so an
+//! operator's notes or a stray temp file never confuse recovery.
 
 use std::fs::{File, TryLockError};
 use std::io::{self, Write};
