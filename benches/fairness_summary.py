@@ -133,11 +133,11 @@ def main():
         "| system | placement | small p50 idle | small p99 idle | small p50 mixed | small p99 mixed | p99 mixed/idle (target ≤ 2) | small 250 p99 idle / mixed | big solo msg/s | big mixed msg/s | mixed/solo (target ≥ 0.90) | small msgs (idle / mixed) |",
         "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
-    for system, placement in keys:
-        def runs(kind):
-            return [r for r in rows if r["system"] == system and r["placement"] == placement and r["run"] == kind]
+    def runs(system, placement, kind):
+        return [r for r in rows if r["system"] == system and r["placement"] == placement and r["run"] == kind]
 
-        idle, solo, mixed = runs("small"), runs("big"), runs("both")
+    for system, placement in keys:
+        idle, solo, mixed = (runs(system, placement, k) for k in ("small", "big", "both"))
         worst = lambda rs, f: median([(small_group(r) or {}).get(f) for r in rs])
         p50_idle, p99_idle = worst(idle, "p50_ms"), worst(idle, "p99_ms")
         p50_mixed, p99_mixed = worst(mixed, "p50_ms"), worst(mixed, "p99_ms")
@@ -157,17 +157,15 @@ def main():
         )
     pooled_lines = []
     for system, placement in keys:
-        def runs(kind):
-            return [r for r in rows if r["system"] == system and r["placement"] == placement and r["run"] == kind]
-
-        idle, mixed = pooled(runs("small")), pooled(runs("both"))
+        idle_runs, mixed_runs = runs(system, placement, "small"), runs(system, placement, "both")
+        idle, mixed = pooled(idle_runs), pooled(mixed_runs)
         if not idle or not mixed:
             continue
         i99, m99 = nearest_rank(idle, 0.99), nearest_rank(mixed, 0.99)
         ratio = m99 / i99 if i99 else None
         verdict = "–" if ratio is None else f"{ratio:.2f} {'✓' if ratio <= 2 else '✗'}"
         pooled_lines.append(
-            f"| {system} | {placement} | {len(runs('small'))} / {len(runs('both'))} | {len(idle)} / {len(mixed)} "
+            f"| {system} | {placement} | {len(idle_runs)} / {len(mixed_runs)} | {len(idle)} / {len(mixed)} "
             f"| {fmt(nearest_rank(idle, 0.5), ' ms')} / {fmt(nearest_rank(mixed, 0.5), ' ms')} "
             f"| {fmt(i99, ' ms')} | {fmt(m99, ' ms')} | {verdict} |"
         )

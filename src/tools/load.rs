@@ -225,13 +225,7 @@ pub fn run(options: LoadOptions) -> Result<LoadReport, String> {
     for a in &options.accounts {
         a.validate()?;
     }
-    let run_id = format!(
-        "{:x}",
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_millis())
-            .unwrap_or(0)
-    );
+    let run_id = format!("{:x}", crate::observe::log::now_ms());
     let flows = options
         .accounts
         .iter()

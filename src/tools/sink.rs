@@ -416,10 +416,7 @@ pub(crate) fn store(
     use std::io::Write;
     let name = format!(
         "{}.{}_{seq}.corerelay-sink",
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_micros())
-            .unwrap_or(0),
+        super::latency::now_us(),
         std::process::id()
     );
     let tmp = dir.join("tmp").join(&name);
