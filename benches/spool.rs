@@ -58,6 +58,7 @@ impl Runner {
             // what is measured (the express stream would take one of them at a time).
             express: false,
             prepared_segment_count: 1,
+            express_blocking_budget: Duration::ZERO,
             memory_max_bytes: 256 << 20,
         };
         let (jobs, rx) = async_mpsc::unbounded();

@@ -212,6 +212,9 @@ pub struct SpoolConfig {
     /// Written free files each segment stream keeps ready for its next segment (0..=2; see
     /// `spool::commit`, "prepared segments").
     pub prepared_segment_count: usize,
+    /// Blocked time per second the express stream may spend committing with blocking
+    /// system calls instead of io_uring (`spool::blocking`); zero: never.
+    pub express_blocking_budget: Duration,
     pub memory_max_bytes: usize,
 }
 
@@ -490,6 +493,15 @@ impl Config {
                     return Err(ConfigError::new(
                         "spool.prepared_segment_count",
                         "must be 0, 1 or 2 (a stream keeps at most two free files)",
+                    ));
+                }
+            },
+            express_blocking_budget: match sp.express_blocking_budget_ms {
+                ms @ 0..=1000 => Duration::from_millis(ms),
+                _ => {
+                    return Err(ConfigError::new(
+                        "spool.express_blocking_budget_ms",
+                        "must be at most 1000 (milliseconds of each second)",
                     ));
                 }
             },
@@ -1171,6 +1183,12 @@ mod tests {
         assert_eq!(e.key, "spool.prepared_segment_count");
         let c = Config::from_toml("[spool]\nprepared_segment_count = 0\n").unwrap();
         assert_eq!(c.spool.prepared_segment_count, 0);
+        let e = Config::from_toml("[spool]\nexpress_blocking_budget_ms = 1001\n").unwrap_err();
+        assert_eq!(e.key, "spool.express_blocking_budget_ms");
+        let c = Config::from_toml("[spool]\nexpress_blocking_budget_ms = 0\n").unwrap();
+        assert_eq!(c.spool.express_blocking_budget, Duration::ZERO);
+        let c = Config::from_toml("").unwrap();
+        assert_eq!(c.spool.express_blocking_budget, Duration::from_millis(100));
     }
 
     #[test]

@@ -139,6 +139,7 @@ pub struct RawSpool {
     pub commit_batch_max_bytes: usize,
     pub express: bool,
     pub prepared_segment_count: usize,
+    pub express_blocking_budget_ms: u64,
     pub memory_max_bytes: usize,
 }
 
@@ -151,6 +152,7 @@ impl Default for RawSpool {
             commit_batch_max_bytes: 8 << 20,
             express: true,
             prepared_segment_count: 1,
+            express_blocking_budget_ms: 100,
             memory_max_bytes: 256 << 20,
         }
     }

@@ -136,6 +136,8 @@ metrics_table! {
             "Free segment files written full of zeros ahead of need (spool.prepared_segment_count), so commits into them change no metadata.";
         spool_segments_fresh_total: Counter, "corerelay_spool_segments_fresh_total", Count,
             "Segments started as new empty files because no reclaimed or prepared file was ready (commits into them cost more).";
+        spool_commits_blocking_total: Counter, "corerelay_spool_commits_blocking_total", Count,
+            "Of corerelay_spool_commits_total, express commits written and synced with blocking system calls within spool.express_blocking_budget_ms.";
         delivery_transaction_seconds: Histogram, "corerelay_delivery_transaction_seconds", Seconds,
             "Time of one outbound SMTP transaction, MAIL to the reply after the data.";
         tls_handshakes_out_total: Counter, "corerelay_tls_handshakes_out_total", Count,

@@ -464,6 +464,7 @@ async fn gauges(deliverer: Rc<Deliverer>, ingress: Rc<Ingress>, spool: Spool, lo
         core.spool_segments_prepared_total
             .absolute(stats.prepared_segments);
         core.spool_segments_fresh_total.absolute(stats.fresh_segments);
+        core.spool_commits_blocking_total.absolute(stats.blocking_commits);
         let (messages, bytes) = ingress.handoff.in_flight();
         core.handoff_inflight_messages.set(messages as f64);
         core.handoff_inflight_bytes.set(bytes as f64);

@@ -25,6 +25,10 @@
 //! fewer than `prepared_count` free files wait, [`prepare`] writes one full of zeros in the
 //! background (a separate task, in chunks, never holding the committer).
 //!
+//! Blocking commits: the express stream writes and syncs its batches with blocking system
+//! calls while its time budget lasts (see `blocking` for why and what bounds it); the bulk
+//! stream, and the express stream out of budget, go through io_uring.
+//!
 //! On a failed write or sync the segment is sealed (its tail is unknown, so it is never
 //! written again), every waiter of the batch gets the error, and the next batch starts a new
 //! segment. When the disk recovers, commits resume by themselves.
@@ -35,12 +39,14 @@ use std::fs::File;
 use std::io;
 use std::path::PathBuf;
 use std::rc::Rc;
+use std::time::Instant;
 
 use bytes::Bytes;
 use futures_channel::oneshot;
 use glommio::channels::local_channel::LocalReceiver;
 use glommio::io::{Directory, DmaFile};
 
+use super::blocking::{self, Budget};
 use super::fair::{Fairness, Pending};
 use super::index::{Index, Location, RelocationPolicy, SegKey};
 use super::payload::{self, UpdatePayload};
@@ -153,6 +159,10 @@ pub struct State {
     /// (no free file was ready), since open.
     pub prepared: u64,
     pub fresh: u64,
+    /// What is left of the blocking commits' budget (`None`: this stream never blocks), and
+    /// the commits done blocking since open.
+    pub blocking: Option<Budget>,
+    pub blocking_commits: u64,
     /// Held for the spool's lifetime.
     pub _locks: Vec<File>,
 }
@@ -169,6 +179,7 @@ impl Shared {
             express_records: 0,
             prepared_segments: st.prepared,
             fresh_segments: st.fresh,
+            blocking_commits: st.blocking_commits,
         }
     }
 
@@ -369,21 +380,36 @@ async fn write_batch(shared: &Shared, batch: &[Submission]) -> io::Result<Vec<Lo
     // The pool hands out recycled memory: the padding must really be zeros.
     dst[at..].fill(0);
     record::encode_end(&mut dst[body_len..], key.seq);
-    let result = async {
-        let written = file.write_at(buf, pos).await?;
-        if written < len {
-            return Err(io::Error::new(
-                io::ErrorKind::WriteZero,
-                "short write to a spool segment",
-            ));
+    let block = {
+        let mut st = shared.state.borrow_mut();
+        st.blocking.as_mut().is_some_and(|b| b.allows(Instant::now()))
+    };
+    let result = if block {
+        let started = Instant::now();
+        let written = blocking::write_and_sync(&file, buf.as_bytes(), pos);
+        let mut st = shared.state.borrow_mut();
+        if let Some(budget) = st.blocking.as_mut() {
+            budget.charge(started.elapsed());
         }
-        let started = std::time::Instant::now();
-        file.fdatasync().await?;
-        let synced = started.elapsed().as_secs_f64();
-        shared.metrics.borrow().fsync_seconds.record(synced);
-        Ok(())
-    }
-    .await;
+        st.blocking_commits += 1;
+        written.map(|synced| shared.metrics.borrow().fsync_seconds.record(synced.as_secs_f64()))
+    } else {
+        async {
+            let written = file.write_at(buf, pos).await?;
+            if written < len {
+                return Err(io::Error::new(
+                    io::ErrorKind::WriteZero,
+                    "short write to a spool segment",
+                ));
+            }
+            let started = Instant::now();
+            file.fdatasync().await?;
+            let synced = started.elapsed().as_secs_f64();
+            shared.metrics.borrow().fsync_seconds.record(synced);
+            Ok(())
+        }
+        .await
+    };
     let mut st = shared.state.borrow_mut();
     let seg = st.segments.get_mut(&key);
     match (result, seg) {

@@ -15,6 +15,7 @@
 //! - `segment`: files and directories: naming, adoption, locking, create/read/delete.
 //! - `commit`: the group committer task, segment rotation and reuse, reclaiming,
 //!   relocation.
+//! - `blocking`: the express stream's budgeted blocking write and fdatasync.
 //! - `recover`: the scan and fold at open.
 //!
 //! Directory layout: `<dir>/core-<N>/seg-<seq:016x>.log` (plus up to two `free-*.log`
@@ -33,6 +34,7 @@
 //! Open the spool before any other `DmaFile` on the executor: see
 //! `segment::prime_iopoll_probe` for the glommio trap this avoids.
 
+mod blocking;
 mod commit;
 mod fair;
 mod index;
@@ -48,6 +50,7 @@ use std::fmt;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
@@ -157,6 +160,9 @@ pub struct SpoolStats {
     /// started as new empty files because none was ready.
     pub prepared_segments: u64,
     pub fresh_segments: u64,
+    /// Commits made with blocking system calls (`spool.express_blocking_budget_ms`; only the
+    /// express stream's).
+    pub blocking_commits: u64,
 }
 
 /// This core's spool: two segment streams, bulk and express, under one API. Cheap to
@@ -233,7 +239,8 @@ impl Spool {
             let msg = format!("spool core {core} is not below the core count {cores}");
             return Err(SpoolError::Io(io::Error::new(io::ErrorKind::InvalidInput, msg)));
         }
-        let (bulk, mut messages, mut report) = Stream::open(config, &config.dir, core, cores).await?;
+        let (bulk, mut messages, mut report) =
+            Stream::open(config, &config.dir, core, cores, Duration::ZERO).await?;
         let express_base = express_dir(&config.dir);
         if !express_base.is_dir() {
             std::fs::create_dir_all(&express_base).map_err(SpoolError::Io)?;
@@ -242,7 +249,8 @@ impl Spool {
                 .and_then(|d| d.sync_all())
                 .map_err(SpoolError::Io)?;
         }
-        let (express, more, found) = Stream::open(config, &express_base, core, cores).await?;
+        let (express, more, found) =
+            Stream::open(config, &express_base, core, cores, config.express_blocking_budget).await?;
         messages.extend(more);
         report.absorb(&found);
         let spool = Spool {
@@ -297,6 +305,7 @@ impl Spool {
             express_records: e.records,
             prepared_segments: b.prepared_segments + e.prepared_segments,
             fresh_segments: b.fresh_segments + e.fresh_segments,
+            blocking_commits: b.blocking_commits + e.blocking_commits,
         }
     }
 

@@ -8,11 +8,13 @@ use std::collections::BTreeMap;
 use std::io;
 use std::path::Path;
 use std::rc::Rc;
+use std::time::{Duration, Instant};
 
 use futures_channel::oneshot;
 use glommio::Task;
 use glommio::channels::local_channel::{self, LocalSender};
 
+use super::blocking::Budget;
 use super::commit::{self, Effect, Shared, State, Submission};
 use super::payload::{self, DonePayload, UpdatePayload};
 use super::record::{self, RecordKind};
@@ -55,12 +57,14 @@ fn closed() -> SpoolError {
 
 impl Stream {
     /// Opens this core's stream under `base`, recovers what it adopts, spawns the committer
-    /// on the current executor.
+    /// on the current executor. `blocking_budget`: blocked time per second its commits may
+    /// spend in blocking system calls (`blocking`; zero: never).
     pub(super) async fn open(
         config: &SpoolConfig,
         base: &Path,
         core: usize,
         cores: usize,
+        blocking_budget: Duration,
     ) -> Result<(Stream, Vec<RecoveredMessage>, RecoveryReport), SpoolError> {
         let rec = recover::recover(base, core, cores, config.memory_max_bytes).await?;
         let segments: BTreeMap<_, _> = rec.segments.into_iter().map(|s| (s.key, s)).collect();
@@ -84,6 +88,8 @@ impl Stream {
                 free: rec.free,
                 prepared: 0,
                 fresh: 0,
+                blocking: Budget::new(blocking_budget, Instant::now()),
+                blocking_commits: 0,
                 _locks: rec.locks,
             }),
         });

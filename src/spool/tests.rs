@@ -32,15 +32,18 @@ fn config(dir: &Path, segment_max_bytes: u64) -> SpoolConfig {
         express: false,
         // Files appear only when a test asks (a test of them sets 1).
         prepared_segment_count: 0,
+        express_blocking_budget: Duration::ZERO,
         memory_max_bytes: 64 << 20,
     }
 }
 
-/// `config` with the express stream on (the unit tests' default keeps every message in the
-/// bulk stream, whose internals several tests look into).
+/// `config` with the express stream on, its blocking commits too, as configured by default
+/// (the unit tests' default keeps every message in the bulk stream, whose internals several
+/// tests look into).
 fn express_config(dir: &Path, segment_max_bytes: u64) -> SpoolConfig {
     SpoolConfig {
         express: true,
+        express_blocking_budget: Duration::from_millis(100),
         ..config(dir, segment_max_bytes)
     }
 }
@@ -817,6 +820,10 @@ fn an_account_with_nothing_waiting_goes_to_the_express_stream_and_both_recover()
         assert_eq!(big_in_express, 1, "only the first of the big account's");
         assert_eq!(spool.stats().live_messages, 21);
         assert!(spool.stats().express_records >= 2);
+        // The express stream commits with blocking calls (its first commit at least: the
+        // budget starts full); the bulk stream never does.
+        assert!(spool.express.stats().blocking_commits >= 1);
+        assert_eq!(spool.bulk.stats().blocking_commits, 0);
         // Progress and completion, in both streams.
         let delivered_first = Update {
             rcpt_states: vec![(0, RcptState::Delivered)],
@@ -979,4 +986,47 @@ fn recovery_numbers_new_segments_above_every_free_file() {
         assert!(list_free(&core_dir(&dir, 0)).unwrap().is_empty());
         spool.close().await;
     });
+}
+
+/// Blocking commits stop when their budget is spent: with 100 µs of blocked time per second,
+/// a run of express commits goes on through io_uring once the first few have used it up,
+/// and every record of both kinds of commit recovers. A zero budget never blocks.
+#[test]
+fn express_commits_block_within_their_budget_and_go_through_io_uring_beyond_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let tight = SpoolConfig {
+        express_blocking_budget: Duration::from_micros(100),
+        ..express_config(tmp.path(), 1 << 20)
+    };
+    let never = SpoolConfig {
+        express_blocking_budget: Duration::ZERO,
+        ..tight.clone()
+    };
+    let check = tight.clone();
+    run(|| async move {
+        let (spool, _, _) = Spool::open(&tight, 0, 1).await.unwrap();
+        // One at a time: each is its own express commit.
+        for i in 0..200u128 {
+            spool.append(&sample(i, 1, &[b"x\r\n"])).await.unwrap();
+        }
+        let express = spool.express.stats();
+        assert_eq!(express.commits, 200);
+        assert!(express.blocking_commits >= 1, "the budget starts full");
+        assert!(
+            express.blocking_commits < 200,
+            "200 commits cannot take under 100 µs and what accrued meanwhile"
+        );
+        assert_eq!(spool.stats().blocking_commits, express.blocking_commits);
+        spool.close().await;
+        let (spool, recovered, _) = Spool::open(&never, 0, 1).await.unwrap();
+        assert_eq!(recovered.len(), 200);
+        spool.append(&sample(500, 1, &[b"y\r\n"])).await.unwrap();
+        assert!(spool.express.known(MessageId(500)).is_ok());
+        assert_eq!(spool.express.stats().commits, 1);
+        assert_eq!(spool.stats().blocking_commits, 0, "a zero budget never blocks");
+        spool.close().await;
+    });
+    let (recovered, report) = reopen(&check);
+    assert_eq!(report.corrupt_records, 0);
+    assert_eq!(recovered.len(), 201);
 }
