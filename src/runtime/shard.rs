@@ -7,9 +7,12 @@
 //! sensitive, runs the SMTP and HTTP accept loops and so every session (a task inherits
 //! its parent's queue); "delivery", throughput work with fewer shares, runs the delivery
 //! engine's router, routing and connection tasks. The handoff and ack receivers run in the
-//! ingress queue too (they are on the path of a `250`); the spool's committer stays in the
-//! default queue (1000 shares), short and also on that path. A third queue, "lending",
-//! with few shares (`lending.shares`), does other cores' transforms (`deliver::lend`).
+//! ingress queue too (they are on the path of a `250`), and so does the spool's express
+//! committer (a small sender's commit: waking it there needs no switch of queue, which on
+//! a busy core waits for the running queue's slice to end; BENCHMARKS.md, fairness round
+//! eight); the bulk stream's committer stays in the default queue (1000 shares). A third
+//! queue, "lending", with few shares (`lending.shares`), does other cores' transforms
+//! (`deliver::lend`).
 //! (Start-up itself must run in the default queue: file I/O issued from a latency-sensitive
 //! queue goes to glommio's latency ring, where opening a relative path fails with EBADF.)
 //! The executor's preempt timer (`fairness.io_poll_max_ms`) bounds how long a busy core goes
@@ -289,7 +292,7 @@ async fn start(shared: &Shared, meshes: Meshes, queues: Queues) -> Result<Core, 
     let (log, drain) = Log::with_metrics(core, config.log.ring_max_count, metrics);
     glommio::spawn_local(log::run_drain(drain, log::log_path(&config.log.dir, core))).detach();
 
-    let (spool, recovered, report) = Spool::open(&config.spool, core, shared.cores)
+    let (spool, recovered, report) = Spool::open_in(&config.spool, core, shared.cores, Some(queues.ingress))
         .await
         .map_err(|e| fail("spool", &e))?;
     log.emit(Event::Recovered {

@@ -52,6 +52,7 @@ use std::path::{Path, PathBuf};
 use std::rc::Rc;
 use std::time::Duration;
 
+use glommio::TaskQueueHandle;
 use serde::{Deserialize, Serialize};
 
 use crate::config::SpoolConfig;
@@ -228,19 +229,32 @@ pub fn express_dir(dir: &Path) -> PathBuf {
 
 impl Spool {
     /// Opens this core's spool (both streams), recovers what it adopts, spawns the
-    /// committers on the current executor. The express stream is always opened, so what a
-    /// previous run left in it is recovered even when `spool.express` is now off.
+    /// committers on the current executor, in the current task queue. The express stream is
+    /// always opened, so what a previous run left in it is recovered even when
+    /// `spool.express` is now off.
     pub async fn open(
         config: &SpoolConfig,
         core: usize,
         cores: usize,
+    ) -> Result<(Spool, Vec<RecoveredMessage>, RecoveryReport), SpoolError> {
+        Spool::open_in(config, core, cores, None).await
+    }
+
+    /// [`Spool::open`] with the express stream's committer spawned into `express_queue`:
+    /// a core puts it in its latency-sensitive queue with the SMTP sessions it answers, so a
+    /// small sender's record is taken up without waiting for the queue running to yield.
+    pub async fn open_in(
+        config: &SpoolConfig,
+        core: usize,
+        cores: usize,
+        express_queue: Option<TaskQueueHandle>,
     ) -> Result<(Spool, Vec<RecoveredMessage>, RecoveryReport), SpoolError> {
         if core >= cores {
             let msg = format!("spool core {core} is not below the core count {cores}");
             return Err(SpoolError::Io(io::Error::new(io::ErrorKind::InvalidInput, msg)));
         }
         let (bulk, mut messages, mut report) =
-            Stream::open(config, &config.dir, core, cores, Duration::ZERO).await?;
+            Stream::open(config, &config.dir, core, cores, Duration::ZERO, None).await?;
         let express_base = express_dir(&config.dir);
         if !express_base.is_dir() {
             std::fs::create_dir_all(&express_base).map_err(SpoolError::Io)?;
@@ -249,8 +263,15 @@ impl Spool {
                 .and_then(|d| d.sync_all())
                 .map_err(SpoolError::Io)?;
         }
-        let (express, more, found) =
-            Stream::open(config, &express_base, core, cores, config.express_blocking_budget).await?;
+        let (express, more, found) = Stream::open(
+            config,
+            &express_base,
+            core,
+            cores,
+            config.express_blocking_budget,
+            express_queue,
+        )
+        .await?;
         messages.extend(more);
         report.absorb(&found);
         let spool = Spool {

@@ -11,8 +11,8 @@ use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use futures_channel::oneshot;
-use glommio::Task;
 use glommio::channels::local_channel::{self, LocalSender};
+use glommio::{Task, TaskQueueHandle};
 
 use super::blocking::Budget;
 use super::commit::{self, Effect, Shared, State, Submission};
@@ -57,14 +57,16 @@ fn closed() -> SpoolError {
 
 impl Stream {
     /// Opens this core's stream under `base`, recovers what it adopts, spawns the committer
-    /// on the current executor. `blocking_budget`: blocked time per second its commits may
-    /// spend in blocking system calls (`blocking`; zero: never).
+    /// on the current executor, in `queue` (the current task queue if `None`).
+    /// `blocking_budget`: blocked time per second its commits may spend in blocking system
+    /// calls (`blocking`; zero: never).
     pub(super) async fn open(
         config: &SpoolConfig,
         base: &Path,
         core: usize,
         cores: usize,
         blocking_budget: Duration,
+        queue: Option<TaskQueueHandle>,
     ) -> Result<(Stream, Vec<RecoveredMessage>, RecoveryReport), SpoolError> {
         let rec = recover::recover(base, core, cores, config.memory_max_bytes).await?;
         let segments: BTreeMap<_, _> = rec.segments.into_iter().map(|s| (s.key, s)).collect();
@@ -95,7 +97,12 @@ impl Stream {
         });
         let queue_max_count = config.commit_batch_max_count.max(1).saturating_mul(2);
         let (tx, rx) = local_channel::new_bounded(queue_max_count);
-        let task = glommio::spawn_local(commit::run(shared.clone(), rx));
+        let committer = commit::run(shared.clone(), rx);
+        let task = match queue {
+            Some(queue) => glommio::spawn_local_into(committer, queue)
+                .map_err(|e| SpoolError::Io(io::Error::other(format!("cannot spawn the committer: {e}"))))?,
+            None => glommio::spawn_local(committer),
+        };
         let preparer = glommio::spawn_local(commit::prepare(shared.clone()));
         let handle = Rc::new(Handle {
             tx: RefCell::new(Some(Rc::new(tx))),

@@ -1030,3 +1030,36 @@ fn express_commits_block_within_their_budget_and_go_through_io_uring_beyond_it()
     assert_eq!(report.corrupt_records, 0);
     assert_eq!(recovered.len(), 201);
 }
+
+/// The express committer can run in a task queue of its own choosing (a core puts it in its
+/// latency-sensitive queue): express commits are then made by a task of that queue, and
+/// what they wrote recovers.
+#[test]
+fn the_express_committer_runs_in_the_queue_it_is_given() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg = express_config(tmp.path(), 1 << 20);
+    let check = cfg.clone();
+    run(|| async move {
+        let queue = glommio::executor().create_task_queue(
+            glommio::Shares::Static(1000),
+            glommio::Latency::Matters(Duration::from_millis(1)),
+            "express-test",
+        );
+        let ran = || {
+            glommio::executor()
+                .task_queue_stats(queue)
+                .unwrap()
+                .queue_selected()
+        };
+        let (spool, _, _) = Spool::open_in(&cfg, 0, 1, Some(queue)).await.unwrap();
+        let before = ran();
+        for i in 0..5u128 {
+            spool.append(&sample(i, 1, &[b"x\r\n"])).await.unwrap();
+        }
+        assert_eq!(spool.express.stats().commits, 5);
+        assert!(ran() > before, "the committer's turns are that queue's");
+        spool.close().await;
+    });
+    let (recovered, _) = reopen(&check);
+    assert_eq!(recovered.len(), 5);
+}
