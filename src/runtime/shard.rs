@@ -13,8 +13,9 @@
 //! eight); the bulk stream's committer stays in the default queue (1000 shares). A third
 //! queue, "lending", with few shares (`lending.shares`), does other cores' transforms
 //! (`deliver::lend`).
-//! (Start-up itself must run in the default queue: file I/O issued from a latency-sensitive
-//! queue goes to glommio's latency ring, where opening a relative path fails with EBADF.)
+//! Start-up itself runs in the default queue, and so do the tasks it spawns without a
+//! queue of their own. (An EBADF once seen at start-up came from glommio opening relative
+//! directories, not from the queue: `runtime` makes the spool and log directories absolute.)
 //! The executor's preempt timer (`fairness.io_poll_max_ms`) bounds how long a busy core goes
 //! without polling I/O and the messages of other cores.
 
