@@ -190,6 +190,12 @@ start_load() {
   load_pids+=($!)
 }
 
+# Microseconds some task has waited for I/O since boot (PSI, /proc/pressure/io); empty
+# without PSI.
+io_stall_us() {
+  sed -n 's/^some .*total=\([0-9]*\)$/\1/p' /proc/pressure/io 2>/dev/null || true
+}
+
 # Runs one load against $1 ($2: big|small|both) and waits for the sink; appends a raw line.
 run_one() {
   local system=$1 placement=$2 what=$3 target=$4
@@ -201,7 +207,8 @@ run_one() {
   [ "$what" != big ] && expect_small=$(awk -v s="$smalls" -v r="$small_rate" -v d="$trickle_s" 'BEGIN{printf "%d", s*r*d*0.95}')
   rm -f "$work"/load-*.json
   load_pids=()
-  local t0=$EPOCHREALTIME
+  local t0=$EPOCHREALTIME io0
+  io0=$(io_stall_us)
   [ "$what" != small ] && start_load "$target" big
   [ "$what" != big ] && start_load "$target" small
   for p in "${load_pids[@]}"; do wait "$p" || echo "a load failed: $(cat "$work"/load-*.err)" >&2; done
@@ -215,12 +222,17 @@ print(json.dumps({"acked": sum(r.get("acked", 0) for r in reports),
   local acked
   acked=$(python3 -c 'import json,sys; print(json.loads(sys.argv[1]).get("acked",0))' "$report")
   wait_delivered $((acked + smalls + 1)) 600
-  local t1=$EPOCHREALTIME
+  local t1=$EPOCHREALTIME io1
+  io1=$(io_stall_us)
   kill -USR1 "$sink_pid"; sleep 0.2
   local sink
   sink=$(cat "$work/sink.json")
-  printf '{"system":"%s","placement":"%s","run":"%s","repeat":%d,"seconds":%s,"delivered":%d,"expect_small_min":%d,"sink":%s,"load":%s}\n' \
-    "$system" "$placement" "$what" "$r" "$(awk -v a="$t0" -v b="$t1" 'BEGIN{printf "%.3f", b-a}')" "$delivered" "$expect_small" "$sink" "$report" >> "$out/raw.jsonl"
+  # The share of the run in which some task waited for the disk (the relay's own fdatasyncs
+  # included): a run that another tenant's I/O disturbed stands out here.
+  local io_share
+  io_share=$(awk -v a="$t0" -v b="$t1" -v x="$io0" -v y="$io1" 'BEGIN{ if (x == "" || y == "") print "null"; else printf "%.3f", (y-x)/((b-a)*1e6) }')
+  printf '{"system":"%s","placement":"%s","run":"%s","repeat":%d,"seconds":%s,"delivered":%d,"expect_small_min":%d,"io_stalled_share":%s,"sink":%s,"load":%s}\n' \
+    "$system" "$placement" "$what" "$r" "$(awk -v a="$t0" -v b="$t1" 'BEGIN{printf "%.3f", b-a}')" "$delivered" "$expect_small" "$io_share" "$sink" "$report" >> "$out/raw.jsonl"
   echo "$system $placement $what (run $r): delivered $delivered in $(awk -v a="$t0" -v b="$t1" 'BEGIN{printf "%.1f", b-a}') s"
 }
 

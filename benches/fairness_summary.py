@@ -22,6 +22,13 @@ BUCKET = re.compile(
 )
 
 
+def io_stalled(row):
+    """The share of a run in which some task waited for the disk (PSI), as a percentage;
+    runs recorded before fairness.sh measured it show a dash."""
+    share = row.get("io_stalled_share")
+    return "–" if share is None else f"{share * 100:.0f}%"
+
+
 def smalls(row):
     return [a for a in row["sink"].get("accounts", []) if a["account"].startswith("small")]
 
@@ -211,16 +218,23 @@ def main():
             f"| {placement} | {fmt(p50_idle, ' ms')} | {fmt(p99_idle, ' ms')} | {fmt(p50_mixed, ' ms')} "
             f"| {fmt(p99_mixed, ' ms')} | {'–' if ratio is None else f'{ratio:.2f}'} |"
         )
-    lines += ["", "Per run (raw.jsonl has everything):", ""]
-    lines.append("| system | placement | run | repeat | seconds | delivered | accounts at the sink (messages, rate/s, p50/p99/max ms) |")
-    lines.append("|---|---|---|---:|---:|---:|---|")
+    lines += [
+        "",
+        "Per run (raw.jsonl has everything). *I/O stalled*: the share of the run in which some task",
+        "waited for the disk (PSI, the relay's own fdatasyncs included); a run another tenant's I/O",
+        "disturbed stands out there.",
+        "",
+    ]
+    lines.append("| system | placement | run | repeat | seconds | delivered | I/O stalled | accounts at the sink (messages, rate/s, p50/p99/max ms) |")
+    lines.append("|---|---|---|---:|---:|---:|---:|---|")
     for r in rows:
         accts = "; ".join(
             f"{a['account']} {a['messages']}, {a['messages_per_second']:.0f}/s, {a['p50_ms']:.1f}/{a['p99_ms']:.1f}/{a['max_ms']:.1f}"
             for a in r["sink"].get("accounts", [])
         )
         lines.append(
-            f"| {r['system']} | {r['placement']} | {r['run']} | {r['repeat']} | {r['seconds']:.1f} | {r['delivered']} | {accts} |"
+            f"| {r['system']} | {r['placement']} | {r['run']} | {r['repeat']} | {r['seconds']:.1f} | {r['delivered']} "
+            f"| {io_stalled(r)} | {accts} |"
         )
     (out / "summary.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines[: 12 + len(keys)]))
