@@ -190,10 +190,12 @@ start_load() {
   load_pids+=($!)
 }
 
-# Microseconds some task has waited for I/O since boot (PSI, /proc/pressure/io); empty
-# without PSI.
-io_stall_us() {
-  sed -n 's/^some .*total=\([0-9]*\)$/\1/p' /proc/pressure/io 2>/dev/null || true
+# The spool disk's completed writes, their total time (ms), completed cache flushes and their
+# total time (ms) since boot (/sys/class/block/<dev>/stat fields 5, 8, 16, 17); empty if unknown.
+disk_stat() {
+  local dev
+  dev=$(basename "$(findmnt -no SOURCE -T "$work" 2>/dev/null)" 2>/dev/null)
+  awk '{print $5, $8, $16, $17}' "/sys/class/block/$dev/stat" 2>/dev/null || true
 }
 
 # Runs one load against $1 ($2: big|small|both) and waits for the sink; appends a raw line.
@@ -207,8 +209,8 @@ run_one() {
   [ "$what" != big ] && expect_small=$(awk -v s="$smalls" -v r="$small_rate" -v d="$trickle_s" 'BEGIN{printf "%d", s*r*d*0.95}')
   rm -f "$work"/load-*.json
   load_pids=()
-  local t0=$EPOCHREALTIME io0
-  io0=$(io_stall_us)
+  local t0=$EPOCHREALTIME disk0
+  disk0=$(disk_stat)
   [ "$what" != small ] && start_load "$target" big
   [ "$what" != big ] && start_load "$target" small
   for p in "${load_pids[@]}"; do wait "$p" || echo "a load failed: $(cat "$work"/load-*.err)" >&2; done
@@ -222,17 +224,21 @@ print(json.dumps({"acked": sum(r.get("acked", 0) for r in reports),
   local acked
   acked=$(python3 -c 'import json,sys; print(json.loads(sys.argv[1]).get("acked",0))' "$report")
   wait_delivered $((acked + smalls + 1)) 600
-  local t1=$EPOCHREALTIME io1
-  io1=$(io_stall_us)
+  local t1=$EPOCHREALTIME disk1
+  disk1=$(disk_stat)
   kill -USR1 "$sink_pid"; sleep 0.2
   local sink
   sink=$(cat "$work/sink.json")
-  # The share of the run in which some task waited for the disk (the relay's own fdatasyncs
-  # included): a run that another tenant's I/O disturbed stands out here.
-  local io_share
-  io_share=$(awk -v a="$t0" -v b="$t1" -v x="$io0" -v y="$io1" 'BEGIN{ if (x == "" || y == "") print "null"; else printf "%.3f", (y-x)/((b-a)*1e6) }')
-  printf '{"system":"%s","placement":"%s","run":"%s","repeat":%d,"seconds":%s,"delivered":%d,"expect_small_min":%d,"io_stalled_share":%s,"sink":%s,"load":%s}\n' \
-    "$system" "$placement" "$what" "$r" "$(awk -v a="$t0" -v b="$t1" 'BEGIN{printf "%.3f", b-a}')" "$delivered" "$expect_small" "$io_share" "$sink" "$report" >> "$out/raw.jsonl"
+  # The disk's mean time per write and per cache flush during the run: a run that another
+  # tenant of the machine slowed down stands out here.
+  local disk
+  disk=$(awk -v x="$disk0" -v y="$disk1" 'BEGIN{
+    n = split(x, a, " "); split(y, b, " ")
+    if (n < 4) { print "null"; exit }
+    w = b[1] - a[1]; f = b[3] - a[3]
+    printf "{\"writes\":%d,\"write_ms\":%s,\"flushes\":%d,\"flush_ms\":%s}", w, (w ? sprintf("%.3f", (b[2]-a[2])/w) : "null"), f, (f ? sprintf("%.3f", (b[4]-a[4])/f) : "null") }')
+  printf '{"system":"%s","placement":"%s","run":"%s","repeat":%d,"seconds":%s,"delivered":%d,"expect_small_min":%d,"disk":%s,"sink":%s,"load":%s}\n' \
+    "$system" "$placement" "$what" "$r" "$(awk -v a="$t0" -v b="$t1" 'BEGIN{printf "%.3f", b-a}')" "$delivered" "$expect_small" "$disk" "$sink" "$report" >> "$out/raw.jsonl"
   echo "$system $placement $what (run $r): delivered $delivered in $(awk -v a="$t0" -v b="$t1" 'BEGIN{printf "%.1f", b-a}') s"
 }
 

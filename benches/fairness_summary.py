@@ -22,11 +22,15 @@ BUCKET = re.compile(
 )
 
 
-def io_stalled(row):
-    """The share of a run in which some task waited for the disk (PSI), as a percentage;
-    runs recorded before fairness.sh measured it show a dash."""
-    share = row.get("io_stalled_share")
-    return "–" if share is None else f"{share * 100:.0f}%"
+def disk(row):
+    """The spool disk's mean time per write and per cache flush during a run, in ms; runs
+    recorded before fairness.sh measured it show a dash."""
+    d = row.get("disk") or {}
+
+    def ms(key):
+        return "–" if d.get(key) is None else f"{d[key]:.2f}"
+
+    return f"{ms('write_ms')} / {ms('flush_ms')}"
 
 
 def smalls(row):
@@ -220,12 +224,12 @@ def main():
         )
     lines += [
         "",
-        "Per run (raw.jsonl has everything). *I/O stalled*: the share of the run in which some task",
-        "waited for the disk (PSI, the relay's own fdatasyncs included); a run another tenant's I/O",
-        "disturbed stands out there.",
+        "Per run (raw.jsonl has everything). *Disk ms*: the spool disk's mean time per write and per",
+        "cache flush during the run (/sys/class/block/<dev>/stat); a run another tenant of the",
+        "machine slowed down stands out there.",
         "",
     ]
-    lines.append("| system | placement | run | repeat | seconds | delivered | I/O stalled | accounts at the sink (messages, rate/s, p50/p99/max ms) |")
+    lines.append("| system | placement | run | repeat | seconds | delivered | disk ms (write / flush) | accounts at the sink (messages, rate/s, p50/p99/max ms) |")
     lines.append("|---|---|---|---:|---:|---:|---:|---|")
     for r in rows:
         accts = "; ".join(
@@ -234,7 +238,7 @@ def main():
         )
         lines.append(
             f"| {r['system']} | {r['placement']} | {r['run']} | {r['repeat']} | {r['seconds']:.1f} | {r['delivered']} "
-            f"| {io_stalled(r)} | {accts} |"
+            f"| {disk(r)} | {accts} |"
         )
     (out / "summary.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines[: 12 + len(keys)]))
