@@ -487,24 +487,14 @@ impl Config {
                 64 << 10,
             )?,
             express: sp.express,
-            prepared_segment_count: match sp.prepared_segment_count {
-                n @ 0..=2 => n,
-                _ => {
-                    return Err(ConfigError::new(
-                        "spool.prepared_segment_count",
-                        "must be 0, 1 or 2 (a stream keeps at most two free files)",
-                    ));
-                }
-            },
-            express_blocking_budget: match sp.express_blocking_budget_ms {
-                ms @ 0..=1000 => Duration::from_millis(ms),
-                _ => {
-                    return Err(ConfigError::new(
-                        "spool.express_blocking_budget_ms",
-                        "must be at most 1000 (milliseconds of each second)",
-                    ));
-                }
-            },
+            // A stream keeps at most two free files.
+            prepared_segment_count: at_most("spool.prepared_segment_count", sp.prepared_segment_count, 2)?,
+            // Milliseconds of each second.
+            express_blocking_budget: Duration::from_millis(at_most(
+                "spool.express_blocking_budget_ms",
+                sp.express_blocking_budget_ms as usize,
+                1000,
+            )? as u64),
             memory_max_bytes: sp.memory_max_bytes,
         };
         let log = LogConfig {

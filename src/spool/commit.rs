@@ -384,15 +384,16 @@ async fn write_batch(shared: &Shared, batch: &[Submission]) -> io::Result<Vec<Lo
         let mut st = shared.state.borrow_mut();
         st.blocking.as_mut().is_some_and(|b| b.allows(Instant::now()))
     };
-    let result = if block {
+    // Either way: the time the fdatasync took.
+    let synced = if block {
         let started = Instant::now();
-        let written = blocking::write_and_sync(&file, buf.as_bytes(), pos);
+        let synced = blocking::write_and_sync(&file, buf.as_bytes(), pos);
         let mut st = shared.state.borrow_mut();
         if let Some(budget) = st.blocking.as_mut() {
             budget.charge(started.elapsed());
         }
-        st.blocking_commits += 1;
-        written.map(|synced| shared.metrics.borrow().fsync_seconds.record(synced.as_secs_f64()))
+        st.blocking_commits += u64::from(synced.is_ok());
+        synced
     } else {
         async {
             let written = file.write_at(buf, pos).await?;
@@ -404,12 +405,11 @@ async fn write_batch(shared: &Shared, batch: &[Submission]) -> io::Result<Vec<Lo
             }
             let started = Instant::now();
             file.fdatasync().await?;
-            let synced = started.elapsed().as_secs_f64();
-            shared.metrics.borrow().fsync_seconds.record(synced);
-            Ok(())
+            Ok(started.elapsed())
         }
         .await
     };
+    let result = synced.map(|d| shared.metrics.borrow().fsync_seconds.record(d.as_secs_f64()));
     let mut st = shared.state.borrow_mut();
     let seg = st.segments.get_mut(&key);
     match (result, seg) {
