@@ -16,7 +16,7 @@
 
 use std::fmt;
 use std::future::Future;
-use std::io;
+use std::io::{self, IoSlice};
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
@@ -339,7 +339,6 @@ impl Connection {
                 // their flight (then the MAIL reply is the one read here); a server may hold
                 // its replies until it has read the chunk, so the data timeout applies.
                 Next::Chunk => {
-                    self.flush(phase, self.timeouts.command).await?;
                     self.write_chunk(phase, body).await?;
                     if phase == Phase::Mail {
                         // A server may send the MAIL and RCPT replies while the chunk is still
@@ -376,18 +375,24 @@ impl Connection {
         Ok(())
     }
 
-    /// Writes the body as stored, straight from its chunks (BDAT: no stuffing, no copy).
+    /// Writes the pending commands (the BDAT, and MAIL and the RCPTs when they go in its
+    /// flight) and then the body as stored, straight from its chunks (BDAT: no stuffing, no
+    /// copy), in one vectored write when the socket takes it all: the server gets the
+    /// flight in one segment and wakes once for it, where a write per piece would cost a
+    /// system call and a segment each, and might wake it for the commands alone.
     /// `phase` is the transaction's: `Mail` when the chunk went with MAIL and the RCPTs, so
     /// a warm connection the server had closed fails before any recipient, as it would
     /// without the chunk, and is replaced.
     async fn write_chunk(&mut self, phase: Phase, body: &[Bytes]) -> Result<(), AttemptError> {
-        for chunk in body {
-            let io_error = |e| AttemptError::Io(phase, e);
-            within(self.timeouts.data, phase, async {
-                self.stream.write_all(chunk).await.map_err(io_error)
-            })
-            .await?;
-        }
+        let io_error = |e| AttemptError::Io(phase, e);
+        let pieces = std::iter::once(&self.out[..]).chain(body.iter().map(|c| &c[..]));
+        let mut slices: Vec<IoSlice<'_>> = pieces.filter(|p| !p.is_empty()).map(IoSlice::new).collect();
+        let stream = &mut self.stream;
+        within(self.timeouts.data, phase, async {
+            write_all_vectored(stream, &mut slices).await.map_err(io_error)
+        })
+        .await?;
+        self.out.clear();
         Ok(())
     }
 
@@ -411,6 +416,24 @@ impl Connection {
         let e = io::Error::new(io::ErrorKind::NotConnected, "connection is no longer usable");
         Err(AttemptError::Io(phase, e))
     }
+}
+
+/// Writes every byte of `slices` (consuming them), as few calls as the writer allows.
+async fn write_all_vectored<W: futures_lite::AsyncWrite + Unpin>(
+    writer: &mut W,
+    mut slices: &mut [IoSlice<'_>],
+) -> io::Result<()> {
+    while !slices.is_empty() {
+        let written = writer.write_vectored(slices).await?;
+        if written == 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::WriteZero,
+                "the peer takes no more data",
+            ));
+        }
+        IoSlice::advance_slices(&mut slices, written);
+    }
+    writer.flush().await
 }
 
 async fn write_all(stream: &mut Stream, out: &mut BytesMut, phase: Phase) -> Result<(), AttemptError> {

@@ -139,6 +139,33 @@ impl AsyncWrite for Stream {
         }
     }
 
+    /// glommio's stream writes one buffer per call; a plain stream sends them all with one
+    /// `sendmsg` (without waiting, as glommio's own first attempt does) and falls back to
+    /// glommio's write of the first buffer, which waits for room, when the socket is full.
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Stream::Plain(s) => {
+                // SAFETY: `s` owns the socket and keeps it open while the borrow lives (it
+                // ends with this call).
+                let socket = unsafe { BorrowedFd::borrow_raw(s.as_raw_fd()) };
+                let flags = libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL;
+                match SockRef::from(&socket).send_vectored_with_flags(bufs, flags) {
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                        let first = bufs.iter().find(|b| !b.is_empty()).map_or(&[][..], |b| &b[..]);
+                        Pin::new(s).poll_write(cx, first)
+                    }
+                    done => Poll::Ready(done),
+                }
+            }
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_write_vectored(cx, bufs),
+            Stream::Closed => Poll::Ready(Err(closed())),
+        }
+    }
+
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         match self.get_mut() {
             Stream::Plain(s) => Pin::new(s).poll_flush(cx),

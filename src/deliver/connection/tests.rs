@@ -546,3 +546,85 @@ fn connect_refused_is_a_connect_error() {
         );
     });
 }
+
+/// A writer that takes at most `per_call` bytes per call, across buffer boundaries.
+struct Trickle {
+    got: Vec<u8>,
+    per_call: usize,
+    calls: usize,
+}
+
+impl futures_lite::AsyncWrite for Trickle {
+    fn poll_write(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<io::Result<usize>> {
+        self.poll_write_vectored(cx, &[IoSlice::new(buf)])
+    }
+
+    fn poll_write_vectored(
+        self: std::pin::Pin<&mut Self>,
+        _cx: &mut std::task::Context<'_>,
+        bufs: &[IoSlice<'_>],
+    ) -> std::task::Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        this.calls += 1;
+        let mut room = this.per_call;
+        for b in bufs {
+            let take = b.len().min(room);
+            this.got.extend_from_slice(&b[..take]);
+            room -= take;
+        }
+        std::task::Poll::Ready(Ok(this.per_call - room))
+    }
+
+    fn poll_flush(
+        self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<io::Result<()>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn poll_close(
+        self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<io::Result<()>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+}
+
+#[test]
+fn a_vectored_flight_is_written_whole_however_little_each_call_takes() {
+    let pieces: [&[u8]; 4] = [
+        b"MAIL FROM:<a@b>\r\nBDAT 11 LAST\r\n",
+        b"",
+        b"Subject: x\r\n",
+        b"\r\nhi",
+    ];
+    let whole: Vec<u8> = pieces.concat();
+    for per_call in [1, 3, 7, whole.len(), whole.len() + 10] {
+        let mut slices: Vec<IoSlice<'_>> = pieces.iter().map(|p| IoSlice::new(p)).collect();
+        let mut w = Trickle {
+            got: Vec::new(),
+            per_call,
+            calls: 0,
+        };
+        futures_lite::future::block_on(write_all_vectored(&mut w, &mut slices)).unwrap();
+        assert_eq!(w.got, whole, "{per_call} bytes per call");
+        assert_eq!(
+            w.calls,
+            whole.len().div_ceil(per_call),
+            "{per_call} bytes per call"
+        );
+    }
+    // A writer that takes nothing is an error, not a loop.
+    let mut slices = [IoSlice::new(b"x")];
+    let mut w = Trickle {
+        got: Vec::new(),
+        per_call: 0,
+        calls: 0,
+    };
+    let e = futures_lite::future::block_on(write_all_vectored(&mut w, &mut slices)).unwrap_err();
+    assert_eq!(e.kind(), io::ErrorKind::WriteZero);
+}
