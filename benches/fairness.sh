@@ -25,7 +25,7 @@
 # usage: benches/fairness.sh [--big N] [--big-conns C] [--small-rate R] [--smalls K]
 #                            [--size BYTES] [--repeat R] [--no-postfix] [--tools-cpus LIST]
 #                            [--relay-extra TOML] [--big-rate R] [--placements LIST] [--bin PATH]
-#                            [--out DIR]
+#                            [--big-nice N] [--out DIR]
 #   --tools-cpus LIST  run the load generators and the sink under `taskset -c LIST` (e.g. 1:
 #                      the CPU of corerelay's core 1, so core 0, where the small accounts
 #                      live in both placements, runs only the relay). Default: not pinned.
@@ -34,6 +34,9 @@
 #   --placements LIST  only these of "dedicated same-core" (e.g. same-core).
 #   --bin PATH         run this corerelay binary (relay, load and sink) instead of building
 #                      the work tree: for A/B runs of two builds, interleaved.
+#   --big-nice N       run the big account's load generator under `nice -n N`, so on a CPU
+#                      it shares with the sink and the small accounts' load generator those
+#                      two measuring tools get the CPU first when they wake (an experiment).
 #   --relay-extra TOML put before the accounts in corerelay's configuration (an experiment,
 #                      e.g. $'[fairness]\ndelivery_shares = 1000'); recorded in commands.txt.
 set -euo pipefail
@@ -49,6 +52,7 @@ postfix=1
 tools_cpus=""
 relay_extra=""
 big_rate=0
+big_nice=0
 placements="dedicated same-core"
 bin=""
 out=""
@@ -64,6 +68,7 @@ while [ $# -gt 0 ]; do
     --tools-cpus) tools_cpus=$2; shift 2 ;;
     --relay-extra) relay_extra=$2; shift 2 ;;
     --big-rate) big_rate=$2; shift 2 ;;
+    --big-nice) big_nice=$2; shift 2 ;;
     --placements) placements=$2; shift 2 ;;
     --bin) bin=$(realpath "$2"); shift 2 ;;
     --out) out=$2; shift 2 ;;
@@ -185,8 +190,10 @@ warm_up() {
 start_load() {
   local target=$1 what=$2 args
   mapfile -t args < <(load_args "$what")
-  note "${tools[*]} $bin load --target $target --cores 1 --json ${args[*]}"
-  "${tools[@]}" "$bin" load --target "$target" --cores 1 --json "${args[@]}" > "$work/load-$what.json" 2>"$work/load-$what.err" &
+  local niced=()
+  [ "$what" = big ] && [ "$big_nice" != 0 ] && niced=(nice -n "$big_nice")
+  note "${niced[*]:+${niced[*]} }${tools[*]} $bin load --target $target --cores 1 --json ${args[*]}"
+  "${niced[@]}" "${tools[@]}" "$bin" load --target "$target" --cores 1 --json "${args[@]}" > "$work/load-$what.json" 2>"$work/load-$what.err" &
   load_pids+=($!)
 }
 
@@ -285,8 +292,9 @@ run_corerelay() {
   # The relay's own view of the run (stage latencies per account, commit sizes, lateness).
   [ -n "$metrics_addr" ] && curl -s "http://$metrics_addr/metrics" > "$out/metrics-corerelay-$placement-$what-$r.txt" || true
   # With benches/stage-trace.patch built in and CORERELAY_DIAG=1, the per-message stage
-  # trace of the small accounts (benches/stage_trace.py reads it).
-  grep "^DIAG" "$work/relay.out" > "$out/diag-$placement-$what-$r.txt" || rm -f "$out/diag-$placement-$what-$r.txt"
+  # trace of the small accounts (benches/stage_trace.py reads it), with the sink's arrivals.
+  cat "$work/relay.out" "$work/sink.out" 2>/dev/null | grep "^DIAG" > "$out/diag-$placement-$what-$r.txt" \
+    || rm -f "$out/diag-$placement-$what-$r.txt"
   kill -9 "$relay_pid" 2>/dev/null || true
   kill -INT "$sink_pid" 2>/dev/null || true
   wait "$relay_pid" "$sink_pid" 2>/dev/null || true
