@@ -25,7 +25,7 @@
 # usage: benches/fairness.sh [--big N] [--big-conns C] [--small-rate R] [--smalls K]
 #                            [--size BYTES] [--repeat R] [--no-postfix] [--tools-cpus LIST]
 #                            [--relay-extra TOML] [--big-rate R] [--placements LIST] [--bin PATH]
-#                            [--big-nice N] [--out DIR]
+#                            [--big-nice N] [--instruments-nice N] [--out DIR]
 #   --tools-cpus LIST  run the load generators and the sink under `taskset -c LIST` (e.g. 1:
 #                      the CPU of corerelay's core 1, so core 0, where the small accounts
 #                      live in both placements, runs only the relay). Default: not pinned.
@@ -36,7 +36,13 @@
 #                      the work tree: for A/B runs of two builds, interleaved.
 #   --big-nice N       run the big account's load generator under `nice -n N`, so on a CPU
 #                      it shares with the sink and the small accounts' load generator those
-#                      two measuring tools get the CPU first when they wake (an experiment).
+#                      two measuring tools get the CPU first when they wake (round nine's
+#                      r10; it also starves that generator where a relay core shares its
+#                      CPU, as in the dedicated placement).
+#   --instruments-nice N  run the sink and the small accounts' load generator (the tools
+#                      that stamp the send and arrival times) under `nice -n N` (negative
+#                      needs root), so on the tools CPU they get the CPU first when they wake,
+#                      and the big account's generator competes with the relay as before.
 #   --relay-extra TOML put before the accounts in corerelay's configuration (an experiment,
 #                      e.g. $'[fairness]\ndelivery_shares = 1000'); recorded in commands.txt.
 set -euo pipefail
@@ -53,6 +59,7 @@ tools_cpus=""
 relay_extra=""
 big_rate=0
 big_nice=0
+instruments_nice=0
 placements="dedicated same-core"
 bin=""
 out=""
@@ -69,6 +76,7 @@ while [ $# -gt 0 ]; do
     --relay-extra) relay_extra=$2; shift 2 ;;
     --big-rate) big_rate=$2; shift 2 ;;
     --big-nice) big_nice=$2; shift 2 ;;
+    --instruments-nice) instruments_nice=$2; shift 2 ;;
     --placements) placements=$2; shift 2 ;;
     --bin) bin=$(realpath "$2"); shift 2 ;;
     --out) out=$2; shift 2 ;;
@@ -125,6 +133,7 @@ trap 'exit 130' INT TERM
   [ "$postfix" = 1 ] && echo "postfix: $(postconf -d -h mail_version)"
   echo "load average at start: $(cut -d' ' -f1-3 /proc/loadavg)"
   echo "tools (load, sink) on CPUs: ${tools_cpus:-any (not pinned)}"
+  echo "nice: sink and small accounts' load $instruments_nice, big account's load $big_nice"
   echo "scenario: big $big messages of $size bytes over $big_conns connections $([ "$big_rate" = 0 ] && echo "as fast as taken" || echo "at $big_rate/s"); $smalls small accounts at $small_rate messages/s each over 1 connection"
 } > "$out/machine.txt"
 : > "$out/commands.txt"
@@ -134,8 +143,10 @@ note() { printf '%s\n' "$*" >> "$out/commands.txt"; }
 # The sink, on $1; its per-account figures go to $work/sink.json on SIGUSR1/SIGINT.
 start_sink() {
   rm -f "$work/sink.json"
-  note "${tools[*]} $bin sink --listen $1 --json-summary sink.json"
-  "${tools[@]}" "$bin" sink --listen "$1" --json-summary "$work/sink.json" > "$work/sink.out" 2>&1 &
+  local niced=()
+  [ "$instruments_nice" != 0 ] && niced=(nice -n "$instruments_nice")
+  note "${niced[*]:+${niced[*]} }${tools[*]} $bin sink --listen $1 --json-summary sink.json"
+  "${niced[@]}" "${tools[@]}" "$bin" sink --listen "$1" --json-summary "$work/sink.json" > "$work/sink.out" 2>&1 &
   sink_pid=$!; pids+=("$sink_pid")
   sink_addr=$(addr_of "$work/sink.out")
 }
@@ -192,6 +203,7 @@ start_load() {
   mapfile -t args < <(load_args "$what")
   local niced=()
   [ "$what" = big ] && [ "$big_nice" != 0 ] && niced=(nice -n "$big_nice")
+  [ "$what" = small ] && [ "$instruments_nice" != 0 ] && niced=(nice -n "$instruments_nice")
   note "${niced[*]:+${niced[*]} }${tools[*]} $bin load --target $target --cores 1 --json ${args[*]}"
   "${niced[@]}" "${tools[@]}" "$bin" load --target "$target" --cores 1 --json "${args[@]}" > "$work/load-$what.json" 2>"$work/load-$what.err" &
   load_pids+=($!)
