@@ -377,9 +377,10 @@ impl Connection {
 
     /// Writes the pending commands (the BDAT, and MAIL and the RCPTs when they go in its
     /// flight) and then the body as stored, straight from its chunks (BDAT: no stuffing, no
-    /// copy), in one vectored write when the socket takes it all: the server gets the
-    /// flight in one segment and wakes once for it, where a write per piece would cost a
-    /// system call and a segment each, and might wake it for the commands alone.
+    /// copy), in one vectored write when the socket takes it all: one system call, and the
+    /// flight reaches the server together, where a write per piece cost a call and a
+    /// segment each and could wake the server for the commands alone (BENCHMARKS.md,
+    /// fairness round nine).
     /// `phase` is the transaction's: `Mail` when the chunk went with MAIL and the RCPTs, so
     /// a warm connection the server had closed fails before any recipient, as it would
     /// without the chunk, and is replaced.
