@@ -97,7 +97,7 @@ def stages(path):
                    "submit->append": appended - end_of_data, "append->durable": done - appended,
                    "durable->start": start - done, "start->arrived": came - start}
             if i < len(commits):
-                row["append->durable"] = None
+                del row["append->durable"]
                 row.update({"append->commit": t0 - appended, "write": written - t0,
                             "fsync": synced[t0] - written, "synced->durable": done - synced[t0]})
             slow.append(row)
@@ -115,12 +115,10 @@ def main():
                 continue
             print(f"  {name:16} p50 {pct(values, 50):5.2f}  p90 {pct(values, 90):5.2f}  "
                   f"p99 {pct(values, 99):5.2f}  max {pct(values, 100):5.2f} ms")
-
-
         if out["slowest"]:
             print("  slowest 2% end to end, ms per stage:")
             for row in out["slowest"]:
-                print("   " + "  ".join(f"{k} {v / 1000:.2f}" for k, v in row.items() if v is not None))
+                print("   " + "  ".join(f"{k} {v / 1000:.2f}" for k, v in row.items()))
 
 
 if __name__ == "__main__":
