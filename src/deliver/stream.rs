@@ -39,16 +39,21 @@ impl Stream {
     /// (`TCP_QUICKACK`, which the kernel clears again by itself). Needed after a flight
     /// that the server may answer in two writes (see `Connection::run`, pipelined BDAT).
     pub fn quickack(&self) -> io::Result<()> {
-        let fd = match self {
-            Stream::Plain(tcp) => tcp.as_raw_fd(),
-            Stream::Tls(tls) => tls.get_ref().0.as_raw_fd(),
+        let tcp = match self {
+            Stream::Plain(tcp) => tcp,
+            Stream::Tls(tls) => tls.get_ref().0,
             Stream::Closed => return Err(closed()),
         };
-        // SAFETY: `self` owns the socket and keeps it open while the borrow lives (it ends
-        // with this call).
-        let socket = unsafe { BorrowedFd::borrow_raw(fd) };
-        SockRef::from(&socket).set_tcp_quickack(true)
+        SockRef::from(&socket_of(tcp)).set_tcp_quickack(true)
     }
+}
+
+/// The socket under a glommio stream, for the options and calls glommio does not offer
+/// (glommio's stream implements `AsRawFd` but not `AsFd`).
+fn socket_of(tcp: &TcpStream) -> BorrowedFd<'_> {
+    // SAFETY: `tcp` owns the descriptor and keeps it open for as long as it is borrowed, and
+    // the returned borrow cannot outlive that borrow of `tcp`.
+    unsafe { BorrowedFd::borrow_raw(tcp.as_raw_fd()) }
 }
 
 /// Opens a TCP connection to `addr` within `timeout`, from `bind` when given.
@@ -149,11 +154,8 @@ impl AsyncWrite for Stream {
     ) -> Poll<io::Result<usize>> {
         match self.get_mut() {
             Stream::Plain(s) => {
-                // SAFETY: `s` owns the socket and keeps it open while the borrow lives (it
-                // ends with this call).
-                let socket = unsafe { BorrowedFd::borrow_raw(s.as_raw_fd()) };
                 let flags = libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL;
-                match SockRef::from(&socket).send_vectored_with_flags(bufs, flags) {
+                match SockRef::from(&socket_of(s)).send_vectored_with_flags(bufs, flags) {
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                         let first = bufs.iter().find(|b| !b.is_empty()).map_or(&[][..], |b| &b[..]);
                         Pin::new(s).poll_write(cx, first)
