@@ -217,6 +217,13 @@ disk_stat() {
   awk '{print $5, $8, $16, $17}' "/sys/class/block/$dev/stat" 2>/dev/null || true
 }
 
+# Each CPU's jiffies since boot from /proc/stat: "cpuN total steal" per line. Steal is the
+# time the hypervisor ran someone else while this VM's CPU had work: a run that another
+# tenant of the host slowed down shows it here (zero on bare metal).
+cpu_stat() {
+  awk '/^cpu[0-9]/ { t = 0; for (i = 2; i <= NF; i++) t += $i; print $1, t, $9 }' /proc/stat
+}
+
 # Runs one load against $1 ($2: big|small|both) and waits for the sink; appends a raw line.
 run_one() {
   local system=$1 placement=$2 what=$3 target=$4
@@ -228,8 +235,9 @@ run_one() {
   [ "$what" != big ] && expect_small=$(awk -v s="$smalls" -v r="$small_rate" -v d="$trickle_s" 'BEGIN{printf "%d", s*r*d*0.95}')
   rm -f "$work"/load-*.json
   load_pids=()
-  local t0=$EPOCHREALTIME disk0
+  local t0=$EPOCHREALTIME disk0 cpus0
   disk0=$(disk_stat)
+  cpus0=$(cpu_stat)
   [ "$what" != small ] && start_load "$target" big
   [ "$what" != big ] && start_load "$target" small
   for p in "${load_pids[@]}"; do wait "$p" || echo "a load failed: $(cat "$work"/load-*.err)" >&2; done
@@ -243,8 +251,9 @@ print(json.dumps({"acked": sum(r.get("acked", 0) for r in reports),
   local acked
   acked=$(python3 -c 'import json,sys; print(json.loads(sys.argv[1]).get("acked",0))' "$report")
   wait_delivered $((acked + smalls + 1)) 600
-  local t1=$EPOCHREALTIME disk1
+  local t1=$EPOCHREALTIME disk1 cpus1
   disk1=$(disk_stat)
+  cpus1=$(cpu_stat)
   kill -USR1 "$sink_pid"; sleep 0.2
   local sink
   sink=$(cat "$work/sink.json")
@@ -256,8 +265,13 @@ print(json.dumps({"acked": sum(r.get("acked", 0) for r in reports),
     if (n < 4) { print "null"; exit }
     w = b[1] - a[1]; f = b[3] - a[3]
     printf "{\"writes\":%d,\"write_ms\":%s,\"flushes\":%d,\"flush_ms\":%s}", w, (w ? sprintf("%.3f", (b[2]-a[2])/w) : "null"), f, (f ? sprintf("%.3f", (b[4]-a[4])/f) : "null") }')
-  printf '{"system":"%s","placement":"%s","run":"%s","repeat":%d,"seconds":%s,"delivered":%d,"expect_small_min":%d,"disk":%s,"sink":%s,"load":%s}\n' \
-    "$system" "$placement" "$what" "$r" "$(awk -v a="$t0" -v b="$t1" 'BEGIN{printf "%.3f", b-a}')" "$delivered" "$expect_small" "$disk" "$sink" "$report" >> "$out/raw.jsonl"
+  # Each CPU's steal during the run, in % of its time (the host's other tenants).
+  local steal
+  steal=$(paste -d' ' <(printf '%s\n' "$cpus0") <(printf '%s\n' "$cpus1") | awk '
+    { t = $5 - $2; printf "%s\"%s\":%.2f", (NR > 1 ? "," : "{"), $1, (t > 0 ? 100 * ($6 - $3) / t : 0) }
+    END { print (NR ? "}" : "null") }')
+  printf '{"system":"%s","placement":"%s","run":"%s","repeat":%d,"seconds":%s,"delivered":%d,"expect_small_min":%d,"disk":%s,"steal_pct":%s,"sink":%s,"load":%s}\n' \
+    "$system" "$placement" "$what" "$r" "$(awk -v a="$t0" -v b="$t1" 'BEGIN{printf "%.3f", b-a}')" "$delivered" "$expect_small" "$disk" "$steal" "$sink" "$report" >> "$out/raw.jsonl"
   echo "$system $placement $what (run $r): delivered $delivered in $(awk -v a="$t0" -v b="$t1" 'BEGIN{printf "%.1f", b-a}') s"
 }
 

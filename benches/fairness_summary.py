@@ -33,6 +33,15 @@ def disk(row):
     return f"{ms('write_ms')} / {ms('flush_ms')}"
 
 
+def steal(row):
+    """Each CPU's steal during a run, in % (the host's other tenants took that share of
+    the CPU's time); runs recorded before fairness.sh measured it show a dash."""
+    st = row.get("steal_pct")
+    if not st:
+        return "–"
+    return " / ".join(f"{st[cpu]:.1f}" for cpu in sorted(st))
+
+
 def smalls(row):
     return [a for a in row["sink"].get("accounts", []) if a["account"].startswith("small")]
 
@@ -226,11 +235,12 @@ def main():
         "",
         "Per run (raw.jsonl has everything). *Disk ms*: the spool disk's mean time per write and per",
         "cache flush during the run (/sys/class/block/<dev>/stat); a run another tenant of the",
-        "machine slowed down stands out there.",
+        "machine slowed down stands out there. *Steal %*: each CPU's (cpu0 / cpu1 …) time the",
+        "hypervisor gave to other tenants while this VM had work (/proc/stat).",
         "",
     ]
-    lines.append("| system | placement | run | repeat | seconds | delivered | disk ms (write / flush) | accounts at the sink (messages, rate/s, p50/p99/max ms) |")
-    lines.append("|---|---|---|---:|---:|---:|---:|---|")
+    lines.append("| system | placement | run | repeat | seconds | delivered | disk ms (write / flush) | steal % | accounts at the sink (messages, rate/s, p50/p99/max ms) |")
+    lines.append("|---|---|---|---:|---:|---:|---:|---:|---|")
     for r in rows:
         accts = "; ".join(
             f"{a['account']} {a['messages']}, {a['messages_per_second']:.0f}/s, {a['p50_ms']:.1f}/{a['p99_ms']:.1f}/{a['max_ms']:.1f}"
@@ -238,7 +248,7 @@ def main():
         )
         lines.append(
             f"| {r['system']} | {r['placement']} | {r['run']} | {r['repeat']} | {r['seconds']:.1f} | {r['delivered']} "
-            f"| {disk(r)} | {accts} |"
+            f"| {disk(r)} | {steal(r)} | {accts} |"
         )
     (out / "summary.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines[: 12 + len(keys)]))
