@@ -25,7 +25,7 @@
 # usage: benches/fairness.sh [--big N] [--big-conns C] [--small-rate R] [--smalls K]
 #                            [--size BYTES] [--repeat R] [--no-postfix] [--tools-cpus LIST]
 #                            [--relay-extra TOML] [--big-rate R] [--placements LIST] [--bin PATH]
-#                            [--big-nice N] [--instruments-nice N] [--out DIR]
+#                            [--big-nice N] [--instruments-nice N] [--max-steal P] [--out DIR]
 #   --tools-cpus LIST  run the load generators and the sink under `taskset -c LIST` (e.g. 1:
 #                      the CPU of corerelay's core 1, so core 0, where the small accounts
 #                      live in both placements, runs only the relay). Default: not pinned.
@@ -43,6 +43,11 @@
 #                      that stamp the send and arrival times) under `nice -n N` (negative
 #                      needs root), so on the tools CPU they get the CPU first when they wake,
 #                      and the big account's generator competes with the relay as before.
+#   --max-steal P      a repeat of a placement (its solo, idle and mixed runs) during which the
+#                      hypervisor stole P % or more of a CPU's time in any of its runs (the
+#                      host's other tenants; /proc/stat) is kept in raw.jsonl, marked disturbed
+#                      in the summary, left out of its verdicts, and run again, up to --repeat
+#                      extra times per placement. Default 0: no repeat is rerun or left out.
 #   --relay-extra TOML put before the accounts in corerelay's configuration (an experiment,
 #                      e.g. $'[fairness]\ndelivery_shares = 1000'); recorded in commands.txt.
 set -euo pipefail
@@ -60,6 +65,7 @@ relay_extra=""
 big_rate=0
 big_nice=0
 instruments_nice=0
+max_steal=0
 placements="dedicated same-core"
 bin=""
 out=""
@@ -77,6 +83,7 @@ while [ $# -gt 0 ]; do
     --big-rate) big_rate=$2; shift 2 ;;
     --big-nice) big_nice=$2; shift 2 ;;
     --instruments-nice) instruments_nice=$2; shift 2 ;;
+    --max-steal) max_steal=$2; shift 2 ;;
     --placements) placements=$2; shift 2 ;;
     --bin) bin=$(realpath "$2"); shift 2 ;;
     --out) out=$2; shift 2 ;;
@@ -134,10 +141,12 @@ trap 'exit 130' INT TERM
   echo "load average at start: $(cut -d' ' -f1-3 /proc/loadavg)"
   echo "tools (load, sink) on CPUs: ${tools_cpus:-any (not pinned)}"
   echo "nice: sink and small accounts' load $instruments_nice, big account's load $big_nice"
+  echo "disturbed: $([ "$max_steal" = 0 ] && echo "not judged (no --max-steal)" || echo "a repeat with steal >= $max_steal % on a CPU in one of its runs is left out of the verdicts and rerun")"
   echo "scenario: big $big messages of $size bytes over $big_conns connections $([ "$big_rate" = 0 ] && echo "as fast as taken" || echo "at $big_rate/s"); $smalls small accounts at $small_rate messages/s each over 1 connection"
 } > "$out/machine.txt"
 : > "$out/commands.txt"
 : > "$out/raw.jsonl"
+printf '{"max_steal_pct": %s}\n' "$max_steal" > "$out/settings.json"
 note() { printf '%s\n' "$*" >> "$out/commands.txt"; }
 
 # The sink, on $1; its per-account figures go to $work/sink.json on SIGUSR1/SIGINT.
@@ -364,16 +373,36 @@ print(int(row["seconds"]) + 2)
 EOF
 }
 
+# Whether the last three raw lines (one repeat of a placement) had steal >= --max-steal on a CPU.
+disturbed() {
+  [ "$max_steal" = 0 ] && return 1
+  tail -n 3 "$out/raw.jsonl" | python3 -c '
+import json, sys
+limit = float(sys.argv[1])
+worst = max((v for l in sys.stdin for v in (json.loads(l).get("steal_pct") or {}).values()), default=0)
+sys.exit(0 if worst >= limit else 1)' "$max_steal"
+}
+
 started=$SECONDS
-for r in $(seq 1 "$repeat"); do
+declare -A trials
+for placement in $placements; do trials[$placement]=0; done
+for _ in $(seq 1 "$repeat"); do
   for placement in $placements; do
-    trickle_s=20
-    run_corerelay "$placement" solo
-    trickle_s=$(solo_seconds "corerelay/$placement")
-    run_corerelay "$placement" idle
-    run_corerelay "$placement" mixed
+    # $r numbers this placement's repeats as run, reruns of disturbed ones included.
+    while :; do
+      trials[$placement]=$((trials[$placement] + 1)); r=${trials[$placement]}
+      trickle_s=20
+      run_corerelay "$placement" solo
+      trickle_s=$(solo_seconds "corerelay/$placement")
+      run_corerelay "$placement" idle
+      run_corerelay "$placement" mixed
+      disturbed || break
+      if [ "$r" -ge $((2 * repeat)) ]; then echo "$placement: repeat $r disturbed, no reruns left" >&2; break; fi
+      echo "$placement: repeat $r disturbed (steal >= $max_steal % on a CPU), running it again"
+    done
   done
   if [ "$postfix" = 1 ]; then
+    r=$((${r_postfix:-0} + 1)); r_postfix=$r
     [ "$r" = 1 ] && configure_postfix
     trickle_s=20
     run_postfix solo

@@ -9,6 +9,11 @@ over repeats. Targets: small p99 mixed <= 2 x idle; big mixed >= 90 % of solo.
 A second table pools the small accounts' latencies over all repeats (the sink writes the
 group's samples), so its p99 rests on every repeat's messages rather than on the median of
 per-repeat p99s, each of which is one of a few hundred messages' three slowest.
+
+With fairness.sh --max-steal P (settings.json), a repeat of a placement (its solo, idle and
+mixed runs) during which the hypervisor stole P % or more of a CPU's time in one of its runs is
+disturbed: the verdict tables leave it out (fairness.sh ran it again), a pooled table of
+every repeat shows what it would have changed, and the per-run table marks it.
 """
 
 import json
@@ -132,9 +137,25 @@ def fmt(v, unit=""):
     return "–" if v is None else f"{v:.1f}{unit}" if v < 100 else f"{v:.0f}{unit}"
 
 
+def disturbed_repeats(rows, limit):
+    """(system, placement, repeat) of every repeat with steal >= limit % on a CPU in one of
+    its runs; empty when no limit was set."""
+    if not limit:
+        return set()
+    return {
+        (r["system"], r["placement"], r["repeat"])
+        for r in rows
+        if max((r.get("steal_pct") or {}).values(), default=0) >= limit
+    }
+
+
 def main():
     out = Path(sys.argv[1])
-    rows = [json.loads(line) for line in (out / "raw.jsonl").read_text().splitlines() if line.strip()]
+    all_rows = [json.loads(line) for line in (out / "raw.jsonl").read_text().splitlines() if line.strip()]
+    settings = out / "settings.json"
+    limit = json.loads(settings.read_text()).get("max_steal_pct") if settings.exists() else None
+    disturbed = disturbed_repeats(all_rows, limit)
+    rows = [r for r in all_rows if (r["system"], r["placement"], r["repeat"]) not in disturbed]
     keys = []
     for r in rows:
         k = (r["system"], r["placement"])
@@ -150,10 +171,21 @@ def main():
         "sink (first to last arrival). The 250 columns are the small accounts' reply latency",
         "at the load tool (worst p99).",
         "",
+        *(
+            [
+                f"Disturbed repeats (steal ≥ {limit} % of a CPU's time in one of their runs), left out of",
+                "the verdicts and rerun: "
+                + (", ".join(f"{s} {p} {n}" for s, p, n in sorted(disturbed)) or "none")
+                + ".",
+                "",
+            ]
+            if limit
+            else []
+        ),
         "| system | placement | small p50 idle | small p99 idle | small p50 mixed | small p99 mixed | p99 mixed/idle (target ≤ 2) | small 250 p99 idle / mixed | big solo msg/s | big mixed msg/s | mixed/solo (target ≥ 0.90) | small msgs (idle / mixed) |",
         "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
-    def runs(system, placement, kind):
+    def runs(system, placement, kind, rows=rows):
         return [r for r in rows if r["system"] == system and r["placement"] == placement and r["run"] == kind]
 
     for system, placement in keys:
@@ -175,20 +207,25 @@ def main():
             f"| {fmt(p99_mixed, ' ms')} | {ok(ratio, lambda v: v <= 2)} | {fmt(reply(idle), ' ms')} / {fmt(reply(mixed), ' ms')} "
             f"| {fmt(solo_rate)} | {fmt(mixed_rate)} | {ok(share, lambda v: v >= 0.9)} | {fmt(count(idle))} / {fmt(count(mixed))} |"
         )
-    pooled_lines = []
-    for system, placement in keys:
-        idle_runs, mixed_runs = runs(system, placement, "small"), runs(system, placement, "both")
-        idle, mixed = pooled(idle_runs), pooled(mixed_runs)
-        if not idle or not mixed:
-            continue
-        i99, m99 = nearest_rank(idle, 0.99), nearest_rank(mixed, 0.99)
-        ratio = m99 / i99 if i99 else None
-        verdict = "–" if ratio is None else f"{ratio:.2f} {'✓' if ratio <= 2 else '✗'}"
-        pooled_lines.append(
-            f"| {system} | {placement} | {len(idle_runs)} / {len(mixed_runs)} | {len(idle)} / {len(mixed)} "
-            f"| {fmt(nearest_rank(idle, 0.5), ' ms')} / {fmt(nearest_rank(mixed, 0.5), ' ms')} "
-            f"| {fmt(i99, ' ms')} | {fmt(m99, ' ms')} | {verdict} |"
-        )
+    def pooled_table(rows):
+        table = []
+        for system, placement in keys:
+            idle_runs, mixed_runs = runs(system, placement, "small", rows), runs(system, placement, "both", rows)
+            idle, mixed = pooled(idle_runs), pooled(mixed_runs)
+            if not idle or not mixed:
+                continue
+            i99, m99 = nearest_rank(idle, 0.99), nearest_rank(mixed, 0.99)
+            ratio = m99 / i99 if i99 else None
+            verdict = "–" if ratio is None else f"{ratio:.2f} {'✓' if ratio <= 2 else '✗'}"
+            table.append(
+                f"| {system} | {placement} | {len(idle_runs)} / {len(mixed_runs)} | {len(idle)} / {len(mixed)} "
+                f"| {fmt(nearest_rank(idle, 0.5), ' ms')} / {fmt(nearest_rank(mixed, 0.5), ' ms')} "
+                f"| {fmt(i99, ' ms')} | {fmt(m99, ' ms')} | {verdict} |"
+            )
+        return table
+
+    pooled_lines = pooled_table(rows)
+    pooled_all = pooled_table(all_rows) if disturbed else []
     if pooled_lines:
         lines += [
             "",
@@ -198,6 +235,15 @@ def main():
             "| system | placement | runs (idle / mixed) | messages (idle / mixed) | p50 idle / mixed | p99 idle | p99 mixed | p99 mixed/idle (target ≤ 2) |",
             "|---|---|---:|---:|---|---:|---:|---:|",
             *pooled_lines,
+        ]
+    if pooled_all:
+        lines += [
+            "",
+            "The same pooled over every repeat, the disturbed ones included (not the verdict):",
+            "",
+            "| system | placement | runs (idle / mixed) | messages (idle / mixed) | p50 idle / mixed | p99 idle | p99 mixed | p99 mixed/idle |",
+            "|---|---|---:|---:|---|---:|---:|---:|",
+            *pooled_all,
         ]
     lines += [
         "",
@@ -241,19 +287,23 @@ def main():
     ]
     lines.append("| system | placement | run | repeat | seconds | delivered | disk ms (write / flush) | steal % | accounts at the sink (messages, rate/s, p50/p99/max ms) |")
     lines.append("|---|---|---|---:|---:|---:|---:|---:|---|")
-    for r in rows:
+    for r in all_rows:
         accts = "; ".join(
             f"{a['account']} {a['messages']}, {a['messages_per_second']:.0f}/s, {a['p50_ms']:.1f}/{a['p99_ms']:.1f}/{a['max_ms']:.1f}"
             for a in r["sink"].get("accounts", [])
         )
+        mark = " (disturbed)" if (r["system"], r["placement"], r["repeat"]) in disturbed else ""
         lines.append(
-            f"| {r['system']} | {r['placement']} | {r['run']} | {r['repeat']} | {r['seconds']:.1f} | {r['delivered']} "
+            f"| {r['system']} | {r['placement']} | {r['run']} | {r['repeat']}{mark} | {r['seconds']:.1f} | {r['delivered']} "
             f"| {disk(r)} | {steal(r)} | {accts} |"
         )
     (out / "summary.md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines[: 12 + len(keys)]))
+    table_end = next(i for i, line in enumerate(lines) if line.startswith("| system | placement | small p50")) + 2 + len(keys)
+    print("\n".join(lines[:table_end]))
     if pooled_lines:
         print("\n".join(["", "pooled over repeats:", *pooled_lines]))
+    if pooled_all:
+        print("\n".join(["", "pooled over every repeat, the disturbed ones included:", *pooled_all]))
 
 
 if __name__ == "__main__":
