@@ -383,33 +383,30 @@ worst = max((v for l in sys.stdin for v in (json.loads(l).get("steal_pct") or {}
 sys.exit(0 if worst >= limit else 1)' "$max_steal"
 }
 
-started=$SECONDS
+# One repeat of a placement ("corerelay dedicated", "corerelay same-core" or "postfix -"):
+# its solo, idle and mixed runs, again while disturbed (--max-steal), at most --repeat extra
+# times per placement. $r numbers a placement's repeats as run, reruns included.
 declare -A trials
-for placement in $placements; do trials[$placement]=0; done
-for _ in $(seq 1 "$repeat"); do
-  for placement in $placements; do
-    # $r numbers this placement's repeats as run, reruns of disturbed ones included.
-    while :; do
-      trials[$placement]=$((trials[$placement] + 1)); r=${trials[$placement]}
-      trickle_s=20
-      run_corerelay "$placement" solo
-      trickle_s=$(solo_seconds "corerelay/$placement")
-      run_corerelay "$placement" idle
-      run_corerelay "$placement" mixed
-      disturbed || break
-      if [ "$r" -ge $((2 * repeat)) ]; then echo "$placement: repeat $r disturbed, no reruns left" >&2; break; fi
-      echo "$placement: repeat $r disturbed (steal >= $max_steal % on a CPU), running it again"
+run_repeat() {
+  local system=$1 placement=$2 key="$1 $2"
+  while :; do
+    trials[$key]=$((${trials[$key]:-0} + 1)); r=${trials[$key]}
+    [ "$system" = postfix ] && [ "$r" = 1 ] && configure_postfix
+    for what in solo idle mixed; do
+      # The trickle lasts as long as the big account took alone (+2 s); 20 s for the solo run.
+      [ "$what" = solo ] && trickle_s=20 || trickle_s=$(solo_seconds "$system/$placement")
+      if [ "$system" = corerelay ]; then run_corerelay "$placement" "$what"; else run_postfix "$what"; fi
     done
+    disturbed || return 0
+    if [ "$r" -ge $((2 * repeat)) ]; then echo "$key: repeat $r disturbed, no reruns left" >&2; return 0; fi
+    echo "$key: repeat $r disturbed (steal >= $max_steal % on a CPU), running it again"
   done
-  if [ "$postfix" = 1 ]; then
-    r=$((${r_postfix:-0} + 1)); r_postfix=$r
-    [ "$r" = 1 ] && configure_postfix
-    trickle_s=20
-    run_postfix solo
-    trickle_s=$(solo_seconds "postfix/-")
-    run_postfix idle
-    run_postfix mixed
-  fi
+}
+
+started=$SECONDS
+for _ in $(seq 1 "$repeat"); do
+  for placement in $placements; do run_repeat corerelay "$placement"; done
+  if [ "$postfix" = 1 ]; then run_repeat postfix -; fi
 done
 echo "took $((SECONDS - started)) s; load average at the end: $(cut -d' ' -f1-3 /proc/loadavg)" | tee -a "$out/machine.txt"
 python3 benches/fairness_summary.py "$out"
