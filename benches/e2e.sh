@@ -280,12 +280,12 @@ record() {
   sink_cpu_s=$(proctree cpu "$sink_pid")
   e2e_s=$(awk -v a="$t_start" -v b="$e2e_done" 'BEGIN{printf "%.3f", b-a}')
   local line
-  line=$(printf '{"system":"%s","mode":"%s","rate":%s,"body":"%s","loader":"%s","accounts":%d,"cores":"%s","size":%d,"conns":%d,"run":%d,"messages":%d,"delivered":%d,"e2e_seconds":%s,"e2e_per_second":%.1f,"relay_cpu_ms_per_1k":%.1f,"tools_cpu_ms_per_1k":%.1f,"peak_pss_kib":%d,"loadavg_before":"%s","io_full_avg10_before":"%s","load":%s}' \
+  line=$(printf '{"system":"%s","mode":"%s","rate":%s,"body":"%s","loader":"%s","accounts":%d,"cores":"%s","size":%d,"conns":%d,"run":%d,"messages":%d,"delivered":%d,"e2e_seconds":%s,"e2e_per_second":%.1f,"relay_cpu_ms_per_1k":%.1f,"tools_cpu_ms_per_1k":%.1f,"peak_pss_kib":%d,"loadavg_before":"%s","io_full_avg10_before":"%s","steal_pct":%s,"load":%s}' \
     "$system" "$mode" "$rate" "$what" "$loader" "$accounts" "$cores" "$size" "$c" "$r" "$n" "$delivered" "$e2e_s" \
     "$(awk -v n="$delivered" -v s="$e2e_s" 'BEGIN{print (s > 0 ? n / s : 0)}')" \
     "$(awk -v c="$cpu_s" -v n="$n" 'BEGIN{print c * 1e6 / n}')" \
     "$(awk -v a="$load_cpu_s" -v b="$sink_cpu_s" -v n="$n" 'BEGIN{print (a + b) * 1e6 / n}')" \
-    "$peak_kib" "$loadavg" "$io_pressure" "$report")
+    "$peak_kib" "$loadavg" "$io_pressure" "$(steal_json "$stat0" "$stat1")" "$report")
   echo "$line" >> "$out/raw.jsonl"
   echo "$system mode=$mode rate=$rate loader=$loader accounts=$accounts cores=$cores size=$size conns=$c run=$r: delivered $delivered in ${e2e_s}s, relay CPU $cpu_s s, $report"
 }
@@ -383,9 +383,11 @@ run_corerelay() {
   io_pressure=$(sed -n 's/^full avg10=\([0-9.]*\).*/\1/p' /proc/pressure/io 2>/dev/null)
   local cpu0 cpu1
   cpu0=$(proctree cpu "$relay_pid")
+  stat0=$(cpu_stat)
   start_sampler "$relay_pid"
   run_load "$relay_addr" "$n" "$c" "$size" "$rate"
   wait_delivered "$expected" 120
+  stat1=$(cpu_stat)
   cpu1=$(proctree cpu "$relay_pid")
   stop_sampler
   record corerelay "$cores" "$size" "$c" "$n" "$(awk -v a="$cpu0" -v b="$cpu1" 'BEGIN{print b-a}')" "$mode" "$rate"
@@ -495,9 +497,11 @@ run_postfix() {
   io_pressure=$(sed -n 's/^full avg10=\([0-9.]*\).*/\1/p' /proc/pressure/io 2>/dev/null)
   local cpu0 cpu1
   cpu0=$(proctree cpu "$master" $milter_pid)
+  stat0=$(cpu_stat)
   start_sampler "$master" $milter_pid
   run_load "127.0.0.1:$pf_port" "$n" "$c" "$size" "$rate"
   wait_delivered "$expected" 180
+  stat1=$(cpu_stat)
   [ "$delivered" -lt "$expected" ] && { echo "Postfix delivered only $delivered; its log ends:" >&2; tail -5 "$pf_dir/postfix.log" >&2; }
   cpu1=$(proctree cpu "$master" $milter_pid)
   stop_sampler

@@ -155,6 +155,7 @@ start_sink() {
   local niced=()
   [ "$instruments_nice" != 0 ] && niced=(nice -n "$instruments_nice")
   note "${niced[*]:+${niced[*]} }${tools[*]} $bin sink --listen $1 --json-summary sink.json"
+  : > "$work/sink.out"
   "${niced[@]}" "${tools[@]}" "$bin" sink --listen "$1" --json-summary "$work/sink.json" > "$work/sink.out" 2>&1 &
   sink_pid=$!; pids+=("$sink_pid")
   sink_addr=$(addr_of "$work/sink.out")
@@ -226,13 +227,6 @@ disk_stat() {
   awk '{print $5, $8, $16, $17}' "/sys/class/block/$dev/stat" 2>/dev/null || true
 }
 
-# Each CPU's jiffies since boot from /proc/stat: "cpuN total steal" per line. Steal is the
-# time the hypervisor ran someone else while this VM's CPU had work: a run that another
-# tenant of the host slowed down shows it here (zero on bare metal).
-cpu_stat() {
-  awk '/^cpu[0-9]/ { t = 0; for (i = 2; i <= NF; i++) t += $i; print $1, t, $9 }' /proc/stat
-}
-
 # Runs one load against $1 ($2: big|small|both) and waits for the sink; appends a raw line.
 run_one() {
   local system=$1 placement=$2 what=$3 target=$4
@@ -249,7 +243,8 @@ run_one() {
   cpus0=$(cpu_stat)
   [ "$what" != small ] && start_load "$target" big
   [ "$what" != big ] && start_load "$target" small
-  for p in "${load_pids[@]}"; do wait "$p" || echo "a load failed: $(cat "$work"/load-*.err)" >&2; done
+  # A load that failed (nothing acknowledged, or an error) makes the repeat meaningless: stop.
+  for p in "${load_pids[@]}"; do wait "$p" || { echo "a load failed: $(cat "$work"/load-*.err)" >&2; exit 1; }; done
   # One report with the accounts of both processes.
   local report
   report=$(python3 -c '
@@ -276,9 +271,7 @@ print(json.dumps({"acked": sum(r.get("acked", 0) for r in reports),
     printf "{\"writes\":%d,\"write_ms\":%s,\"flushes\":%d,\"flush_ms\":%s}", w, (w ? sprintf("%.3f", (b[2]-a[2])/w) : "null"), f, (f ? sprintf("%.3f", (b[4]-a[4])/f) : "null") }')
   # Each CPU's steal during the run, in % of its time (the host's other tenants).
   local steal
-  steal=$(paste -d' ' <(printf '%s\n' "$cpus0") <(printf '%s\n' "$cpus1") | awk '
-    { t = $5 - $2; printf "%s\"%s\":%.2f", (NR > 1 ? "," : "{"), $1, (t > 0 ? 100 * ($6 - $3) / t : 0) }
-    END { print (NR ? "}" : "null") }')
+  steal=$(steal_json "$cpus0" "$cpus1")
   printf '{"system":"%s","placement":"%s","run":"%s","repeat":%d,"seconds":%s,"delivered":%d,"expect_small_min":%d,"disk":%s,"steal_pct":%s,"sink":%s,"load":%s}\n' \
     "$system" "$placement" "$what" "$r" "$(awk -v a="$t0" -v b="$t1" 'BEGIN{printf "%.3f", b-a}')" "$delivered" "$expect_small" "$disk" "$steal" "$sink" "$report" >> "$out/raw.jsonl"
   echo "$system $placement $what (run $r): delivered $delivered in $(awk -v a="$t0" -v b="$t1" 'BEGIN{printf "%.1f", b-a}') s"
@@ -306,6 +299,7 @@ run_corerelay() {
   local cmd=("$bin" serve --config "$work/accounts.toml" --listen 127.0.0.1:0 --http-listen 127.0.0.1:0
              --smarthost "$sink_addr" --spool-dir "$work/spool" --log-dir "$work/log")
   note "${cmd[*]}"
+  : > "$work/relay.out"
   "${cmd[@]}" > "$work/relay.out" 2>&1 &
   local relay_pid=$!; pids+=("$relay_pid")
   local relay_addr

@@ -14,6 +14,21 @@ release_bin() {
   fi
 }
 
+# Each CPU's jiffies since boot from /proc/stat: "cpuN total steal" per line. Steal is the
+# time the hypervisor ran someone else while this VM's CPU had work: a run that another
+# tenant of the host slowed down shows it (zero on bare metal).
+cpu_stat() {
+  awk '/^cpu[0-9]/ { t = 0; for (i = 2; i <= NF; i++) t += $i; print $1, t, $9 }' /proc/stat
+}
+
+# Each CPU's steal between two cpu_stat readings ($1, $2), in % of its time, as JSON
+# ({"cpu0":0.12,...}); null when /proc/stat had no per-CPU lines.
+steal_json() {
+  paste -d' ' <(printf '%s\n' "$1") <(printf '%s\n' "$2") | awk '
+    NF >= 6 { t = $5 - $2; printf "%s\"%s\":%.2f", (n++ ? "," : "{"), $1, (t > 0 ? 100 * ($6 - $3) / t : 0) }
+    END { print (n ? "}" : "null") }'
+}
+
 # True when process $1 exists and its command name is $2 (a pid file can be stale).
 pid_is() { [ -n "$1" ] && [ "$(cat "/proc/$1/comm" 2>/dev/null)" = "$2" ]; }
 

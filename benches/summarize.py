@@ -116,6 +116,13 @@ if ios:
         f"I/O pressure before each run (% of time all tasks waited for I/O, 10 s average): min {ios[0]:.1f}, "
         f"median {statistics.median(ios):.1f}, max {ios[-1]:.1f}"
     )
+steals = sorted(max(r["steal_pct"].values()) for r in rows if r.get("steal_pct"))
+if steals:
+    lines.append(
+        f"steal during each run (% of a CPU's time the hypervisor gave other tenants, the more stolen CPU): "
+        f"min {steals[0]:.1f}, median {statistics.median(steals):.1f}, max {steals[-1]:.1f}; "
+        f"runs at 1% or more: {sum(s >= 1 for s in steals)} of {len(steals)}"
+    )
 bodies = sorted({r["body"] for r in rows if r["loader"] == "corerelay"})
 body_note = {
     "html": "the HTML newsletter of `corerelay load --body html` (multipart/alternative, a quoted-printable "
