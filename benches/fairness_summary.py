@@ -44,7 +44,7 @@ def steal(row):
     st = row.get("steal_pct")
     if not st:
         return "–"
-    return " / ".join(f"{st[cpu]:.1f}" for cpu in sorted(st))
+    return " / ".join(f"{st[cpu]:.1f}" for cpu in sorted(st, key=lambda c: int(c[3:])))
 
 
 def smalls(row):
