@@ -367,14 +367,24 @@ print(int(row["seconds"]) + 2)
 EOF
 }
 
-# Whether the last three raw lines (one repeat of a placement) had steal >= --max-steal on a CPU.
+# Whether the last three raw lines (one repeat of a placement) were disturbed: the summary's
+# rule (fairness_summary.disturbed_repeats), so the script reruns what the summary leaves out.
+# Exit 10: disturbed, 0: not; anything else (a Python error) stops the script rather than
+# passing for "not disturbed".
 disturbed() {
   [ "$max_steal" = 0 ] && return 1
+  local rc=0
   tail -n 3 "$out/raw.jsonl" | python3 -c '
 import json, sys
-limit = float(sys.argv[1])
-worst = max((v for l in sys.stdin for v in (json.loads(l).get("steal_pct") or {}).values()), default=0)
-sys.exit(0 if worst >= limit else 1)' "$max_steal"
+sys.path.insert(0, "benches")
+from fairness_summary import disturbed_repeats
+rows = [json.loads(line) for line in sys.stdin if line.strip()]
+sys.exit(10 if disturbed_repeats(rows, float(sys.argv[1])) else 0)' "$max_steal" || rc=$?
+  case $rc in
+    0) return 1 ;;
+    10) return 0 ;;
+    *) echo "cannot judge the repeat's steal (exit $rc)" >&2; exit 1 ;;
+  esac
 }
 
 # One repeat of a placement ("corerelay dedicated", "corerelay same-core" or "postfix -"):
